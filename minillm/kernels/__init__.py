@@ -1,0 +1,64 @@
+"""Kernels: the hot loops of a transformer, each written twice behind one dispatch.
+
+Every kernel file here holds a plain NumPy twin (the readable definition) and a dispatch function
+that calls the compiled twin from csrc/ (Cython, built as ``minillm._C.<name>``) when it is built
+and the arrays live on the host, and the NumPy twin otherwise. ``MINILLM_KERNELS=numpy`` (or
+``use("numpy")``) forces the twins everywhere, which is how the tests hold one against the other.
+"""
+import contextlib
+import importlib
+import os
+
+from .. import backend
+
+MODES = ("compiled", "numpy")
+_mode = os.environ.get("MINILLM_KERNELS", "compiled")
+if _mode not in MODES:
+    raise ValueError(f"MINILLM_KERNELS={_mode!r}: expected one of {MODES}")
+_loaded = {}
+
+
+def load(name):
+    """The compiled module ``minillm._C.<name>``, or None when it was not built."""
+    if name not in _loaded:
+        try:
+            _loaded[name] = importlib.import_module(f"minillm._C.{name}")
+        except ImportError:
+            _loaded[name] = None
+    return _loaded[name]
+
+
+def compiled(name, *arrays):
+    """The compiled module to run ``name`` on these arrays, or None to run the NumPy twin."""
+    if _mode != "compiled" or any(backend.array_module(a) is not backend.numpy for a in arrays):
+        return None
+    return load(name)
+
+
+@contextlib.contextmanager
+def use(mode):
+    """Run a block with every kernel in ``mode`` ('compiled' or 'numpy')."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"kernel mode {mode!r}: expected one of {MODES}")
+    previous, _mode = _mode, mode
+    try:
+        yield
+    finally:
+        _mode = previous
+
+
+def info():
+    """Which twin each kernel runs, and the threads the compiled ones use."""
+    names = ("softmax", "layer_norm", "gelu", "matmul", "attention")
+    table = {n: ("compiled" if _mode == "compiled" and load(n) is not None else "numpy") for n in names}
+    openmp = load("threads")
+    table["threads"] = openmp.max_threads() if openmp is not None else 1
+    return table
+
+
+from .softmax import softmax_forward, softmax_backward  # noqa: E402
+from .layer_norm import layer_norm_forward, layer_norm_backward  # noqa: E402
+from .gelu import gelu_forward, gelu_backward  # noqa: E402
+from .matmul import matmul  # noqa: E402
+from .attention import attention_forward, attention_backward  # noqa: E402

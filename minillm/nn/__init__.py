@@ -1,0 +1,4 @@
+"""Neural-network building blocks, as torch.nn. ``minillm.nn.functional`` holds the stateless functions."""
+from . import functional  # noqa: F401
+from .layers import Dropout, Embedding, LayerNorm, Linear  # noqa: F401
+from .module import Module, ModuleList, Parameter  # noqa: F401

@@ -1,0 +1,70 @@
+"""Reductions over axes: sum, mean, max. ``dim`` is None (all axes), an int or a tuple.
+
+A reduction's backward spreads g back over the reduced axes: reshape g to keep the reduced
+axes as size 1 (if keepdim was False), then broadcast it to the input's shape.
+"""
+from .. import backend
+from ..tensor import Function
+
+
+def _axes(dim, ndim):
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    for d in dims:
+        if not -ndim <= d < max(ndim, 1):
+            raise IndexError(f"dim {d} is out of range for a tensor with {ndim} dims")
+    return tuple(sorted(d % max(ndim, 1) for d in dims))
+
+
+def _expand(g, shape, axes, keepdim):
+    """g reshaped so the reduced axes are size 1, then broadcast to ``shape``."""
+    if not keepdim:
+        g = g.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
+    return backend.array_module(g).broadcast_to(g, shape)
+
+
+class Sum(Function):
+    """z = sum of x over axes.   dL/dx = g broadcast back over the summed axes."""
+
+    def forward(self, x, dim=None, keepdim=False):
+        axes = _axes(dim, x.ndim)
+        self.save(x.shape, axes, keepdim)
+        return x.sum(axis=axes, keepdims=keepdim)
+
+    def backward(self, g):
+        return _expand(g, *self.saved)
+
+
+class Mean(Function):
+    """z = mean of x over axes (n elements each).   dL/dx = g / n broadcast back."""
+    float_only = True
+
+    def forward(self, x, dim=None, keepdim=False):
+        axes = _axes(dim, x.ndim)
+        self.save(x.shape, axes, keepdim)
+        return x.mean(axis=axes, keepdims=keepdim)
+
+    def backward(self, g):
+        shape, axes, keepdim = self.saved
+        count = 1
+        for a in axes:
+            count *= shape[a]
+        return _expand(g / max(count, 1), shape, axes, keepdim)
+
+
+class Max(Function):
+    """z = max of x over axes.
+    dL/dx = g at the elements equal to the max, shared equally among ties, 0 elsewhere."""
+
+    def forward(self, x, dim=None, keepdim=False):
+        axes = _axes(dim, x.ndim)
+        z = x.max(axis=axes, keepdims=True)
+        self.save(x, z, axes, keepdim)
+        return z if keepdim else z.reshape(tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+    def backward(self, g):
+        x, z, axes, keepdim = self.saved
+        winners = x == z
+        share = winners / winners.sum(axis=axes, keepdims=True)
+        return _expand(g, x.shape, axes, keepdim) * share

@@ -1,0 +1,369 @@
+"""The tensor and the graph: reverse-mode autograd in one file.
+
+A ``Tensor`` wraps an array (``.data``: numpy, or cupy on a GPU). Every op is a ``Function``: its
+``forward`` maps arrays to an array, its ``backward`` maps the output's gradient to the inputs'
+gradients. When any input requires a gradient, the call records itself on its output (``_ctx``),
+and those records form the graph that ``Tensor.backward`` walks from the output to the leaves.
+
+Three rules keep the engine small and correct:
+- A ``Function`` instance belongs to one call, so what it saves for backward is per call
+  (a layer used twice in a graph keeps two sets of saved activations).
+- Broadcasting is undone in exactly one place, ``sum_to``, applied by the engine to every input
+  gradient whose shape differs from its input's. Ops never un-broadcast by hand.
+- The graph is walked in topological order found by an explicit stack, never by recursion, so a
+  12-layer BERT (tens of thousands of nodes) or 10,000 chained ops cannot hit a recursion limit.
+"""
+import contextlib
+import operator
+
+import numpy
+
+from . import backend
+
+_grad_enabled = True
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Within this context (or decorated function) ops record no graph, as torch.no_grad."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous, _grad_enabled = _grad_enabled, False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+def sum_to(grad, shape):
+    """Sum a gradient of a broadcast result back to the input's ``shape``.
+
+    Broadcasting copies an input along new leading axes and along axes of size 1; each copy
+    contributed to the output, so the input's gradient is the sum over those axes.
+    """
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+class Function:
+    """One op: ``forward`` and ``backward`` side by side, one instance per call.
+
+    Subclasses implement
+      forward(self, *arrays, **params) -> array      (may call self.save(...) for backward)
+      backward(self, grad) -> one gradient per input  (None where no gradient is needed)
+    ``self.needs_grad[i]`` says whether input i wants a gradient, so backward can skip work.
+    Set ``float_only = True`` on ops that are only defined for floating-point inputs.
+    """
+    float_only = False
+
+    def __init__(self):
+        self.inputs = ()
+        self.needs_grad = ()
+        self.saved = ()
+
+    @property
+    def name(self):
+        return type(self).__name__.lower()
+
+    def save(self, *arrays):
+        self.saved = arrays
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        """Run forward on the inputs' arrays and, if a gradient is wanted, record the call."""
+        fn = cls()
+        arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
+        if cls.float_only:  # checks Tensors only: raw arrays are constants (class ids, masks)
+            for t in inputs:
+                if isinstance(t, Tensor) and not backend.is_floating(t.data.dtype):
+                    raise TypeError(f"{fn.name} expects floating-point tensors, got dtype {t.data.dtype}")
+        try:
+            out = fn.forward(*arrays, **params)
+        except ValueError as err:  # name the op and the shapes, whatever the array library said
+            shapes = ", ".join(str(tuple(a.shape)) for a in arrays if hasattr(a, "shape"))
+            raise ValueError(f"{fn.name}: {err} (input shapes {shapes})") from None
+        needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+        result = Tensor(out)
+        if _grad_enabled and any(needs):
+            fn.inputs, fn.needs_grad = inputs, needs
+            result.requires_grad, result._ctx = True, fn
+        else:
+            fn.saved = ()
+        return result
+
+    def forward(self, *arrays, **params):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def release(self):
+        """Free what forward saved; a second backward through this node is then an error."""
+        self.saved = None
+
+
+class Tensor:
+    """An array with an optional gradient and the op that made it.
+
+    ``data``: the array; ``grad``: a Tensor once backward has reached this leaf, else None;
+    ``requires_grad``: whether gradients flow to it; ``_ctx``: the Function that produced it
+    (None for a leaf). Arithmetic operators and torch-named methods build the graph.
+    """
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "__weakref__")
+    __array_priority__ = 1000  # numpy_array + tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False):
+        self.data = data
+        self.grad = None
+        self._ctx = None
+        self._retains_grad = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # ---- basic facts -------------------------------------------------------------------
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    is_leaf = property(lambda self: self._ctx is None)
+    T = property(lambda self: self.transpose(-2, -1) if self.ndim >= 2 else self)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        return int(self.data.size)
+
+    def dim(self):
+        return self.ndim
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self):
+        """The host array (a device array is copied to the host)."""
+        if backend.array_module(self.data) is not numpy:
+            return self.data.get()
+        return self.data
+
+    def item(self):
+        return self.data.item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __repr__(self):
+        body = numpy.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        extra = "" if self.dtype == numpy.float32 or self.dtype == numpy.int64 else f", dtype={self.dtype}"
+        if self._ctx is not None:
+            extra += f", grad_fn=<{type(self._ctx).__name__}Backward>"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not backend.is_floating(self.data.dtype):
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep theirs)."""
+        self._retains_grad = True
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def to(self, dtype):
+        """A copy in another dtype; gradients flow back through the cast."""
+        return self if dtype == self.dtype else ops.cast(self, numpy.dtype(dtype))
+
+    def float(self):
+        return self.to(numpy.float32)
+
+    def double(self):
+        return self.to(numpy.float64)
+
+    # ---- the backward pass ---------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        ``grad`` is the gradient of some scalar with respect to ``self``; it may be omitted
+        only when ``self`` holds a single element (then it is 1).
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: "
+                               "no input of the ops that made it has requires_grad=True")
+        xp = backend.array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a grad argument needs a tensor with one element; "
+                                   f"this one has shape {self.shape}: pass grad of that shape")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.data.shape:
+                raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, tensor has shape {self.shape}")
+
+        grads = {id(self): grad}
+        for t in _topological_order(self):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            fn = t._ctx
+            if fn is None or t._retains_grad:
+                t._accumulate_grad(g)
+            if fn is None:
+                continue
+            if fn.saved is None:
+                raise RuntimeError(f"backward through {fn.name} a second time: its saved arrays were freed; "
+                                   "pass retain_graph=True to the first backward()")
+            in_grads = fn.backward(g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for x, gx, needed in zip(fn.inputs, in_grads, fn.needs_grad):
+                if not needed or gx is None:
+                    continue
+                if gx.shape != x.data.shape:
+                    gx = sum_to(gx, x.data.shape)
+                key = id(x)
+                grads[key] = grads[key] + gx if key in grads else gx
+            if not retain_graph:
+                fn.release()
+
+    def _accumulate_grad(self, g):
+        xp = backend.array_module(g)
+        if g.dtype != self.data.dtype:
+            g = g.astype(self.data.dtype)
+        if self.grad is None:
+            g = xp.asarray(g)
+            if not g.flags.c_contiguous or not getattr(g.flags, "writeable", True):
+                g = g.copy()  # a broadcast view becomes a real array the user may modify
+            self.grad = Tensor(g)
+        else:
+            self.grad = Tensor(self.grad.data + g)
+
+    # ---- operators and torch-named methods (the ops live in minillm/ops) -------------------
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __neg__(self): return ops.neg(self)
+    def __pow__(self, exponent): return ops.pow(self, exponent)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
+    def __getitem__(self, index): return ops.getitem(self, index)
+
+    # Comparisons give boolean tensors outside the graph (they have no gradient).
+    def _compare(self, other, op):
+        return Tensor(op(self.data, other.data if isinstance(other, Tensor) else other))
+    def __eq__(self, other): return self._compare(other, operator.eq)
+    def __ne__(self, other): return self._compare(other, operator.ne)
+    def __lt__(self, other): return self._compare(other, operator.lt)
+    def __le__(self, other): return self._compare(other, operator.le)
+    def __gt__(self, other): return self._compare(other, operator.gt)
+    def __ge__(self, other): return self._compare(other, operator.ge)
+    __hash__ = object.__hash__
+
+    def sum(self, dim=None, keepdim=False): return ops.sum(self, dim, keepdim)
+    def mean(self, dim=None, keepdim=False): return ops.mean(self, dim, keepdim)
+    def max(self, dim=None, keepdim=False): return ops.max(self, dim, keepdim)
+    def argmax(self, dim=None, keepdim=False):
+        xp = backend.array_module(self.data)
+        out = xp.argmax(self.data, axis=dim, keepdims=keepdim if dim is not None else False)
+        return Tensor(out)
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def sqrt(self): return ops.sqrt(self)
+    def tanh(self): return ops.tanh(self)
+    def relu(self): return ops.relu(self)
+    def abs(self): return ops.abs(self)
+    def reshape(self, *shape): return ops.reshape(self, _shape_args(shape))
+    view = reshape
+    def flatten(self, start_dim=0, end_dim=-1):
+        start, end = start_dim % max(self.ndim, 1), end_dim % max(self.ndim, 1)
+        return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1:])
+    def unsqueeze(self, dim):
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+    def squeeze(self, dim=None):
+        if dim is None:
+            return self.reshape(tuple(n for n in self.shape if n != 1))
+        dim = dim % self.ndim
+        return self if self.shape[dim] != 1 else self.reshape(self.shape[:dim] + self.shape[dim + 1:])
+    def transpose(self, dim0, dim1):
+        axes = list(range(self.ndim))
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return ops.permute(self, tuple(axes))
+    def permute(self, *dims): return ops.permute(self, _shape_args(dims))
+    def softmax(self, dim): return ops.softmax(self, dim)
+    def log_softmax(self, dim): return ops.log_softmax(self, dim)
+    def masked_fill(self, mask, value): return ops.masked_fill(self, mask, value)
+    def contiguous(self): return self
+
+
+def _shape_args(args):
+    """Accept both t.reshape(2, 3) and t.reshape((2, 3)), as torch does."""
+    return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
+
+
+def _topological_order(root):
+    """Tensors reachable from ``root`` through grad-requiring edges, each before its inputs.
+
+    An explicit stack replaces recursion: a node is emitted after all its inputs (post-order),
+    and the reversed post-order is a topological order from the output back to the leaves.
+    """
+    post_order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        t, inputs_done = stack.pop()
+        if inputs_done:
+            post_order.append(t)
+            continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
+        stack.append((t, True))
+        if t._ctx is not None:
+            stack.extend((x, False) for x, needed in zip(t._ctx.inputs, t._ctx.needs_grad)
+                         if needed and id(x) not in visited)
+    return reversed(post_order)
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """A new leaf tensor from a list, scalar or array (copied), with torch's dtype rules:
+    Python floats become float32, Python ints int64, arrays keep their dtype unless ``dtype`` is given."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backend.array_module(data)
+    if dtype is None and not hasattr(data, "dtype"):
+        probe = numpy.asarray(data)
+        dtype = numpy.float32 if probe.dtype.kind == "f" else probe.dtype
+    array = xp.array(data, dtype=dtype, copy=True)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def as_tensor(value, like=None):
+    """``value`` as a Tensor; Python scalars take ``like``'s dtype (no float64 upcasts)."""
+    if isinstance(value, Tensor):
+        return value
+    if like is not None and not hasattr(value, "dtype"):
+        xp = backend.array_module(like.data)
+        return Tensor(xp.asarray(value, dtype=like.dtype))
+    return Tensor(numpy.asarray(value))
+
+
+from . import ops  # noqa: E402  (ops import Tensor and Function from this module)

@@ -1,0 +1,55 @@
+"""Build minillm: every csrc/*.pyx becomes the extension minillm._C.<name>.
+
+Flags: -O3 always; OpenMP when the compiler accepts it (the build falls back to serial kernels
+when it does not); -march=native for fast vectorized exp/erf unless MINILLM_PORTABLE=1 asks for a
+build that runs on any CPU of the same architecture. No -ffast-math: masks rely on -inf and NaN.
+"""
+import glob
+import os
+import tempfile
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def _compiler_accepts(compiler, flags):
+    """Whether the C compiler builds and links a small OpenMP program with ``flags``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "probe.c")
+        with open(source, "w") as f:
+            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        try:
+            objects = compiler.compile([source], output_dir=tmp, extra_postargs=flags)
+            compiler.link_executable(objects, os.path.join(tmp, "probe"), extra_postargs=flags)
+        except Exception:
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        compile_flags = ["-O3"]
+        if os.environ.get("MINILLM_PORTABLE", "0") != "1":
+            compile_flags.append("-march=native")
+        link_flags = []
+        if _compiler_accepts(self.compiler, ["-fopenmp"]):
+            compile_flags.append("-fopenmp")
+            link_flags.append("-fopenmp")
+        else:
+            print("minillm: the compiler has no OpenMP; building serial kernels")
+        for ext in self.extensions:
+            ext.extra_compile_args = compile_flags + ext.extra_compile_args
+            ext.extra_link_args = link_flags + ext.extra_link_args
+        super().build_extensions()
+
+
+extensions = [
+    Extension(f"minillm._C.{os.path.splitext(os.path.basename(path))[0]}", [path])
+    for path in sorted(glob.glob("csrc/*.pyx"))
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,55 @@
+"""Shared fixtures. A test may skip only for a missing GPU or a missing optional oracle
+(torch/transformers, the pretrained model, the SST-2 data); CI sets MINILLM_REQUIRE_PARITY=1 and
+MINILLM_REQUIRE_PRETRAINED=1, under which those skips become failures."""
+import os
+import pathlib
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("minillm", deadline=None, max_examples=25,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("minillm")
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _required(variable):
+    return os.environ.get(variable, "0") == "1"
+
+
+def missing(what, variable):
+    """Skip (or, when ``variable`` is set to 1, fail) because ``what`` is not available."""
+    if _required(variable):
+        pytest.fail(f"{what} is missing but {variable}=1 requires it")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """The torch oracle (the `parity` extra)."""
+    try:
+        import torch as torch_module
+    except ImportError:
+        missing("torch (pip install -e '.[parity]')", "MINILLM_REQUIRE_PARITY")
+    torch_module.set_num_threads(1)
+    return torch_module
+
+
+@pytest.fixture(scope="session")
+def transformers(torch):
+    try:
+        import transformers as transformers_module
+    except ImportError:
+        missing("transformers (pip install -e '.[parity]')", "MINILLM_REQUIRE_PARITY")
+    return transformers_module
+
+
+@pytest.fixture(scope="session")
+def sst2_dir():
+    """The GLUE SST-2 folder (train.tsv, dev.tsv), from MINILLM_DATA or ../shared/data."""
+    root = pathlib.Path(os.environ.get("MINILLM_DATA", REPO.parent / "shared" / "data"))
+    folder = root / "sst2"
+    if not (folder / "train.tsv").is_file():
+        missing(f"the SST-2 data ({folder})", "MINILLM_REQUIRE_PRETRAINED")
+    return folder
