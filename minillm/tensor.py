@@ -106,8 +106,8 @@ class Function:
         raise NotImplementedError
 
     def release(self):
-        """Free what forward saved; a second backward through this node is then an error."""
-        self.saved = None
+        """Free what forward saved and the inputs; a second backward through this node is an error."""
+        self.saved, self.inputs = None, ()
 
 
 class Tensor:
@@ -214,8 +214,10 @@ class Tensor:
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, tensor has shape {self.shape}")
 
-        grads = {id(self): grad}
-        for t in _topological_order(self):
+        grads = {id(self): grad}  # id(tensor) -> dL/d(tensor), dropped once used
+        order = _topological_order(self)
+        while order:  # popping lets each tensor be freed as soon as backward is past it
+            t = order.pop()
             g = grads.pop(id(t), None)
             if g is None:
                 continue
@@ -321,10 +323,10 @@ def _shape_args(args):
 
 
 def _topological_order(root):
-    """Tensors reachable from ``root`` through grad-requiring edges, each before its inputs.
+    """Tensors reachable from ``root`` through grad-requiring edges, each after its inputs.
 
-    An explicit stack replaces recursion: a node is emitted after all its inputs (post-order),
-    and the reversed post-order is a topological order from the output back to the leaves.
+    An explicit stack replaces recursion: a node is emitted after all its inputs (post-order).
+    Read from the end, the list is a topological order from the output back to the leaves.
     """
     post_order, visited = [], set()
     stack = [(root, False)]
@@ -340,7 +342,7 @@ def _topological_order(root):
         if t._ctx is not None:
             stack.extend((x, False) for x, needed in zip(t._ctx.inputs, t._ctx.needs_grad)
                          if needed and id(x) not in visited)
-    return reversed(post_order)
+    return post_order
 
 
 def tensor(data, dtype=None, requires_grad=False):
