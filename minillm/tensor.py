@@ -21,6 +21,9 @@ import numpy
 from . import backend
 
 _grad_enabled = True
+# Tools that watch every op (minillm/debug.py, minillm/profile.py) register here. Each has
+# start(fn, phase) and finish(fn, phase, inputs, output); an empty list costs one check per op.
+observers = []
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -85,6 +88,8 @@ class Function:
             for t in inputs:
                 if isinstance(t, Tensor) and not backend.is_floating(t.data.dtype):
                     raise TypeError(f"{fn.name} expects floating-point tensors, got dtype {t.data.dtype}")
+        if observers:
+            _notify("start", fn, "forward")
         try:
             out = fn.forward(*arrays, **params)
         except ValueError as err:  # name the op and the shapes, whatever the array library said
@@ -97,6 +102,8 @@ class Function:
             result.requires_grad, result._ctx = True, fn
         else:
             fn.saved = ()
+        if observers:
+            _notify("finish", fn, "forward", arrays, out)
         return result
 
     def forward(self, *arrays, **params):
@@ -229,9 +236,13 @@ class Tensor:
             if fn.saved is None:
                 raise RuntimeError(f"backward through {fn.name} a second time: its saved arrays were freed; "
                                    "pass retain_graph=True to the first backward()")
+            if observers:
+                _notify("start", fn, "backward")
             in_grads = fn.backward(g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
+            if observers:
+                _notify("finish", fn, "backward", (g,), in_grads)
             for x, gx, needed in zip(fn.inputs, in_grads, fn.needs_grad):
                 if not needed or gx is None:
                     continue
@@ -315,6 +326,11 @@ class Tensor:
     def log_softmax(self, dim): return ops.log_softmax(self, dim)
     def masked_fill(self, mask, value): return ops.masked_fill(self, mask, value)
     def contiguous(self): return self
+
+
+def _notify(event, fn, phase, *arrays):
+    for observer in observers:
+        getattr(observer, event)(fn, phase, *arrays)
 
 
 def _shape_args(args):

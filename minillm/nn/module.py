@@ -8,7 +8,11 @@ BERT names its weights (``encoder.layer.0.attention.self.query.weight``).
 from collections import OrderedDict
 
 from .. import backend
+from ..tensor import observers
 from ..tensor import Tensor
+
+# The modules whose forward is running, innermost last: debug and profile tools read it.
+running = []
 
 
 class Parameter(Tensor):
@@ -45,7 +49,13 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not observers:
+            return self.forward(*args, **kwargs)
+        running.append(self)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            running.pop()
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
