@@ -62,3 +62,4 @@ from .layer_norm import layer_norm_forward, layer_norm_backward  # noqa: E402
 from .gelu import gelu_forward, gelu_backward  # noqa: E402
 from .matmul import matmul  # noqa: E402
 from .attention import attention_forward, attention_backward  # noqa: E402
+from .adamw import adamw_step  # noqa: E402

@@ -1,0 +1,54 @@
+"""Gradient utilities, as torch.nn.utils: clip_grad_norm_.
+
+BERT's recipe clips the *global* gradient norm at 1.0: all gradients are seen as one long vector
+g, and if ||g|| exceeds max_norm every gradient is scaled by max_norm / (||g|| + 1e-6), so the
+direction of the update is kept and only its length is capped.
+"""
+import math
+
+import numpy
+
+from .. import backend
+from ..tensor import Tensor
+
+
+def _norm(g, norm_type):
+    """||g||_p of one array as a Python float (sums accumulate in float64 for large tensors)."""
+    xp = backend.array_module(g)
+    flat = g.reshape(-1)
+    if norm_type == math.inf:
+        return float(xp.abs(flat).max()) if flat.size else 0.0
+    if norm_type == 2:
+        return math.sqrt(float(xp.dot(flat.astype(numpy.float64, copy=False), flat)))
+    return float((xp.abs(flat.astype(numpy.float64)) ** norm_type).sum()) ** (1 / norm_type)
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale the gradients of ``parameters`` in place so their global p-norm is at most ``max_norm``.
+
+    Returns the norm before clipping (a 0-d float32 Tensor, as torch). With ``error_if_nonfinite``
+    a NaN or infinite norm raises instead of turning every gradient into NaN.
+    """
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm_type = float(norm_type)
+    if norm_type <= 0:
+        raise ValueError(f"clip_grad_norm_: norm_type must be > 0 (or inf), got {norm_type}")
+    if not grads:
+        return Tensor(numpy.array(0.0, numpy.float32))
+    norms = [_norm(g.data, norm_type) for g in grads]
+    if norm_type == math.inf:
+        total = max(norms)
+    else:
+        total = math.fsum(n ** norm_type for n in norms) ** (1 / norm_type)
+    if error_if_nonfinite and not math.isfinite(total):
+        raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {total}; "
+                           "pass error_if_nonfinite=False to clip anyway")
+    coef = max_norm / (total + 1e-6)
+    if coef < 1:
+        with numpy.errstate(invalid="ignore"):  # an infinite norm gives NaN gradients, as in torch
+            for g in grads:
+                # a new array, not g *= coef: backward may have handed one array to two leaves
+                g.data = g.data * g.data.dtype.type(coef)
+    return Tensor(numpy.array(total, numpy.float32))
