@@ -53,3 +53,14 @@ def sst2_dir():
     if not (folder / "train.tsv").is_file():
         missing(f"the SST-2 data ({folder})", "MINILLM_REQUIRE_PRETRAINED")
     return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The all-MiniLM-L6-v2 folder, through minillm.pretrained (fetched into MINILLM_HOME once)."""
+    from minillm import pretrained
+
+    try:
+        return pretrained.resolve("all-MiniLM-L6-v2")
+    except pretrained.ModelNotAvailable as err:
+        missing(f"the pretrained model all-MiniLM-L6-v2 ({err})", "MINILLM_REQUIRE_PRETRAINED")

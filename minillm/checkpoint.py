@@ -1,0 +1,206 @@
+"""Checkpoints: the safetensors format, and matching a checkpoint's tensors to a model's parameters.
+
+A safetensors file is three parts, all little-endian:
+
+    8 bytes     N, the length of the header
+    N bytes     a JSON header: {name: {"dtype": "F32", "shape": [384, 384], "data_offsets": [begin, end]},
+                                ..., "__metadata__": {"format": "pt"}}
+    the rest    the tensors' bytes; tensor `name` is bytes [begin, end) of this part
+
+The reader below is our own (about 60 lines) for two reasons: NumPy has no bfloat16, so bf16 weights
+must be widened by hand (a bf16 number is the top 16 bits of a float32), and a broken file (cut
+short, a header that lies about sizes, an unknown dtype) must fail with a message that names the
+file and the tensor. Writing goes through the `safetensors` library and a temporary file that is
+renamed into place, so a crash mid-write never leaves a half-written checkpoint behind.
+"""
+import json
+import os
+import re
+import tempfile
+from collections import OrderedDict
+
+import numpy
+
+from .tensor import Tensor
+
+MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library sets
+DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+          "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+WEIGHTS_NAME, WEIGHTS_INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model; the message names the file and key."""
+
+
+# ---- the format ------------------------------------------------------------------------------------
+def read_safetensors(path):
+    """Read every tensor of a .safetensors file. Returns (OrderedDict name -> NumPy array, metadata dict).
+
+    Arrays keep their dtype, except bfloat16, which NumPy lacks: it comes back as float32 (exactly).
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: truncated: {size} bytes, too short for the 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, MAX_HEADER_BYTES):
+            raise CheckpointError(f"{path}: the header length says {n} bytes but only {size - 8} follow "
+                                  "(a truncated or corrupt file)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{path}: the header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
+    metadata = header.pop("__metadata__", None) or {}
+    data = numpy.memmap(path, dtype=numpy.uint8, mode="r", offset=8 + n) if size > 8 + n else numpy.zeros(0, numpy.uint8)
+    tensors = OrderedDict((name, _read_tensor(path, name, info, data)) for name, info in header.items())
+    return tensors, metadata
+
+
+def _read_tensor(path, name, info, data):
+    """One tensor's array from the data part, after checking the header's claims about it."""
+    where = f"{path}: tensor {name!r}"
+    try:
+        dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+    except (TypeError, KeyError, ValueError):
+        raise CheckpointError(f"{where}: header entry {info!r} needs dtype, shape and data_offsets [begin, end]") from None
+    if dtype not in DTYPES:
+        raise CheckpointError(f"{where} has dtype {dtype!r}, which minillm does not read (known: {', '.join(DTYPES)})")
+    if not all(isinstance(d, int) and d >= 0 for d in shape) or not all(isinstance(o, int) for o in (begin, end)):
+        raise CheckpointError(f"{where}: shape {info['shape']} and data_offsets {info['data_offsets']} must be "
+                              "non-negative integers")
+    item = numpy.dtype(DTYPES[dtype])
+    needed = int(numpy.prod(shape, dtype=numpy.int64)) * item.itemsize
+    if end - begin != needed:
+        raise CheckpointError(f"{where}: the header lies about its size: shape {list(shape)} of {dtype} needs "
+                              f"{needed} bytes but data_offsets [{begin}, {end}] span {end - begin}")
+    if not 0 <= begin <= end <= len(data):
+        raise CheckpointError(f"{where} needs bytes [{begin}, {end}) of the data, but the file holds only "
+                              f"{len(data)} bytes of data (a truncated file?)")
+    array = numpy.array(data[begin:end]).view(item).reshape(shape)
+    if dtype == "BF16":  # bfloat16 is the upper half of a float32: shift its bits back into place
+        return (array.astype(numpy.uint32) << 16).view(numpy.float32)
+    return array.astype(item.newbyteorder("="), copy=False)
+
+
+def write_safetensors(tensors, path, metadata=None):
+    """Write {name: array or Tensor} to a .safetensors file, atomically (temporary file, then rename)."""
+    from safetensors.numpy import save
+
+    arrays = OrderedDict()
+    for name, value in tensors.items():
+        array = numpy.ascontiguousarray(value.numpy() if isinstance(value, Tensor) else value)
+        if array.dtype.kind not in "fiub":
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {array.dtype}, which safetensors cannot store")
+        arrays[name] = array
+    atomic_write(path, save(arrays, metadata=metadata))
+
+
+def atomic_write(path, content):
+    """Write bytes or text to ``path`` through a temporary file in the same folder and os.replace:
+    readers see the old file or the new one, never a part of it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode("utf-8") if isinstance(content, str) else content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ---- a model folder ---------------------------------------------------------------------------------
+def read_weights(folder):
+    """All tensors of a Hugging Face model folder: model.safetensors, or the shards its index lists.
+    Returns (dict name -> array, dict name -> the file it came from)."""
+    folder = os.fspath(folder)
+    single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(single):
+        files = [single]
+    elif os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index}: expected a 'weight_map' object of tensor name -> shard file")
+        files = [os.path.join(folder, shard) for shard in dict.fromkeys(weight_map.values())]
+    else:
+        other = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack") if os.path.exists(os.path.join(folder, n))]
+        hint = (f" It has {other[0]}, a format minillm does not read: convert it once with transformers, "
+                "model.save_pretrained(folder, safe_serialization=True).") if other else ""
+        raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in this folder.{hint}")
+    state, source = OrderedDict(), {}
+    for path in files:
+        for name, array in read_safetensors(path)[0].items():
+            if name in state:
+                raise CheckpointError(f"{path}: tensor {name!r} is also in {source[name]}")
+            state[name], source[name] = array, path
+    return state, source
+
+
+def rename_legacy(key):
+    """The one place old names are mapped: TF-era BERT checkpoints call LayerNorm's weight and bias
+    gamma and beta."""
+    return re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))
+
+
+def match_state_dict(model, state, source, prefix, heads=(), buffers=(), new_heads=()):
+    """Map a checkpoint's tensors onto ``model``'s parameter names, checking everything.
+
+    model:     a Module; its parameter names may or may not start with ``prefix`` + "." (the base model,
+               e.g. "bert", inside a task model). Checkpoint keys are matched either way.
+    state:     name -> array from the checkpoint; ``source``: name -> file (for error messages).
+    heads:     regexes of weights of heads the model lacks (BERT's MLM/NSP "cls."): ignored, and listed.
+    buffers:   regexes of non-weight tensors (position_ids): ignored silently.
+    new_heads: regexes of the model's parameters a checkpoint may lack (a new classifier): listed, and
+               left as the model initialized them.
+    Returns (matched name -> float32 array, newly_initialized names, ignored names). Everything else
+    (unexpected or missing keys, shape mismatches, non-float tensors) is one CheckpointError listing
+    every problem with its key, file and shapes.
+    """
+    own = dict(model.named_parameters())
+    nested = any(name.startswith(prefix + ".") for name in own)
+    matched, seen, ignored, problems = OrderedDict(), {}, [], []
+    for key, array in state.items():
+        name = rename_legacy(key)
+        if nested and not name.startswith(prefix + ".") and f"{prefix}.{name}" in own:
+            name = f"{prefix}.{name}"
+        elif not nested and name.startswith(prefix + "."):
+            name = name[len(prefix) + 1:]
+        where = f"{source.get(key, '?')}: tensor {key!r}"
+        if name not in own:
+            if any(re.search(p, name) for p in buffers):
+                continue
+            if any(re.search(p, name) for p in heads):
+                ignored.append(key)
+            else:
+                problems.append(f"{where} is not a parameter of {type(model).__name__} (unexpected key {name!r})")
+            continue
+        if name in seen:
+            problems.append(f"{where} gives {name!r} a second time (also as {seen[name]!r})")
+            continue
+        seen[name] = key
+        if array.dtype.kind != "f":
+            problems.append(f"{where} has dtype {array.dtype}; the parameter {name!r} needs floating point")
+        elif tuple(array.shape) != own[name].shape:
+            problems.append(f"{where}: shape mismatch for {name!r}: {tuple(array.shape)} in the checkpoint, "
+                            f"{own[name].shape} in the model")
+        else:
+            matched[name] = array.astype(numpy.float32, copy=False)
+    missing = [name for name in own if name not in seen]
+    new = [name for name in missing if any(re.search(p, name) for p in new_heads)]
+    files = ", ".join(sorted(set(source.values()))) or "the checkpoint"
+    problems += [f"{files}: missing key {name!r} (shape {own[name].shape}): the checkpoint has no tensor for it"
+                 for name in missing if name not in new]
+    if problems:
+        raise CheckpointError(f"the checkpoint does not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
+    return matched, new, ignored

@@ -1,0 +1,183 @@
+"""BERT's WordPiece tokenizer, over the Rust `tokenizers` library (what Hugging Face's fast tokenizer runs).
+
+    tok = BertTokenizer.from_pretrained("all-MiniLM-L6-v2")
+    batch = tok(["a first sentence", "a second one"])         # padded to the longest
+    batch["input_ids"]       (B, L) int64: [CLS] tokens [SEP] [PAD] ...
+    batch["token_type_ids"]  (B, L) int64: 0 for the first text, 1 for the second of a pair
+    batch["attention_mask"]  (B, L) int64: 1 for tokens, 0 for padding
+
+The pipeline, as BERT defines it: normalize (clean control characters, put spaces around CJK
+characters, lower-case and strip accents for uncased models), split on whitespace and punctuation,
+split each word into the longest vocabulary pieces ("playing" -> "play", "##ing"), then add [CLS]
+and [SEP]. A folder's tokenizer.json holds that pipeline; without one it is built from vocab.txt and
+the settings of tokenizer_config.json, as Hugging Face converts a slow tokenizer.
+"""
+import json
+import os
+
+import numpy
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+from . import checkpoint
+
+SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                  "mask_token": "[MASK]"}
+PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: None, "do_not_pad": None}
+TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
+              "only_second": "only_second", False: None, "do_not_truncate": None}
+
+
+class BertTokenizer:
+    """Text -> input_ids, token_type_ids, attention_mask, as Hugging Face's BertTokenizerFast.
+
+    tokenizer: a ``tokenizers.Tokenizer``; settings: tokenizer_config.json's values (do_lower_case,
+    strip_accents, tokenize_chinese_chars, model_max_length, the special tokens).
+    """
+
+    def __init__(self, tokenizer, settings=None):
+        self._tokenizer = tokenizer
+        self.settings = dict(settings or {})
+        self.special_tokens = {k: self.settings.get(k, v) for k, v in SPECIAL_TOKENS.items()}
+        for key, token in self.special_tokens.items():
+            if tokenizer.token_to_id(token) is None:
+                raise ValueError(f"{key} {token!r} is not in the vocabulary")
+        self.pad_token_id = tokenizer.token_to_id(self.special_tokens["pad_token"])
+        self.model_max_length = self.settings.get("model_max_length")
+
+    # ---- building ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path):
+        """From a folder with tokenizer.json or vocab.txt (+ tokenizer_config.json), or a known model name."""
+        from . import pretrained
+
+        path = os.path.expanduser(os.fspath(name_or_path))
+        folder = path if os.path.isdir(path) else pretrained.resolve(path)
+        settings = {}
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the second one wins, as in HF
+            settings.update(_read_json(os.path.join(folder, name)))
+        settings = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in settings.items()}
+        if os.path.isfile(os.path.join(folder, "tokenizer.json")):
+            return cls(tokenizers.Tokenizer.from_file(os.path.join(folder, "tokenizer.json")), settings)
+        if os.path.isfile(os.path.join(folder, "vocab.txt")):
+            return cls.from_vocab(os.path.join(folder, "vocab.txt"), **settings)
+        raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt, so no tokenizer can be built")
+
+    @classmethod
+    def from_vocab(cls, vocab_file, do_lower_case=True, strip_accents=None, tokenize_chinese_chars=True, **settings):
+        """BERT's pipeline around a vocab.txt (one token per line, the line number is its id).
+        strip_accents=None means: strip them when lower-casing, as BERT's uncased models do."""
+        special = {k: settings.get(k, v) for k, v in SPECIAL_TOKENS.items()}
+        tok = tokenizers.Tokenizer(models.WordPiece.from_file(os.fspath(vocab_file), unk_token=special["unk_token"]))
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
+                                                    strip_accents=strip_accents, lowercase=do_lower_case)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        cls_token, sep_token = special["cls_token"], special["sep_token"]
+        cls_id, sep_id = tok.token_to_id(cls_token), tok.token_to_id(sep_token)
+        if cls_id is None or sep_id is None:
+            raise ValueError(f"{vocab_file}: the vocabulary lacks {cls_token!r} or {sep_token!r}")
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls_token}:0 $A:0 {sep_token}:0", pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
+            special_tokens=[(cls_token, cls_id), (sep_token, sep_id)])
+        tok.decoder = decoders.WordPiece(prefix="##")
+        tok.add_special_tokens([t for t in special.values() if tok.token_to_id(t) is not None])
+        settings = dict(settings, do_lower_case=do_lower_case, strip_accents=strip_accents,
+                        tokenize_chinese_chars=tokenize_chinese_chars)
+        return cls(tok, settings)
+
+    # ---- encoding ---------------------------------------------------------------------------------
+    def __call__(self, texts, text_pair=None, padding=True, truncation=True, max_length=None,
+                 add_special_tokens=True):
+        """Encode a text or a list of texts (and, for pairs, ``text_pair`` of the same length).
+
+        padding: True / "longest" (to the longest in the batch), "max_length", or False.
+        truncation: True / "longest_first" (trim the longer text of a pair first), "only_first",
+        "only_second", or False; to max_length, default the model's model_max_length.
+        Returns {"input_ids", "token_type_ids", "attention_mask"}: int64 arrays (B, L).
+        """
+        texts = _as_batch(texts, "texts")
+        pairs = None if text_pair is None else _as_batch(text_pair, "text_pair")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"text_pair has {len(pairs)} texts but texts has {len(texts)}")
+        if padding not in PADDING or truncation not in TRUNCATION:
+            bad = ("padding", padding) if padding not in PADDING else ("truncation", truncation)
+            raise ValueError(f"{bad[0]}={bad[1]!r}: expected one of {list(PADDING if bad[0] == 'padding' else TRUNCATION)}")
+        limit = max_length if max_length is not None else self.model_max_length
+        if PADDING[padding] == "max_length" and limit is None:
+            raise ValueError("padding='max_length' needs max_length (this tokenizer has no model_max_length)")
+        self._configure(PADDING[padding], TRUNCATION[truncation], limit)
+        inputs = texts if pairs is None else list(zip(texts, pairs))
+        try:
+            encodings = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
+        except Exception as err:  # the Rust side raises plain Exceptions (e.g. max_length below the specials)
+            raise ValueError(f"tokenizer: {err}") from None
+        lengths = {len(e.ids) for e in encodings}
+        if len(lengths) > 1:
+            raise ValueError(f"the texts have different lengths {sorted(lengths)} and padding=False: "
+                             "equal-length arrays need padding=True")
+        return {key: numpy.array([getattr(e, attr) for e in encodings], dtype=numpy.int64).reshape(len(encodings), -1)
+                for key, attr in (("input_ids", "ids"), ("token_type_ids", "type_ids"),
+                                  ("attention_mask", "attention_mask"))}
+
+    def _configure(self, padding, truncation, limit):
+        """Set the backend's padding and truncation for one call (a tokenizer.json may carry its own)."""
+        if truncation is not None and limit is not None:
+            self._tokenizer.enable_truncation(limit, strategy=truncation)
+        else:
+            self._tokenizer.no_truncation()
+        if padding is None:
+            self._tokenizer.no_padding()
+        else:
+            self._tokenizer.enable_padding(pad_id=self.pad_token_id, pad_token=self.special_tokens["pad_token"],
+                                           length=limit if padding == "max_length" else None)
+
+    def tokenize(self, text):
+        """The WordPiece tokens of ``text``, without [CLS] and [SEP]."""
+        self._configure(None, None, None)
+        return self._tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def convert_ids_to_tokens(self, ids):
+        return [self._tokenizer.id_to_token(int(i)) for i in ids]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    @property
+    def vocab_size(self):
+        return self._tokenizer.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self):
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    # ---- saving -----------------------------------------------------------------------------------
+    def save_pretrained(self, folder):
+        """tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json (atomically each),
+        loadable by Hugging Face's AutoTokenizer / BertTokenizerFast and by from_pretrained."""
+        self._configure(None, None, None)  # save the pipeline, not the last call's padding
+        checkpoint.atomic_write(os.path.join(folder, "tokenizer.json"), self._tokenizer.to_str(pretty=True))
+        vocab = self._tokenizer.get_vocab(with_added_tokens=True)
+        by_id = sorted(vocab, key=vocab.get)
+        checkpoint.atomic_write(os.path.join(folder, "vocab.txt"), "".join(t + "\n" for t in by_id))
+        config = {**self.settings, **self.special_tokens, "tokenizer_class": "BertTokenizer"}
+        checkpoint.atomic_write(os.path.join(folder, "tokenizer_config.json"), json.dumps(config, indent=2) + "\n")
+        checkpoint.atomic_write(os.path.join(folder, "special_tokens_map.json"),
+                                json.dumps(self.special_tokens, indent=2) + "\n")
+
+
+def _as_batch(texts, name):
+    batch = [texts] if isinstance(texts, str) else list(texts)
+    for i, t in enumerate(batch):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+    return batch
+
+
+def _read_json(path):
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        try:
+            values = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+    return values if isinstance(values, dict) else {}
