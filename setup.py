@@ -3,6 +3,9 @@
 Flags: -O3 always; OpenMP when the compiler accepts it (the build falls back to serial kernels
 when it does not); -march=native for fast vectorized exp/erf unless MINILLM_PORTABLE=1 asks for a
 build that runs on any CPU of the same architecture. No -ffast-math: masks rely on -inf and NaN.
+-fno-trapping-math is the one piece of it we take: it lets GCC turn the comparisons in
+csrc/vecmath.h into vector selects on AVX2 (AVX-512 masks need no such leave); values, inf and NaN
+are unchanged, only the floating-point exception flags, which nothing reads, may differ.
 """
 import glob
 import os
@@ -29,7 +32,7 @@ def _compiler_accepts(compiler, flags):
 
 class BuildExt(build_ext):
     def build_extensions(self):
-        compile_flags = ["-O3"]
+        compile_flags = ["-O3", "-fno-trapping-math"]
         if os.environ.get("MINILLM_PORTABLE", "0") != "1":
             compile_flags.append("-march=native")
         link_flags = []

@@ -2,59 +2,54 @@
 """Row softmax, compiled twin of minillm/kernels/softmax.py (read that first: same math).
 
 Rows are independent, so an OpenMP prange splits them across threads; each row is three passes
-(max, exp and sum, scale) over contiguous memory that the C compiler vectorizes. Inputs are
-checked by the Python wrapper; here the memoryview types check dtype and C-contiguity.
+(max, exp and sum, scale) over contiguous memory, vectorized (see vecmath.h). The additive mask is
+never broadcast to the input's size: row r reads mask[mask_rows[r] : mask_rows[r] + n], so a
+(B, 1, 1, S) padding mask over (B, H, L, S) scores costs B*S floats and one offset per row.
+Inputs are checked by the Python wrapper; here the memoryview types check dtype and contiguity.
 """
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, INFINITY
+from libc.math cimport INFINITY
 
-ctypedef fused real:
-    float
-    double
-
-
-cdef inline real _exp(real v) noexcept nogil:
-    if real is float:
-        return expf(v)
-    else:
-        return exp(v)
+from vecmath cimport real, row_dot, row_max, row_sum, vexp
 
 
 cdef void _row_forward(const real* x, const real* mask, real* y, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t j
-    cdef real row_max = -INFINITY
-    cdef real total = 0, scale
+    cdef real c, total
+    if mask != NULL:
+        for j in range(n):
+            y[j] = x[j] + mask[j]
+        x = y
+    c = row_max(x, n)
+    if c == -INFINITY:  # fully masked row: exp(-inf - 0) = 0 gives zeros, not NaN
+        c = 0
     for j in range(n):
-        y[j] = x[j] + mask[j] if mask != NULL else x[j]
-        if y[j] > row_max:
-            row_max = y[j]
-    if row_max == -INFINITY:  # fully masked row: zeros, not NaN
-        row_max = 0
+        y[j] = vexp(x[j] - c)
+    total = row_sum(y, n)
+    total = 1 / total if total > 0 else 0
     for j in range(n):
-        y[j] = _exp(y[j] - row_max)
-        total += y[j]
-    scale = 1 / total if total > 0 else 0
-    for j in range(n):
-        y[j] *= scale
+        y[j] = y[j] * total
 
 
-def forward(const real[:, ::1] x, const real[:, ::1] mask, real[:, ::1] y):
-    """y[r] = softmax(x[r] + mask[r]); mask may be None. Shapes (R, N), checked by the wrapper."""
+def forward(const real[:, ::1] x, const real[::1] mask, const Py_ssize_t[::1] mask_rows, real[:, ::1] y):
+    """y[r] = softmax(x[r] + mask[mask_rows[r]:][:n]); mask may be None. x, y: (R, N)."""
     cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
     cdef bint masked = mask is not None
     with nogil:
         for r in prange(rows, schedule="static"):
-            _row_forward(&x[r, 0], &mask[r, 0] if masked else NULL, &y[r, 0], n)
+            _row_forward(&x[r, 0], &mask[mask_rows[r]] if masked else NULL, &y[r, 0], n)
+
+
+cdef void _row_backward(const real* y, const real* g, real* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef real dot = row_dot(g, y, n)
+    for j in range(n):
+        out[j] = y[j] * (g[j] - dot)
 
 
 def backward(const real[:, ::1] y, const real[:, ::1] grad, real[:, ::1] out):
     """out[r] = y[r] * (grad[r] - <grad[r], y[r]>). Shapes (R, N)."""
-    cdef Py_ssize_t r, j, rows = y.shape[0], n = y.shape[1]
-    cdef real dot
+    cdef Py_ssize_t r, rows = y.shape[0], n = y.shape[1]
     with nogil:
         for r in prange(rows, schedule="static"):
-            dot = 0
-            for j in range(n):
-                dot = dot + grad[r, j] * y[r, j]
-            for j in range(n):
-                out[r, j] = y[r, j] * (grad[r, j] - dot)
+            _row_backward(&y[r, 0], &grad[r, 0], &out[r, 0], n)

@@ -48,12 +48,21 @@ def use(mode):
         _mode = previous
 
 
+def threads():
+    """How many OpenMP threads the compiled kernels run on (1 when built without OpenMP)."""
+    openmp = load("threads")
+    return openmp.max_threads() if openmp is not None else 1
+
+
 def info():
-    """Which twin each kernel runs, and the threads the compiled ones use."""
+    """Which twin each kernel runs, the threads the compiled ones use, and the BLAS under them."""
     names = ("softmax", "layer_norm", "gelu", "matmul", "attention")
     table = {n: ("compiled" if _mode == "compiled" and load(n) is not None else "numpy") for n in names}
-    openmp = load("threads")
-    table["threads"] = openmp.max_threads() if openmp is not None else 1
+    table["threads"] = threads()
+    if load("matmul") is not None:
+        from . import blas
+        table["blas"] = blas.describe()
+        table["blas_threads"] = blas.threads()
     return table
 
 

@@ -18,7 +18,10 @@ A query row whose keys are all masked attends to nothing: out = 0, lse = -inf, g
 The NumPy twin below builds whole (L, S) matrices: clear, but memory grows with L^2; the compiled
 twin walks key blocks so memory grows with L only.
 """
+import numpy
+
 from .. import backend
+from . import blas, compiled, threads
 
 
 def _scores(q, k, key_mask, bias, scale):
@@ -62,9 +65,88 @@ def attention_backward_numpy(q, k, v, out, lse, grad, key_mask=None, bias=None, 
     return dq, dk, dv
 
 
+def _check(q, k, v, key_mask, bias, scale):
+    """Validated (q, k, v, key_bias, bias, scale) for the compiled twin, or a TypeError/ValueError
+    naming the argument. key_mask (B, S) bool becomes key_bias (B, S): 0 where True, -inf where False."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype not in (numpy.float32, numpy.float64):
+            raise TypeError(f"attention: {name} must be float32 or float64, got {t.dtype}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"attention: {name} dtype {t.dtype} differs from q dtype {q.dtype}")
+        if t.ndim != 4:
+            raise ValueError(f"attention: {name} must be (B, H, L, D), got shape {t.shape}")
+    if k.shape != v.shape or k.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"attention: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit "
+                         "(B, H, L, D), (B, H, S, D), (B, H, S, D)")
+    (batch, _, length, _), keys = q.shape, k.shape[2]
+    key_bias = None
+    if key_mask is not None:
+        if key_mask.dtype != bool:
+            raise TypeError(f"attention: key_mask must be bool (True = attend), got {key_mask.dtype}")
+        if key_mask.shape != (batch, keys):
+            raise ValueError(f"attention: key_mask must have shape (B, S) = {(batch, keys)}, got {key_mask.shape}")
+        key_bias = numpy.where(key_mask, q.dtype.type(0), q.dtype.type(-numpy.inf))
+    if bias is not None:
+        if bias.dtype != q.dtype:
+            raise TypeError(f"attention: bias dtype {bias.dtype} differs from q dtype {q.dtype}")
+        if bias.shape != (length, keys):
+            raise ValueError(f"attention: bias must have shape (L, S) = {(length, keys)}, got {bias.shape}")
+        bias = numpy.ascontiguousarray(bias)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return _rows_contiguous(q), _rows_contiguous(k), _rows_contiguous(v), key_bias, bias, scale
+
+
+def _rows_contiguous(x):
+    """x itself when its last axis has unit stride (BLAS reads strided rows), else a copy."""
+    return x if x.strides[-1] == x.itemsize else numpy.ascontiguousarray(x)
+
+
+def _block(keys):
+    """Query rows per block: a block's (rows, S) scores stay around 256 KiB, cache-sized."""
+    return int(min(128, max(16, 65536 // max(keys, 1))))
+
+
 def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, return_probs=False):
-    return attention_forward_numpy(q, k, v, key_mask, bias, scale, return_probs)
+    """Returns (out, lse) or, with return_probs, (out, lse, p). q: (B, H, L, D), k, v: (B, H, S, D);
+    out is laid out in memory like q (a transposed-heads q gives a transposed-heads out)."""
+    kernel = compiled("attention", q, k, v)
+    if kernel is None:
+        return attention_forward_numpy(q, k, v, key_mask, bias, scale, return_probs)
+    q, k, v, key_bias, bias, scale = _check(q, k, v, key_mask, bias, scale)
+    (batch, heads, length, _), keys = q.shape, k.shape[2]
+    out = numpy.empty_like(q)
+    lse = numpy.empty((batch, heads, length), q.dtype)
+    probs = numpy.zeros((batch, heads, length, keys), q.dtype) if return_probs else None
+    if out.size == 0 or keys == 0:  # no keys: every row fully masked
+        out[...], lse[...] = 0, -numpy.inf
+    elif lse.size:
+        block = _block(keys)
+        scratch = numpy.empty((threads(), block * keys), q.dtype)
+        blas.single_threaded()
+        kernel.forward(q, k, v, key_bias, bias, scale, out, lse, probs, scratch, block)
+    return (out, lse, probs) if return_probs else (out, lse)
 
 
 def attention_backward(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=None):
-    return attention_backward_numpy(q, k, v, out, lse, grad, key_mask, bias, scale)
+    """Returns (dq, dk, dv) from the forward's inputs, out, lse and g = dL/dout; dq is laid out
+    like q, dk like k, dv like v."""
+    kernel = compiled("attention", q, k, v, out, lse, grad)
+    if kernel is None:
+        return attention_backward_numpy(q, k, v, out, lse, grad, key_mask, bias, scale)
+    q, k, v, key_bias, bias, scale = _check(q, k, v, key_mask, bias, scale)
+    for name, t, shape in (("out", out, q.shape), ("grad", grad, q.shape), ("lse", lse, q.shape[:3])):
+        if t.dtype != q.dtype or t.shape != shape:
+            raise ValueError(f"attention backward: {name} must be {q.dtype} of shape {shape}, "
+                             f"got {t.dtype} {t.shape}")
+    out, grad, lse = _rows_contiguous(out), _rows_contiguous(grad), numpy.ascontiguousarray(lse)
+    dq, dk, dv = numpy.empty_like(q), numpy.empty_like(k), numpy.empty_like(v)
+    if dq.size == 0 or dk.size == 0:
+        dq[...], dk[...], dv[...] = 0, 0, 0
+    elif q.shape[2] == 0:  # no queries: nothing flows back to the keys
+        dk[...], dv[...] = 0, 0
+    else:
+        block = _block(k.shape[2])
+        scratch = numpy.empty((threads(), 2 * block * k.shape[2]), q.dtype)
+        blas.single_threaded()
+        kernel.backward(q, k, v, out, lse, grad, key_bias, bias, scale, dq, dk, dv, scratch, block)
+    return dq, dk, dv

@@ -8,7 +8,10 @@ BERT uses the exact form ("gelu"); "gelu_new" in Hugging Face configs is the tan
 """
 import math
 
+import numpy
+
 from .. import backend
+from . import compiled
 
 SQRT_HALF = math.sqrt(0.5)
 SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -40,9 +43,33 @@ def gelu_backward_numpy(x, grad, approximate="none"):
     return grad * dz
 
 
+def _flat(x, name, dtype=None, shape=None):
+    if x.dtype not in (numpy.float32, numpy.float64):
+        raise TypeError(f"gelu: {name} must be float32 or float64, got {x.dtype}")
+    if dtype is not None and (x.dtype, x.shape) != (dtype, shape):
+        raise ValueError(f"gelu backward: grad {x.shape} {x.dtype} must match input {shape} {dtype}")
+    return numpy.ascontiguousarray(x).reshape(-1)
+
+
 def gelu_forward(x, approximate="none"):
-    return gelu_forward_numpy(x, approximate)
+    """gelu(x), elementwise, any shape."""
+    _check(approximate)
+    kernel = compiled("gelu", x)
+    if kernel is None:
+        return gelu_forward_numpy(x, approximate)
+    flat = _flat(x, "input")
+    y = numpy.empty_like(flat)
+    kernel.forward(flat, y, approximate == "tanh")
+    return y.reshape(x.shape)
 
 
 def gelu_backward(x, grad, approximate="none"):
-    return gelu_backward_numpy(x, grad, approximate)
+    """grad * gelu'(x), elementwise; x and grad of the same shape and dtype."""
+    _check(approximate)
+    kernel = compiled("gelu", x, grad)
+    if kernel is None:
+        return gelu_backward_numpy(x, grad, approximate)
+    flat, grad_flat = _flat(x, "input"), _flat(grad, "grad", x.dtype, x.shape)
+    dx = numpy.empty_like(flat)
+    kernel.backward(flat, grad_flat, dx, approximate == "tanh")
+    return dx.reshape(x.shape)

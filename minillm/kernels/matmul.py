@@ -3,8 +3,18 @@ and NumPy broadcasting over the leading (batch) axes.   A: (..., M, K), B: (...,
 
 Transposes are flags, not copies: the backward of C = A @ B is dA = dC @ B^T and dB = A^T @ dC,
 and a kernel that reads B^T in place spares a transpose copy per product.
+
+The compiled twin (csrc/matmul.pyx) hands every product to BLAS. It takes each operand as it lies
+in memory: a transposed or strided view becomes a BLAS transpose flag and leading dimension, a
+broadcast batch axis a zero offset stride, so neither is copied. Only a matrix whose rows and
+columns are both strided (e.g. x[:, ::2]) is copied first.
 """
+import numpy
+
 from .. import backend
+from . import blas, compiled, threads
+
+_INT32 = 2**31 - 1  # scipy's BLAS takes 32-bit sizes and strides
 
 
 def matmul_numpy(a, b, transpose_a=False, transpose_b=False):
@@ -16,5 +26,71 @@ def matmul_numpy(a, b, transpose_a=False, transpose_b=False):
     return xp.matmul(a, b)
 
 
+def _check(a, b, transpose_a, transpose_b):
+    """The output's batch shape and (M, K, N), or a TypeError/ValueError naming the argument."""
+    for name, x in (("a", a), ("b", b)):
+        if x.dtype not in (numpy.float32, numpy.float64):
+            raise TypeError(f"matmul: {name} must be float32 or float64, got {x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"matmul: {name} must have at least 2 dimensions, got shape {x.shape}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul: a and b must have the same dtype, got {a.dtype} and {b.dtype}")
+    m, k = a.shape[-2:][::-1] if transpose_a else a.shape[-2:]
+    k_b, n = b.shape[-2:][::-1] if transpose_b else b.shape[-2:]
+    if k != k_b:
+        raise ValueError(f"matmul: inner dimensions differ: op(a) is {m}x{k}, op(b) is {k_b}x{n} "
+                         f"(a {a.shape}, b {b.shape}, transpose_a={transpose_a}, transpose_b={transpose_b})")
+    try:
+        batch = numpy.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast") from None
+    return batch, (m, k, n)
+
+
+def _blas_operand(x, transpose, batch):
+    """x as (flat view, batch offsets, row stride, column stride) of op(x), in elements, with a unit
+    stride BLAS can use; x is copied only if neither of its last two axes has one."""
+    rows, cols = x.shape[-2:][::-1] if transpose else x.shape[-2:]
+    strides = [s // x.itemsize for s in x.strides]
+    rs, cs = strides[-2:][::-1] if transpose else strides[-2:]
+    if cols == 1:
+        cs = 1  # a stride along a length-1 axis is never used: pick the one BLAS likes
+    if rows == 1:
+        rs = cols if cs == 1 else 1
+    usable = (cs == 1 and rs >= cols) or (rs == 1 and cs >= rows)
+    if not usable or any(s % x.itemsize or s < 0 for s in x.strides):
+        return _blas_operand(numpy.ascontiguousarray(x), transpose, batch)
+    offsets = numpy.zeros(batch, dtype=numpy.intp)
+    for axis, (n, s) in enumerate(zip(x.shape[:-2], strides[:-2]), start=len(batch) - (x.ndim - 2)):
+        if n > 1:  # a broadcast (length-1) axis adds nothing: offset stride 0
+            offsets += (numpy.arange(n) * s).reshape((n,) + (1,) * (len(batch) - axis - 1))
+    span = 1 + sum((n - 1) * s for n, s in zip(x.shape, strides))
+    flat = numpy.lib.stride_tricks.as_strided(x, shape=(span,), strides=(x.itemsize,))
+    if max(rs, cs) > _INT32:
+        raise ValueError(f"matmul: an operand of shape {x.shape} has a row stride beyond BLAS's 32-bit range")
+    return flat, offsets.reshape(-1), rs, cs
+
+
 def matmul(a, b, transpose_a=False, transpose_b=False):
-    return matmul_numpy(a, b, transpose_a, transpose_b)
+    """op(a) @ op(b), op(x) = x^T (last two axes) when its flag is set. a, b: (..., M, K), (..., K, N)
+    after op, batch axes broadcast; float32 or float64, same dtype."""
+    kernel = compiled("matmul", a, b)
+    if kernel is None:
+        return matmul_numpy(a, b, transpose_a, transpose_b)
+    batch, (m, k, n) = _check(a, b, transpose_a, transpose_b)
+    if max(m, k, n) > _INT32:
+        raise ValueError(f"matmul: sizes {m}x{k} @ {k}x{n} exceed BLAS's 32-bit range")
+    out = numpy.empty(batch + (m, n), dtype=a.dtype)
+    if out.size == 0 or k == 0:
+        out[...] = 0
+        return out
+    a_flat, a_offsets, a_rs, a_cs = _blas_operand(a, transpose_a, batch)
+    b_flat, b_offsets, b_rs, b_cs = _blas_operand(b, transpose_b, batch)
+    count = len(a_offsets)
+    # enough chunks per product to give every thread work; none for products too small to share
+    chunks = -(-threads() // count) if m * n * k >= 64**3 else 1
+    blas.single_threaded()
+    kernel.gemm_batched(a_flat, a_offsets, a_rs, a_cs, b_flat, b_offsets, b_rs, b_cs,
+                        out.reshape(count, m, n), k, chunks)
+    return out
+

@@ -8,6 +8,8 @@ A row whose entries are all -inf (fully masked) has no maximum; it gives zeros, 
 Backward (y = softmax(x), g = dL/dy):  dL/dx_i = y_i * (g_i - sum_j g_j y_j)
 NumPy twins below; the compiled twin is csrc/softmax.pyx.
 """
+import numpy
+
 from .. import backend
 from . import compiled
 
@@ -16,6 +18,8 @@ def softmax_forward_numpy(x, mask=None):
     xp = backend.array_module(x)
     if mask is not None:
         x = x + mask
+    if x.size == 0:  # max has nothing to reduce
+        return xp.zeros_like(x)
     row_max = x.max(axis=-1, keepdims=True)
     row_max = xp.where(xp.isfinite(row_max), row_max, 0)  # an all -inf row: exp(-inf) = 0 below
     e = xp.exp(x - row_max)
@@ -27,40 +31,68 @@ def softmax_backward_numpy(y, grad):
     return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
 
 
-def _rows(x, name):
-    """x as a C-contiguous (rows, n) array of float32/float64, checked before any nogil code."""
-    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
+def _check_float(x, name):
+    if x.dtype not in (numpy.float32, numpy.float64):
         raise TypeError(f"softmax: {name} must be float32 or float64, got {x.dtype}")
-    return backend.numpy.ascontiguousarray(x).reshape(-1, x.shape[-1] if x.ndim else 1)
+
+
+def _rows(x):
+    """x as a C-contiguous (rows, n) array (a copy only if x is not C-contiguous)."""
+    return numpy.ascontiguousarray(x).reshape(-1, x.shape[-1])
+
+
+def _mask_rows(mask, shape, dtype):
+    """The mask as (flat C-contiguous values, offset of each input row's n mask values).
+
+    Only the mask's last axis is expanded to n; its leading axes keep their own sizes and each of
+    the prod(shape[:-1]) input rows gets the offset of the mask row it broadcasts from.
+    """
+    if mask.dtype != dtype:
+        raise TypeError(f"softmax: mask dtype {mask.dtype} differs from input dtype {dtype}")
+    try:
+        numpy.broadcast_shapes(mask.shape, shape)
+        if mask.ndim > len(shape):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"softmax: mask of shape {mask.shape} does not broadcast to input shape {shape}") from None
+    mask = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
+    n = shape[-1]
+    values = numpy.ascontiguousarray(numpy.broadcast_to(mask, mask.shape[:-1] + (n,)))
+    first = numpy.arange(0, values.size, n).reshape(values.shape[:-1])
+    return values.reshape(-1), numpy.ascontiguousarray(numpy.broadcast_to(first, shape[:-1]).reshape(-1))
 
 
 def softmax_forward(x, mask=None):
-    """softmax(x + mask) over the last axis. x: (..., N); mask: additive, broadcastable to x."""
+    """softmax(x + mask) over the last axis. x: (..., N); mask: additive, broadcastable to x,
+    same dtype. The compiled twin never materializes a broadcast mask at x's size."""
     kernel = compiled("softmax", x)
-    if kernel is None or x.ndim == 0 or x.size == 0:
+    if kernel is None:
         return softmax_forward_numpy(x, mask)
-    if mask is not None:
-        if mask.dtype != x.dtype:
-            raise TypeError(f"softmax: mask dtype {mask.dtype} differs from input dtype {x.dtype}")
-        try:
-            mask = backend.numpy.broadcast_to(mask, x.shape)
-        except ValueError:
-            raise ValueError(f"softmax: mask of shape {mask.shape} does not broadcast to input shape {x.shape}") from None
-        mask = _rows(mask, "mask")
-    rows = _rows(x, "input")
-    y = backend.numpy.empty_like(rows)
-    kernel.forward(rows, mask, y)
+    _check_float(x, "input")
+    if x.ndim == 0:
+        raise ValueError("softmax: input must have at least one dimension")
+    values, offsets = _mask_rows(mask, x.shape, x.dtype) if mask is not None else (None, None)
+    if x.size == 0:
+        return numpy.zeros_like(x)
+    rows = _rows(x)
+    y = numpy.empty_like(rows)
+    kernel.forward(rows, values, offsets, y)
     return y.reshape(x.shape)
 
 
 def softmax_backward(y, grad):
     """dL/dx from y = softmax(x) and dL/dy, both (..., N)."""
     kernel = compiled("softmax", y, grad)
-    if kernel is None or y.ndim == 0 or y.size == 0:
+    if kernel is None:
         return softmax_backward_numpy(y, grad)
+    _check_float(y, "output")
     if grad.shape != y.shape or grad.dtype != y.dtype:
         raise ValueError(f"softmax backward: grad {grad.shape} {grad.dtype} must match output {y.shape} {y.dtype}")
-    rows, grad_rows = _rows(y, "output"), _rows(grad, "grad")
-    out = backend.numpy.empty_like(rows)
-    kernel.backward(rows, grad_rows, out)
+    if y.ndim == 0:
+        raise ValueError("softmax backward: output must have at least one dimension")
+    if y.size == 0:
+        return numpy.zeros_like(y)
+    rows = _rows(y)
+    out = numpy.empty_like(rows)
+    kernel.backward(rows, _rows(grad), out)
     return out.reshape(y.shape)

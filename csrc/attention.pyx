@@ -1,0 +1,164 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Fused scaled-dot-product attention, compiled twin of minillm/kernels/attention.py (read that
+first: the shapes, and the backward's math, are there).
+
+Each (batch, head) pair is one task of an OpenMP prange. A task walks its L query rows in blocks
+of `block` rows; per block it computes the block's (block, S) scores with one BLAS call into a
+per-thread scratch, masks them, turns them into probabilities row by row, and multiplies by V with
+a second BLAS call. The forward keeps only lse = log sum_j exp(s_ij) per row; the backward
+recomputes each block's probabilities as exp(s - lse) and accumulates dK and dV over the blocks.
+So memory beyond the inputs and outputs is threads * 2 * block * S scratch values: it grows with
+S, never with L * S (the FlashAttention scheme, with whole key rows per block, since a row of S
+scores fits in cache on a CPU).
+
+Threads: BLAS calls are single-threaded inside the prange (see minillm/kernels/blas.py), so all
+cores work on different (batch, head) pairs and no two thread pools compete.
+
+Every operand may be strided on its batch, head and row axes (the wrapper makes the last axis
+contiguous): BERT's heads, q = x.reshape(B, L, H, D).transpose(0, 2, 1, 3), are read in place.
+"""
+from cython.parallel cimport prange, threadid
+from libc.math cimport INFINITY, log
+
+from blas cimport gemm
+from vecmath cimport real, row_dot, row_max, row_sum, vexp
+
+
+cdef inline void _scores(const real* q, int ldq, const real* k, int ldk, const real* key_bias,
+                         const real* bias, real scale, int rows, int s_len, int d, real* s) noexcept nogil:
+    """s (rows, S) = scale q k^T + bias + key_bias; q holds the block's rows, bias its bias rows."""
+    cdef Py_ssize_t i, j
+    cdef real* row
+    gemm(False, True, rows, s_len, d, scale, q, ldq, k, ldk, 0, s, s_len)
+    if bias == NULL and key_bias == NULL:
+        return
+    for i in range(rows):
+        row = s + i * s_len
+        if bias != NULL:
+            for j in range(s_len):
+                row[j] = row[j] + bias[i * s_len + j]
+        if key_bias != NULL:
+            for j in range(s_len):
+                row[j] = row[j] + key_bias[j]
+
+
+cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const real* v, int ldv,
+                        const real* key_bias, const real* bias, real scale,
+                        real* out, int ldo, real* lse, real* probs,
+                        int l_len, int s_len, int d, int block, real* s) noexcept nogil:
+    cdef int n, i0, rows, i
+    cdef Py_ssize_t j
+    cdef real c, total
+    cdef real* row
+    for n in range((l_len + block - 1) // block):  # query rows i0 : i0 + rows
+        i0 = n * block
+        rows = min(block, l_len - i0)
+        _scores(q + i0 * ldq, ldq, k, ldk, key_bias, bias + i0 * s_len if bias != NULL else NULL,
+                scale, rows, s_len, d, s)
+        for i in range(rows):  # softmax of each row, keeping its log-sum-exp
+            row = s + i * s_len
+            c = row_max(row, s_len)
+            if c == -INFINITY:  # every key masked: p = 0, so out = 0, and lse = log 0 = -inf
+                c = 0
+            for j in range(s_len):
+                row[j] = vexp(row[j] - c)
+            total = row_sum(row, s_len)
+            lse[i0 + i] = c + log(total) if total > 0 else -INFINITY
+            total = 1 / total if total > 0 else 0
+            for j in range(s_len):
+                row[j] = row[j] * total
+            if probs != NULL:
+                for j in range(s_len):
+                    probs[(i0 + i) * s_len + j] = row[j]
+        gemm(False, False, rows, d, s_len, 1, s, s_len, v, ldv, 0, out + i0 * ldo, ldo)
+
+
+def forward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :, :, :] v,
+            const real[:, ::1] key_bias, const real[:, ::1] bias, double scale,
+            real[:, :, :, :] out, real[:, :, ::1] lse, real[:, :, :, ::1] probs,
+            real[:, ::1] scratch, int block):
+    """out = softmax(scale q k^T + bias + key_bias) v per (batch, head), and lse per query row.
+
+    q, out: (B, H, L, D); k, v: (B, H, S, D), unit stride on D; key_bias: (B, S) of 0 and -inf, or
+    None; bias: (L, S) or None; lse: (B, H, L); probs: (B, H, L, S) or None; scratch: at least
+    (threads, block * S). All checked by the wrapper."""
+    cdef int nb = q.shape[0], nh = q.shape[1], l_len = q.shape[2], d = q.shape[3], s_len = k.shape[2]
+    cdef int ldq = q.strides[2] // sizeof(real), ldk = k.strides[2] // sizeof(real)
+    cdef int ldv = v.strides[2] // sizeof(real), ldo = out.strides[2] // sizeof(real)
+    cdef bint masked = key_bias is not None, biased = bias is not None, keep = probs is not None
+    cdef int pair, b, h
+    with nogil:
+        for pair in prange(nb * nh, schedule="static"):
+            b, h = pair // nh, pair % nh
+            _forward_pair(&q[b, h, 0, 0], ldq, &k[b, h, 0, 0], ldk, &v[b, h, 0, 0], ldv,
+                          &key_bias[b, 0] if masked else NULL, &bias[0, 0] if biased else NULL,
+                          <real>scale, &out[b, h, 0, 0], ldo, &lse[b, h, 0],
+                          &probs[b, h, 0, 0] if keep else NULL, l_len, s_len, d, block,
+                          &scratch[threadid(), 0])
+
+
+cdef void _backward_pair(const real* q, int ldq, const real* k, int ldk, const real* v, int ldv,
+                         const real* out, int ldo, const real* lse, const real* g, int ldg,
+                         const real* key_bias, const real* bias, real scale,
+                         real* dq, int lddq, real* dk, int lddk, real* dv, int lddv,
+                         int l_len, int s_len, int d, int block, real* p, real* dp) noexcept nogil:
+    cdef int n, i0, rows, i
+    cdef Py_ssize_t j
+    cdef real delta, m
+    cdef real* row
+    cdef real* drow
+    cdef real beta = 0  # the first block writes dK and dV, later ones add to them
+    for n in range((l_len + block - 1) // block):  # query rows i0 : i0 + rows
+        i0 = n * block
+        rows = min(block, l_len - i0)
+        # p = exp(s - lse): the forward's probabilities, recomputed
+        _scores(q + i0 * ldq, ldq, k, ldk, key_bias, bias + i0 * s_len if bias != NULL else NULL,
+                scale, rows, s_len, d, p)
+        for i in range(rows):
+            row, m = p + i * s_len, lse[i0 + i]
+            if m == -INFINITY:  # a fully masked row had p = 0: it gets no gradient
+                for j in range(s_len):
+                    row[j] = 0
+            else:
+                for j in range(s_len):
+                    row[j] = vexp(row[j] - m)
+        # dV += p^T g
+        gemm(True, False, s_len, d, rows, 1, p, s_len, g + i0 * ldg, ldg, beta, dv, lddv)
+        # dp = g v^T, then ds = p * (dp - delta) with delta_i = <g_i, out_i> = sum_j dp_ij p_ij
+        gemm(False, True, rows, s_len, d, 1, g + i0 * ldg, ldg, v, ldv, 0, dp, s_len)
+        for i in range(rows):
+            row, drow = p + i * s_len, dp + i * s_len
+            delta = row_dot(g + (i0 + i) * ldg, out + (i0 + i) * ldo, d)
+            for j in range(s_len):
+                drow[j] = row[j] * (drow[j] - delta)
+        # dQ = scale ds k;  dK += scale ds^T q
+        gemm(False, False, rows, d, s_len, scale, dp, s_len, k, ldk, 0, dq + i0 * lddq, lddq)
+        gemm(True, False, s_len, d, rows, scale, dp, s_len, q + i0 * ldq, ldq, beta, dk, lddk)
+        beta = 1
+
+
+def backward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :, :, :] v,
+             const real[:, :, :, :] out, const real[:, :, ::1] lse, const real[:, :, :, :] grad,
+             const real[:, ::1] key_bias, const real[:, ::1] bias, double scale,
+             real[:, :, :, :] dq, real[:, :, :, :] dk, real[:, :, :, :] dv,
+             real[:, ::1] scratch, int block):
+    """dq, dk, dv of attention from the forward's inputs, out and lse, and grad = dL/dout.
+    Shapes as forward; grad and dq like q, dk and dv like k; L >= 1. scratch: at least
+    (threads, 2 * block * S)."""
+    cdef int nb = q.shape[0], nh = q.shape[1], l_len = q.shape[2], d = q.shape[3], s_len = k.shape[2]
+    cdef int ldq = q.strides[2] // sizeof(real), ldk = k.strides[2] // sizeof(real)
+    cdef int ldv = v.strides[2] // sizeof(real), ldo = out.strides[2] // sizeof(real)
+    cdef int ldg = grad.strides[2] // sizeof(real), lddq = dq.strides[2] // sizeof(real)
+    cdef int lddk = dk.strides[2] // sizeof(real), lddv = dv.strides[2] // sizeof(real)
+    cdef bint masked = key_bias is not None, biased = bias is not None
+    cdef int pair, b, h
+    cdef real* p
+    with nogil:
+        for pair in prange(nb * nh, schedule="static"):
+            b, h = pair // nh, pair % nh
+            p = &scratch[threadid(), 0]
+            _backward_pair(&q[b, h, 0, 0], ldq, &k[b, h, 0, 0], ldk, &v[b, h, 0, 0], ldv,
+                           &out[b, h, 0, 0], ldo, &lse[b, h, 0], &grad[b, h, 0, 0], ldg,
+                           &key_bias[b, 0] if masked else NULL, &bias[0, 0] if biased else NULL,
+                           <real>scale, &dq[b, h, 0, 0], lddq, &dk[b, h, 0, 0], lddk,
+                           &dv[b, h, 0, 0], lddv, l_len, s_len, d, block, p, p + block * s_len)

@@ -1,0 +1,70 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Layer norm over rows, compiled twin of minillm/kernels/layer_norm.py (read that first: the
+derivation of the backward is there, term by term; the names below follow it).
+
+Rows are independent, so an OpenMP prange splits them across threads. The backward's dL/dw and
+dL/db are sums over all rows: each thread adds its rows into its own row of a (threads, N)
+buffer (no locks, no races) and the wrapper sums those few rows at the end.
+"""
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport sqrt
+
+from vecmath cimport real, row_dot, row_sum
+
+
+cdef void _row_forward(const real* x, const real* w, const real* b, real eps, real* y,
+                       real* mean, real* rstd, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef real mu = row_sum(x, n) / n, r
+    for j in range(n):
+        y[j] = x[j] - mu
+    r = 1 / sqrt(row_dot(y, y, n) / n + eps)  # two passes: no cancellation in E[x^2] - mu^2
+    mean[0], rstd[0] = mu, r
+    if w != NULL and b != NULL:
+        for j in range(n):
+            y[j] = y[j] * r * w[j] + b[j]
+    else:
+        for j in range(n):
+            y[j] = y[j] * r * (w[j] if w != NULL else 1) + (b[j] if b != NULL else 0)
+
+
+def forward(const real[:, ::1] x, const real[::1] weight, const real[::1] bias, double eps,
+            real[:, ::1] y, real[::1] mean, real[::1] rstd):
+    """y = (x - mean) * rstd * weight + bias per row. x, y: (R, N); weight, bias: (N,) or None."""
+    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
+    cdef const real* w = &weight[0] if weight is not None else NULL
+    cdef const real* b = &bias[0] if bias is not None else NULL
+    with nogil:
+        for r in prange(rows, schedule="static"):
+            _row_forward(&x[r, 0], w, b, <real>eps, &y[r, 0], &mean[r], &rstd[r], n)
+
+
+cdef void _row_backward(const real* g, const real* x, const real* w, real mu, real r, real* dx,
+                        real* xhat, real* dw, real* db, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef real mean_dxhat, mean_dxhat_xhat
+    for j in range(n):
+        xhat[j] = (x[j] - mu) * r
+        dx[j] = g[j] * w[j] if w != NULL else g[j]  # dx holds dxhat until the last loop
+        dw[j] += g[j] * xhat[j]
+        db[j] += g[j]
+    mean_dxhat = row_sum(dx, n) / n
+    mean_dxhat_xhat = row_dot(dx, xhat, n) / n
+    for j in range(n):
+        dx[j] = r * (dx[j] - mean_dxhat - xhat[j] * mean_dxhat_xhat)
+
+
+def backward(const real[:, ::1] grad, const real[:, ::1] x, const real[::1] weight,
+             const real[::1] mean, const real[::1] rstd, real[:, ::1] dx,
+             real[:, ::1] dweight_parts, real[:, ::1] dbias_parts, real[:, ::1] xhat_rows):
+    """dx per row; dweight_parts[t] and dbias_parts[t] (zeroed, one row per thread t) gather the
+    sums over the rows thread t ran; xhat_rows[t] is thread t's scratch row.
+    grad, x, dx: (R, N); mean, rstd: (R,); the three buffers: (threads, N)."""
+    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
+    cdef const real* w = &weight[0] if weight is not None else NULL
+    cdef int t
+    with nogil, parallel():
+        t = threadid()
+        for r in prange(rows, schedule="static"):
+            _row_backward(&grad[r, 0], &x[r, 0], w, mean[r], rstd[r], &dx[r, 0], &xhat_rows[t, 0],
+                          &dweight_parts[t, 0], &dbias_parts[t, 0], n)

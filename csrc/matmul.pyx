@@ -1,0 +1,49 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Batched, strided GEMM: C[i] = op(A)[i] @ op(B)[i], compiled twin of minillm/kernels/matmul.py.
+
+The wrapper reduces every operand, however strided, transposed or broadcast, to a flat array, one
+element offset per batch entry, and a (row, column) stride pair for op(A) or op(B) with one of the
+two equal to 1: exactly what BLAS takes (a leading dimension and a transpose flag). Broadcast batch
+axes have offset stride 0, so they are never copied.
+
+Threads: one OpenMP prange over (batch entry, chunk) tasks, every BLAS call single-threaded (the
+wrapper pins scipy's BLAS to one thread; see minillm/kernels/blas.py for why). A batch smaller
+than the thread count is cut into `chunks` slabs of rows of C (or of columns, when C is wider
+than tall), so one big 2-D GEMM still uses every core.
+"""
+from cython.parallel cimport prange
+
+from blas cimport gemm
+from vecmath cimport real
+
+
+cdef inline void _layout(Py_ssize_t row_stride, Py_ssize_t col_stride, bint* trans, int* ld) noexcept nogil:
+    """BLAS's (transpose flag, leading dimension) for a matrix with these element strides."""
+    trans[0] = col_stride != 1
+    ld[0] = <int>(row_stride if col_stride == 1 else col_stride)
+
+
+def gemm_batched(const real[::1] a, const Py_ssize_t[::1] a_offsets, Py_ssize_t a_rs, Py_ssize_t a_cs,
+                 const real[::1] b, const Py_ssize_t[::1] b_offsets, Py_ssize_t b_rs, Py_ssize_t b_cs,
+                 real[:, :, ::1] c, Py_ssize_t k, Py_ssize_t chunks):
+    """c[i] (M, N) = op(A)_i (M, K) @ op(B)_i (K, N), with op(A)_i[r, j] = a[a_offsets[i] + r a_rs + j a_cs]
+    and likewise for B. Sizes and strides are checked by the wrapper (int32 range, a unit stride)."""
+    cdef Py_ssize_t batch = c.shape[0], m = c.shape[1], n = c.shape[2]
+    cdef Py_ssize_t task, i, part, lo, hi
+    cdef bint ta, tb, by_rows = m >= n
+    cdef int lda, ldb
+    _layout(a_rs, a_cs, &ta, &lda)
+    _layout(b_rs, b_cs, &tb, &ldb)
+    with nogil:
+        for task in prange(batch * chunks, schedule="static"):
+            i, part = task // chunks, task % chunks
+            if by_rows:  # rows lo:hi of C come from rows lo:hi of op(A)
+                lo, hi = part * m // chunks, (part + 1) * m // chunks
+                if hi > lo:
+                    gemm(ta, tb, <int>(hi - lo), <int>n, <int>k, 1, &a[a_offsets[i] + lo * a_rs], lda,
+                         &b[b_offsets[i]], ldb, 0, &c[i, lo, 0], <int>n)
+            else:  # columns lo:hi of C come from columns lo:hi of op(B)
+                lo, hi = part * n // chunks, (part + 1) * n // chunks
+                if hi > lo:
+                    gemm(ta, tb, <int>m, <int>(hi - lo), <int>k, 1, &a[a_offsets[i]], lda,
+                         &b[b_offsets[i] + lo * b_cs], ldb, 0, &c[i, 0, lo], <int>n)

@@ -1,0 +1,55 @@
+# cython: language_level=3
+"""Shared by the kernels: the `real` fused type (float32 or float64) and the vectorizable math of
+vecmath.h (read its comment: why exp, erfc and the row reductions live in C)."""
+from libc.math cimport exp, erfc
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef extern from "vecmath.h" nogil:
+    float mll_expf(float x)
+    float mll_erfcf(float x)
+    float mll_max_f(const float* x, Py_ssize_t n)
+    double mll_max_d(const double* x, Py_ssize_t n)
+    float mll_sum_f(const float* x, Py_ssize_t n)
+    double mll_sum_d(const double* x, Py_ssize_t n)
+    float mll_dot_f(const float* x, const float* y, Py_ssize_t n)
+    double mll_dot_d(const double* x, const double* y, Py_ssize_t n)
+
+
+cdef inline real vexp(real x) noexcept nogil:
+    if real is float:
+        return mll_expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline real verfc(real x) noexcept nogil:
+    if real is float:
+        return mll_erfcf(x)
+    else:
+        return erfc(x)
+
+
+cdef inline real row_max(const real* x, Py_ssize_t n) noexcept nogil:
+    """max_j x[j]; -inf for an empty or all -inf row."""
+    if real is float:
+        return mll_max_f(x, n)
+    else:
+        return mll_max_d(x, n)
+
+
+cdef inline real row_sum(const real* x, Py_ssize_t n) noexcept nogil:
+    if real is float:
+        return mll_sum_f(x, n)
+    else:
+        return mll_sum_d(x, n)
+
+
+cdef inline real row_dot(const real* x, const real* y, Py_ssize_t n) noexcept nogil:
+    if real is float:
+        return mll_dot_f(x, y, n)
+    else:
+        return mll_dot_d(x, y, n)

@@ -1,0 +1,65 @@
+"""The BLAS under the compiled matmul and attention, and the one threading scheme of the kernels.
+
+The compiled kernels call BLAS through scipy.linalg.cython_blas. scipy's wheels bundle their own
+OpenBLAS (libscipy_openblas, separate from NumPy's), which runs a pthread pool of its own next to
+OpenMP's. Two pools in one process fight: an OpenBLAS worker spins for about 0.1 s after each
+call, and OpenMP's spin too, so on 2 cores each steals the other's core (20-60% slowdowns seen).
+
+So the kernels use one pool, OpenMP's, for everything: every BLAS call is single-threaded and runs
+inside an OpenMP prange, over (batch, head) pairs in attention, over batch entries and slabs of
+rows in matmul (a single 2-D GEMM is cut into one slab per thread). ``single_threaded()`` pins
+scipy's OpenBLAS to one thread, once, when a BLAS kernel first runs; NumPy's own BLAS (used by
+the NumPy twins) is left alone.
+
+When scipy's BLAS is not an OpenBLAS found here (another build of scipy), nothing is pinned and
+``threads()`` is None: the kernels still give right answers, but may oversubscribe the cores.
+"""
+import ctypes
+import os
+
+_SET = ("scipy_openblas_set_num_threads", "openblas_set_num_threads")  # scipy's wheels, a system OpenBLAS
+_state = {}
+
+
+def _library():
+    """scipy's OpenBLAS, opened with ctypes, and the symbol prefix it uses; (None, None) if not found."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+    try:
+        with open("/proc/self/maps") as maps:  # Linux: the loaded libraries, with paths
+            paths = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return None, None
+    for path in sorted(p for p in paths if os.path.isfile(p)):
+        library = ctypes.CDLL(path)
+        for name in _SET:
+            if hasattr(library, name):
+                return library, name[: -len("set_num_threads")]
+    return None, None
+
+
+def single_threaded():
+    """Pin scipy's BLAS to one thread (once per process); returns the thread count or None."""
+    if "threads" not in _state:
+        library, prefix = _library()
+        _state["library"], _state["prefix"] = library, prefix
+        if library is not None:
+            getattr(library, prefix + "set_num_threads")(1)
+        _state["threads"] = threads()
+    return _state["threads"]
+
+
+def threads():
+    """scipy's BLAS thread count, or None when unknown."""
+    library, prefix = _state.get("library"), _state.get("prefix")
+    return None if library is None else int(getattr(library, prefix + "get_num_threads")())
+
+
+def describe():
+    """The BLAS library and its CPU kernel, e.g. 'OpenBLAS 0.3.30 ... (Haswell)', or 'unknown'."""
+    single_threaded()
+    library, prefix = _state["library"], _state["prefix"]
+    if library is None:
+        return "unknown"
+    config, corename = getattr(library, prefix + "get_config"), getattr(library, prefix + "get_corename")
+    config.restype = corename.restype = ctypes.c_char_p
+    return f"{config().decode()} ({corename().decode()})"
