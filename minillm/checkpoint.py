@@ -93,7 +93,7 @@ def write_safetensors(tensors, path, metadata=None):
 
     arrays = OrderedDict()
     for name, value in tensors.items():
-        array = numpy.ascontiguousarray(value.numpy() if isinstance(value, Tensor) else value)
+        array = numpy.asarray(value.numpy() if isinstance(value, Tensor) else value, order="C")
         if array.dtype.kind not in "fiub":
             raise CheckpointError(f"{path}: tensor {name!r} has dtype {array.dtype}, which safetensors cannot store")
         arrays[name] = array

@@ -49,8 +49,9 @@ class BertConfig:
     problem_types = (None, "regression", "single_label_classification", "multi_label_classification")
 
     def __init__(self, num_labels=None, id2label=None, **fields):
-        if fields.pop("model_type", "bert") != "bert":
-            raise ValueError(f"model_type={fields.get('model_type')!r} is not supported: this is BERT's config")
+        model_type = fields.pop("model_type", "bert")
+        if model_type != "bert":
+            raise ValueError(f"model_type={model_type!r} is not supported: this is BERT's config")
         for name, default in self.defaults.items():
             setattr(self, name, fields.pop(name, default))
         fields.pop("label2id", None)  # derived from id2label

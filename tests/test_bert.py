@@ -1,0 +1,147 @@
+"""minillm's BERT on its own: the config, the names, the initialization, the forward API and its
+errors. (Agreement with transformers is in test_bert_parity.py.)"""
+import json
+
+import numpy as np
+import pytest
+
+import minillm as mm
+from minillm.checkpoint import CheckpointError
+from minillm.models.bert import BertConfig, BertForSequenceClassification, BertModel
+
+TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
+            max_position_embeddings=12, type_vocab_size=2)
+
+
+def test_config_reads_hf_json_keeps_unknown_fields(tmp_path):
+    fields = {**TINY, "model_type": "bert", "architectures": ["BertModel"], "use_cache": True, "gradient_checkpointing": False,
+              "position_embedding_type": "absolute", "id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 0, "pos": 1}}
+    (tmp_path / "config.json").write_text(json.dumps(fields))
+    config = BertConfig.from_pretrained(tmp_path)
+    assert config.hidden_size == 16 and config.layer_norm_eps == 1e-12 and config.hidden_act == "gelu"
+    assert config.num_labels == 2 and config.id2label == {0: "neg", 1: "pos"}
+    config.save_pretrained(tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    for key, value in fields.items():
+        assert written[key] == value, key
+    assert BertConfig.from_pretrained(tmp_path, num_labels=3).id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("hidden_act", "swish", r"hidden_act='swish' is not supported: minillm's BERT supports gelu, gelu_new, relu"),
+    ("position_embedding_type", "relative_key", r"position_embedding_type='relative_key' is not supported"),
+    ("is_decoder", True, r"is_decoder=True is not supported: minillm's BERT is an encoder only"),
+    ("num_attention_heads", 5, r"hidden_size=16 is not supported: it must be a multiple of num_attention_heads=5"),
+    ("hidden_dropout_prob", 1.5, r"hidden_dropout_prob=1.5 is not supported"),
+    ("vocab_size", 0, r"vocab_size=0 is not supported: expected a positive integer"),
+    ("model_type", "roberta", r"model_type='roberta' is not supported"),
+])
+def test_config_refuses_unsupported_values_by_name(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        BertConfig(**{**TINY, field: value})
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, field: value}))
+    with pytest.raises(CheckpointError, match="config.json: " + message):
+        BertConfig.from_pretrained(tmp_path / "config.json")
+
+
+def test_weight_names_are_hugging_faces():
+    names = [n for n, _ in BertForSequenceClassification(BertConfig(**TINY)).named_parameters()]
+    layer = [f"bert.encoder.layer.1.{n}" for n in (
+        "attention.self.query.weight", "attention.self.query.bias", "attention.self.key.weight",
+        "attention.self.key.bias", "attention.self.value.weight", "attention.self.value.bias",
+        "attention.output.dense.weight", "attention.output.dense.bias", "attention.output.LayerNorm.weight",
+        "attention.output.LayerNorm.bias", "intermediate.dense.weight", "intermediate.dense.bias",
+        "output.dense.weight", "output.dense.bias", "output.LayerNorm.weight", "output.LayerNorm.bias")]
+    assert names[:5] == ["bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight",
+                         "bert.embeddings.token_type_embeddings.weight", "bert.embeddings.LayerNorm.weight",
+                         "bert.embeddings.LayerNorm.bias"]
+    assert names[-20:-4] == layer
+    assert names[-4:] == ["bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"]
+
+
+def test_initialization_as_hugging_face():
+    mm.manual_seed(0)
+    config = BertConfig(**{**TINY, "vocab_size": 500, "hidden_size": 64, "intermediate_size": 256, "initializer_range": 0.05})
+    model = BertForSequenceClassification(config)
+    params = dict(model.named_parameters())
+    for name in ("bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.intermediate.dense.weight",
+                 "classifier.weight"):
+        values = params[name].numpy()[1:] if "word" in name else params[name].numpy()
+        assert abs(values.std() - 0.05) < 0.01 and abs(values.mean()) < 0.01, name
+    assert np.all(params["bert.embeddings.word_embeddings.weight"].numpy()[0] == 0)  # the padding row
+    assert np.all(params["bert.encoder.layer.1.output.dense.bias"].numpy() == 0)
+    assert np.all(params["bert.encoder.layer.1.output.LayerNorm.weight"].numpy() == 1)
+    assert np.all(params["bert.embeddings.LayerNorm.bias"].numpy() == 0)
+    layers = model.bert.encoder.layer
+    assert not np.array_equal(layers[0].attention.self.query.weight.numpy(), layers[1].attention.self.query.weight.numpy())
+
+
+def test_forward_api_and_output_shapes():
+    model = BertForSequenceClassification(BertConfig(num_labels=3, **TINY)).eval()
+    ids = np.array([[2, 5, 7, 3, 0], [2, 9, 3, 0, 0]])
+    mask = (ids != 0).astype(np.int64)
+    out = model(ids, attention_mask=mask, labels=np.array([0, 2]), output_hidden_states=True, output_attentions=True)
+    assert out.logits.shape == (2, 3) and out.loss.shape == ()
+    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (2, 5, 16)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 5, 5)
+    as_list = model(ids.tolist(), mask.tolist()).logits.numpy()
+    as_tensor = model(mm.tensor(ids), mm.tensor(mask), mm.tensor(np.zeros_like(ids))).logits.numpy()
+    np.testing.assert_array_equal(as_list, out.logits.numpy())
+    np.testing.assert_array_equal(as_tensor, out.logits.numpy())
+    base = model.bert(ids, mask)
+    assert base.last_hidden_state.shape == (2, 5, 16) and base.pooler_output.shape == (2, 16)
+    assert base.hidden_states is None and base.attentions is None
+
+
+def test_padding_does_not_change_the_result():
+    """A sequence gives the same logits alone and padded inside a batch with a longer one."""
+    model = BertForSequenceClassification(BertConfig(**TINY)).eval()
+    alone = model(np.array([[2, 5, 7, 3]])).logits.numpy()
+    padded = model(np.array([[2, 5, 7, 3, 0, 0], [2, 8, 8, 8, 8, 3]]), np.array([[1, 1, 1, 1, 0, 0], [1] * 6])).logits
+    np.testing.assert_allclose(padded.numpy()[0], alone[0], atol=1e-6)
+
+
+def test_eval_is_deterministic_and_train_uses_dropout():
+    model = BertForSequenceClassification(BertConfig(**TINY))
+    ids = np.array([[2, 5, 7, 3]])
+    model.eval()
+    assert np.array_equal(model(ids).logits.numpy(), model(ids).logits.numpy())
+    model.train()
+    assert not np.array_equal(model(ids).logits.numpy(), model(ids).logits.numpy())
+
+
+@pytest.mark.parametrize("labels, kind", [(np.array([1, 0]), "ce"), (np.array([[1.0, 0.0], [0.0, 1.0]]), "bce")])
+def test_losses(labels, kind):
+    model = BertForSequenceClassification(BertConfig(**TINY)).eval()
+    ids = np.array([[2, 5, 7, 3], [2, 6, 3, 0]])
+    out = model(ids, labels=labels)
+    x = out.logits.numpy().astype(np.float64)
+    if kind == "ce":
+        expected = -np.mean((x - np.log(np.exp(x).sum(1, keepdims=True)))[np.arange(2), labels])
+    else:
+        expected = np.mean(-labels * np.log(1 / (1 + np.exp(-x))) - (1 - labels) * np.log(1 - 1 / (1 + np.exp(-x))))
+    assert abs(out.loss.item() - expected) < 1e-6
+    out.loss.backward()
+    assert model.classifier.weight.grad is not None
+
+
+def test_regression_loss():
+    model = BertForSequenceClassification(BertConfig(num_labels=1, **TINY)).eval()
+    out = model(np.array([[2, 5, 7, 3], [2, 6, 3, 0]]), labels=np.array([0.5, -1.0]))
+    assert abs(out.loss.item() - np.mean((out.logits.numpy()[:, 0] - [0.5, -1.0]) ** 2)) < 1e-6
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(input_ids=np.ones((2, 3), np.float32)), TypeError, "input_ids must hold integers, got dtype float32"),
+    (dict(input_ids=np.ones(3, np.int64)), ValueError, r"input_ids must be \(batch, sequence length\), got shape \(3,\)"),
+    (dict(input_ids=np.ones((1, 13), np.int64)), ValueError, "13 tokens per sequence, more than max_position_embeddings=12"),
+    (dict(input_ids=np.full((1, 3), 40)), ValueError, r"ids from 40 to 40; they must be in \[0, vocab_size=40\)"),
+    (dict(input_ids=np.ones((1, 3), np.int64), attention_mask=np.ones((1, 4), np.int64)), ValueError,
+     r"attention_mask must be \(1, 3\), the shape of input_ids"),
+    (dict(input_ids=np.ones((1, 3), np.int64), token_type_ids=np.full((1, 3), 2)), ValueError,
+     "token_type_ids holds 2 to 2; this model has type_vocab_size=2"),
+])
+def test_bad_inputs_name_the_argument(kwargs, error, message):
+    model = BertModel(BertConfig(**TINY))
+    with pytest.raises(error, match=message):
+        model(**kwargs)

@@ -1,0 +1,209 @@
+"""The safetensors reader and writer, and loading checkpoints into BERT: every broken file or
+mismatched checkpoint is a clear error that names the file and the key."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from minillm import checkpoint
+from minillm.checkpoint import CheckpointError, read_safetensors, write_safetensors
+from minillm.models.bert import BertConfig, BertForSequenceClassification, BertModel
+
+TINY = dict(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=12,
+            max_position_embeddings=16, type_vocab_size=2)
+
+
+def _raw_file(path, header, data):
+    """A safetensors file from a header dict and data bytes, exactly as given (lies included)."""
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    return path
+
+
+def test_round_trip_keeps_dtypes_and_values(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = {"f32": rng.standard_normal((3, 4)).astype(np.float32), "f64": rng.standard_normal(5),
+               "f16": rng.standard_normal((2, 2)).astype(np.float16), "i64": np.arange(6).reshape(2, 3),
+               "u8": np.arange(4, dtype=np.uint8), "bool": np.array([True, False]), "scalar": np.float32(2.5),
+               "empty": np.zeros((0, 3), np.float32)}
+    path = tmp_path / "t.safetensors"
+    write_safetensors(tensors, path, metadata={"format": "pt"})
+    back, metadata = read_safetensors(path)
+    assert metadata == {"format": "pt"} and sorted(back) == sorted(tensors)
+    for name, array in tensors.items():
+        assert back[name].dtype == np.asarray(array).dtype and np.array_equal(back[name], array), name
+
+
+def test_bfloat16_is_widened_exactly(tmp_path):
+    values = np.array([1.0, -2.5, 3.140625, 1e-3, 65280.0], np.float32)
+    bf16 = (values.view(np.uint32) >> 16).astype("<u2")  # truncation: values chosen to need no rounding
+    path = _raw_file(tmp_path / "bf16.safetensors",
+                     {"w": {"dtype": "BF16", "shape": [5], "data_offsets": [0, 10]}}, bf16.tobytes())
+    w = read_safetensors(path)[0]["w"]
+    assert w.dtype == np.float32
+    np.testing.assert_array_equal(w, (bf16.astype(np.uint32) << 16).view(np.float32))
+    np.testing.assert_allclose(w, values, rtol=1e-2)
+
+
+def test_the_safetensors_library_reads_what_minillm_writes(tmp_path):
+    from safetensors.numpy import load_file
+
+    path = tmp_path / "w.safetensors"
+    write_safetensors({"a.weight": np.ones((2, 3), np.float32)}, path)
+    assert np.array_equal(load_file(path)["a.weight"], np.ones((2, 3)))
+
+
+def test_writes_are_atomic(tmp_path):
+    path = tmp_path / "w.safetensors"
+    write_safetensors({"a": np.ones(3, np.float32)}, path)
+    with pytest.raises(CheckpointError, match="'b'.*object"):
+        write_safetensors({"b": np.array([object()])}, path)
+    assert np.array_equal(read_safetensors(path)[0]["a"], np.ones(3))  # the old file is intact
+    assert os.listdir(tmp_path) == ["w.safetensors"]  # and no temporary file is left
+
+
+@pytest.mark.parametrize("cut", [4, 20, 100])
+def test_truncated_file(tmp_path, cut):
+    path = tmp_path / "w.safetensors"
+    write_safetensors({"encoder.weight": np.ones((8, 8), np.float32)}, path)
+    path.write_bytes(path.read_bytes()[:-cut] if cut != 4 else path.read_bytes()[:4])
+    with pytest.raises(CheckpointError) as err:
+        read_safetensors(path)
+    assert str(path) in str(err.value)
+    assert "truncated" in str(err.value)
+    if cut == 100:  # the header survived: the message names the tensor whose bytes are gone
+        assert "'encoder.weight'" in str(err.value)
+
+
+def test_header_that_lies_about_sizes(tmp_path):
+    path = _raw_file(tmp_path / "w.safetensors",
+                     {"layer.weight": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 32]}}, bytes(64))
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: tensor 'layer\.weight': the header lies.*64 bytes"):
+        read_safetensors(path)
+    path.write_bytes((10 ** 6).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: the header length says 1000000 bytes"):
+        read_safetensors(path)
+
+
+def test_header_that_is_not_json(tmp_path):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes((5).to_bytes(8, "little") + b"{oops")
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: the header is not valid JSON"):
+        read_safetensors(path)
+
+
+def test_unknown_dtype(tmp_path):
+    path = _raw_file(tmp_path / "w.safetensors",
+                     {"pooler.dense.weight": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}, bytes(2))
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: tensor 'pooler\.dense\.weight' has dtype 'F8_E4M3'"):
+        read_safetensors(path)
+
+
+# ---- checkpoints against the model ---------------------------------------------------------------------
+def _save_state(folder, state, config=TINY):
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", **config}))
+    write_safetensors(state, folder / "model.safetensors")
+    return folder
+
+
+@pytest.fixture
+def state():
+    """A BertModel's weights, as a checkpoint of the bare model would hold them."""
+    return {k: v.copy() for k, v in BertModel(BertConfig(**TINY)).state_dict().items()}
+
+
+def test_integer_tensor_for_a_weight(tmp_path, state):
+    state["encoder.layer.0.output.dense.weight"] = state["encoder.layer.0.output.dense.weight"].astype(np.int32)
+    folder = _save_state(tmp_path / "m", state)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor 'encoder\.layer\.0\.output\.dense\.weight' "
+                                              r"has dtype int32"):
+        BertModel.from_pretrained(folder)
+
+
+def test_shape_mismatch_names_the_key_and_both_shapes(tmp_path, state):
+    state["encoder.layer.0.attention.self.query.weight"] = np.zeros((8, 4), np.float32)
+    folder = _save_state(tmp_path / "m", state)
+    with pytest.raises(CheckpointError) as err:
+        BertForSequenceClassification.from_pretrained(folder)
+    message = str(err.value)
+    assert "model.safetensors" in message and "'bert.encoder.layer.0.attention.self.query.weight'" in message
+    assert "(8, 4) in the checkpoint, (8, 8) in the model" in message
+
+
+def test_missing_and_unexpected_keys_are_errors(tmp_path, state):
+    del state["embeddings.LayerNorm.weight"]
+    state["encoder.layer.0.attention.self.rotary.weight"] = np.zeros(2, np.float32)
+    folder = _save_state(tmp_path / "m", state)
+    with pytest.raises(CheckpointError) as err:
+        BertModel.from_pretrained(folder)
+    message = str(err.value)
+    assert re.search(r"missing key 'embeddings\.LayerNorm\.weight' \(shape \(8,\)\)", message)
+    assert "unexpected key 'encoder.layer.0.attention.self.rotary.weight'" in message
+
+
+def test_missing_config_field(tmp_path, state):
+    config = {k: v for k, v in TINY.items() if k != "intermediate_size"}
+    folder = _save_state(tmp_path / "m", state, config)
+    with pytest.raises(CheckpointError, match=r"config\.json: missing field 'intermediate_size'"):
+        BertModel.from_pretrained(folder)
+
+
+def test_legacy_gamma_beta_and_pretraining_heads(tmp_path, state, caplog):
+    renamed = {checkpoint.rename_legacy(k): v for k, v in state.items()}
+    assert renamed.keys() == state.keys()
+    legacy = {("bert." + k).replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+              for k, v in state.items()}
+    legacy["cls.predictions.bias"] = np.zeros(30, np.float32)
+    legacy["bert.embeddings.position_ids"] = np.arange(16)[None]  # a buffer: dropped without a word
+    folder = _save_state(tmp_path / "m", legacy)
+    model, info = BertForSequenceClassification.from_pretrained(folder, num_labels=3, output_loading_info=True)
+    assert info == {"missing_keys": ["classifier.weight", "classifier.bias"], "unexpected_keys": ["cls.predictions.bias"]}
+    assert "newly initialized" in caplog.text and "cls.predictions.bias" in caplog.text
+    assert np.array_equal(model.bert.encoder.layer[0].output.LayerNorm.weight.numpy(),
+                          state["encoder.layer.0.output.LayerNorm.weight"])
+    assert model.classifier.weight.shape == (3, 8) and not model.training
+
+
+def test_a_key_given_twice(tmp_path, state):
+    state["bert.pooler.dense.bias"] = state["pooler.dense.bias"]
+    folder = _save_state(tmp_path / "m", state)
+    with pytest.raises(CheckpointError, match="gives 'pooler.dense.bias' a second time"):
+        BertModel.from_pretrained(folder)
+
+
+def test_sharded_checkpoint(tmp_path, state):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY))
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[:10], "model-00002-of-00002.safetensors": names[10:]}
+    for shard, keys in shards.items():
+        write_safetensors({k: state[k] for k in keys}, folder / shard)
+    index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    (folder / checkpoint.WEIGHTS_INDEX_NAME).write_text(json.dumps(index))
+    model = BertModel.from_pretrained(folder)
+    for name, p in model.named_parameters():
+        assert np.array_equal(p.numpy(), state[name])
+
+
+def test_a_pytorch_bin_folder_says_how_to_convert(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
+    with pytest.raises(CheckpointError, match="pytorch_model.bin.*safe_serialization=True"):
+        checkpoint.read_weights(tmp_path)
+
+
+def test_save_and_load_round_trip_is_exact(tmp_path):
+    model = BertForSequenceClassification(BertConfig(num_labels=4, **TINY))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"] and len(config["id2label"]) == 4
+    keys = read_safetensors(tmp_path / "model.safetensors")[0].keys()
+    assert "bert.encoder.layer.0.attention.self.query.weight" in keys and "classifier.weight" in keys
+    loaded = BertForSequenceClassification.from_pretrained(tmp_path)
+    assert loaded.num_labels == 4
+    for (name, p), (name2, q) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert name == name2 and np.array_equal(p.numpy(), q.numpy())

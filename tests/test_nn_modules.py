@@ -1,0 +1,169 @@
+"""MultiHeadAttention, TransformerEncoderLayer and TransformerEncoder: against a plain NumPy
+reference, finite differences (float64), and the facts a padding mask must guarantee."""
+import numpy as np
+import pytest
+
+import minillm as mm
+from minillm import nn
+from minillm.testing import gradcheck
+
+
+def _double(module):
+    for p in module.parameters():
+        p.data = p.data.astype(np.float64)
+    return module
+
+
+def _reference_attention(mha, x, key_mask):
+    """softmax(q k^T / sqrt(D) + mask) v per head, in NumPy, from the module's weights."""
+    def project(linear):
+        y = x @ linear.weight.numpy().T + linear.bias.numpy()
+        return y.reshape(x.shape[0], x.shape[1], mha.num_heads, mha.head_dim).transpose(0, 2, 1, 3)
+
+    q, k, v = project(mha.query), project(mha.key), project(mha.value)
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(mha.head_dim)
+    scores = np.where(key_mask[:, None, None, :], scores, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return (p @ v).transpose(0, 2, 1, 3).reshape(x.shape), p
+
+
+@pytest.fixture
+def batch():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 12))
+    key_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    return x, key_mask
+
+
+def test_attention_matches_reference(batch):
+    x, key_mask = batch
+    mm.manual_seed(0)
+    mha = _double(nn.MultiHeadAttention(12, 3)).eval()
+    out, probs = mha(mm.tensor(x), key_mask, output_attentions=True)
+    expected, expected_probs = _reference_attention(mha, x, key_mask.astype(bool))
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-10)
+    np.testing.assert_allclose(probs.numpy(), expected_probs, atol=1e-10)
+    assert probs.shape == (3, 3, 5, 5) and not probs.requires_grad
+    assert np.all(probs.numpy()[1, :, :, 3:] == 0)  # padded keys get no attention
+
+
+def test_key_mask_accepts_bool_ints_and_tensors(batch):
+    x, key_mask = batch
+    mha = nn.MultiHeadAttention(12, 3).eval()
+    xt = mm.tensor(x.astype(np.float32))
+    results = [mha(xt, m)[0].numpy() for m in (key_mask, key_mask.astype(bool), mm.tensor(key_mask))]
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
+    assert not np.allclose(results[0], mha(xt)[0].numpy())  # the mask does something
+
+
+def test_padding_does_not_change_real_tokens(batch):
+    """What sits at padded positions has no influence on the outputs at real positions."""
+    x, key_mask = batch
+    layer = _double(nn.TransformerEncoderLayer(12, 3, 20)).eval()
+    noisy = x.copy()
+    noisy[key_mask == 0] = 100.0
+    clean_out, _ = layer(mm.tensor(x), key_mask)
+    noisy_out, _ = layer(mm.tensor(noisy), key_mask)
+    real = key_mask == 1
+    np.testing.assert_allclose(clean_out.numpy()[real], noisy_out.numpy()[real], atol=1e-12)
+
+
+def test_attention_gradcheck(batch):
+    x, key_mask = batch
+    mha = _double(nn.MultiHeadAttention(12, 3)).eval()
+    gradcheck(lambda t: mha(t, key_mask[:2, :4])[0], [x[:2, :4, :]])
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_new", "relu"])
+def test_encoder_layer_gradcheck(activation):
+    rng = np.random.default_rng(1)
+    mm.manual_seed(1)
+    layer = _double(nn.TransformerEncoderLayer(6, 2, 8, activation=activation)).eval()
+    for p in layer.parameters():  # move LayerNorm off 1/0 so its backward is exercised fully
+        p.data += rng.standard_normal(p.shape) * 0.1
+    key_mask = np.array([[1, 1, 1], [1, 1, 0]])
+    gradcheck(lambda t: layer(t, key_mask)[0], [rng.standard_normal((2, 3, 6))])
+
+
+def test_encoder_parameter_gradients_match_finite_differences():
+    """Every parameter's gradient through a two-layer encoder, at a few random elements each."""
+    rng = np.random.default_rng(2)
+    mm.manual_seed(2)
+    encoder = _double(nn.TransformerEncoder(nn.TransformerEncoderLayer(4, 2, 6), 2)).eval()
+    for p in encoder.parameters():
+        p.data += rng.standard_normal(p.shape) * 0.1
+    x, key_mask, u = rng.standard_normal((2, 3, 4)), np.array([[1, 1, 1], [1, 0, 0]]), rng.standard_normal((2, 3, 4))
+
+    def loss():
+        return float((encoder(mm.tensor(x), key_mask)[0].numpy() * u).sum())
+
+    (encoder(mm.tensor(x), key_mask)[0] * mm.tensor(u)).sum().backward()
+    for name, p in encoder.named_parameters():
+        for index in [tuple(rng.integers(0, n) for n in p.shape) for _ in range(3)]:
+            original = p.data[index]
+            p.data[index] = original + 1e-6
+            plus = loss()
+            p.data[index] = original - 1e-6
+            minus = loss()
+            p.data[index] = original
+            assert abs(p.grad.numpy()[index] - (plus - minus) / 2e-6) < 1e-6 + 1e-5 * abs(plus - minus) / 2e-6, name
+
+
+def test_attention_dropout_path():
+    """Training with attention dropout runs separate ops: with p -> 0 it equals the fused kernel
+    (value and gradient); with p = 1 every probability is dropped and the context is 0."""
+    rng = np.random.default_rng(3)
+    x, key_mask = rng.standard_normal((2, 4, 8)), np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
+    mha = _double(nn.MultiHeadAttention(8, 2, dropout=1e-12))
+    outputs, grads = [], []
+    for training in (True, False):
+        mha.train(training)
+        xt = mm.tensor(x, requires_grad=True)
+        out, _ = mha(xt, key_mask)
+        (out * mm.tensor(x)).sum().backward()
+        outputs.append(out.numpy())
+        grads.append(xt.grad.numpy())
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-9)
+    np.testing.assert_allclose(grads[0], grads[1], atol=1e-9)
+    mha.dropout.p = 1.0
+    mha.train()
+    assert np.all(mha(mm.tensor(x), key_mask)[0].numpy() == 0)
+
+
+def test_encoder_outputs_for_study():
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 3).eval()
+    x = mm.randn(2, 4, 8)
+    last, hidden, attentions = encoder(x, np.array([[1, 1, 1, 1], [1, 1, 1, 0]]), output_hidden_states=True,
+                                       output_attentions=True)
+    assert len(hidden) == 4 and hidden[0] is x and hidden[-1] is last
+    assert len(attentions) == 3 and all(a.shape == (2, 2, 4, 4) for a in attentions)
+    np.testing.assert_allclose(attentions[1].numpy().sum(-1), 1, atol=1e-6)
+    assert encoder(x)[1:] == (None, None)
+
+
+def test_encoder_layers_are_independent_copies_with_hf_names():
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 2)
+    names = [n for n, _ in encoder.named_parameters()]
+    assert names[:4] == ["layer.0.attention.self.query.weight", "layer.0.attention.self.query.bias",
+                         "layer.0.attention.self.key.weight", "layer.0.attention.self.key.bias"]
+    assert {"layer.1.attention.output.LayerNorm.weight", "layer.1.intermediate.dense.weight",
+            "layer.1.output.dense.weight", "layer.1.output.LayerNorm.bias"} <= set(names)
+    first, second = encoder.layer[0].intermediate.dense.weight, encoder.layer[1].intermediate.dense.weight
+    assert first is not second and first.data is not second.data
+    first.data[...] = 0
+    assert second.numpy().any()
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="embed_dim 10 is not a multiple of num_heads 3"):
+        nn.MultiHeadAttention(10, 3)
+    with pytest.raises(ValueError, match="activation 'swish' is not supported"):
+        nn.TransformerEncoderLayer(8, 2, 16, activation="swish")
+    mha = nn.MultiHeadAttention(8, 2)
+    with pytest.raises(ValueError, match=r"x must be \(B, L, 8\), got shape \(2, 3, 6\)"):
+        mha(mm.randn(2, 3, 6))
+    with pytest.raises(ValueError, match=r"key_mask must be \(B, L\) = \(2, 3\), got shape \(2, 4\)"):
+        mha(mm.randn(2, 3, 8), np.ones((2, 4)))
+    with pytest.raises(TypeError, match="key_mask must be boolean or 0/1 integers, got dtype float64"):
+        mha(mm.randn(2, 3, 8), np.ones((2, 3)))
