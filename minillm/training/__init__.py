@@ -1,0 +1,11 @@
+"""Fine-tuning: the training loop, its checkpoints, evaluation and prediction.
+
+    args = TrainingArguments(output_dir="out", epochs=1, batch_size=32, lr=5e-5)
+    trainer = Trainer(model, args, train_data, eval_data, tokenizer)
+    trainer.train()                  # or trainer.train(resume=True) after an interruption
+    evaluate(model, loader)          # {"loss": ..., "accuracy": ..., "examples": ...}
+"""
+from .arguments import TrainingArguments  # noqa: F401
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint  # noqa: F401
+from .evaluate import evaluate, predict_proba  # noqa: F401
+from .loop import Trainer, TrainingError, decay_groups  # noqa: F401

@@ -1,0 +1,42 @@
+"""The hyper-parameters of a fine-tuning run, with the BERT recipe's defaults."""
+import dataclasses
+
+
+@dataclasses.dataclass
+class TrainingArguments:
+    """output_dir: where checkpoints and the final model go.
+
+    The recipe (Devlin et al.; Hugging Face's Trainer): AdamW at ``lr`` with ``weight_decay`` on
+    every weight but biases and LayerNorm weights, the learning rate rising linearly over the first
+    ``warmup_ratio`` of the steps and then falling linearly to 0, the global gradient norm clipped at
+    ``max_grad_norm`` (0 turns clipping off), batches of ``batch_size`` shuffled by ``seed``.
+    ``bucket`` groups texts of similar length into batches (faster, different batches).
+    ``save_steps``: also checkpoint every that many steps (0: only at the end of each epoch).
+    """
+    output_dir: str
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    bucket: bool = False
+    eval_batch_size: int = 64
+    save_steps: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("lr", "weight_decay", "max_grad_norm", "save_steps"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio!r}")
+
+    def recipe(self):
+        """The fields that decide the losses: a resumed run must use the same ones."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("output_dir", "eval_batch_size", "save_steps", "progress")}

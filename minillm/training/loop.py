@@ -1,0 +1,177 @@
+"""The training loop: batches -> loss -> gradients -> clipped AdamW step -> schedule, with
+per-epoch evaluation, atomic checkpoints, exact resume and a stop on a NaN or infinite loss.
+
+One number locates a run: ``step``, the optimizer steps done. Every epoch has the same
+len(loader) batches, so step // len(loader) is the epoch and step % len(loader) the next batch
+in it; the batches of epoch e are a function of (seed, e). Resuming restores the weights, the
+optimizer, the schedule and the dropout generator from the checkpoint, rebuilds epoch e's batches
+and skips the ones done, so the resumed run computes the same losses as an uninterrupted one.
+"""
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+
+import numpy
+from tqdm.auto import tqdm
+
+from .. import checkpoint as safetensors_io
+from ..data import DataLoader, pad_batch
+from ..nn.utils import clip_grad_norm_
+from ..optim import AdamW, get_linear_schedule_with_warmup
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .evaluate import evaluate
+
+logger = logging.getLogger("minillm")
+NO_DECAY = ("bias", "LayerNorm.weight")  # the BERT recipe decays neither
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a NaN loss, a checkpoint from another run); says why and what is kept."""
+
+
+def decay_groups(model, weight_decay):
+    """AdamW parameter groups: ``weight_decay`` on weights, none on biases and LayerNorm weights."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if name.endswith(NO_DECAY) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def fingerprint(dataset):
+    """A short hash of the tokenized training data, so a resume with other data is refused."""
+    digest = hashlib.sha256(numpy.asarray(dataset.labels).tobytes())
+    for ids in dataset.input_ids:
+        digest.update(ids.tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Trainer:
+    """Fine-tune ``model`` (a sequence classifier) on ``train_data`` with the recipe in ``args``.
+
+    eval_data: evaluated after each epoch (accuracy, loss), if given. tokenizer: saved beside the
+    final model so the output folder is a complete Hugging Face model. After ``train()``:
+    ``history`` holds one record per step ({"step", "epoch", "loss", "lr"}) and per evaluation.
+    """
+
+    def __init__(self, model, args, train_data, eval_data=None, tokenizer=None):
+        self.model, self.args, self.tokenizer = model, args, tokenizer
+        self.train_data = train_data
+        pad = getattr(tokenizer, "pad_token_id", 0) or 0
+        collate = lambda examples: pad_batch(examples, pad)  # noqa: E731
+        self.loader = DataLoader(train_data, args.batch_size, shuffle=True, seed=args.seed, collate_fn=collate,
+                                 bucket=args.bucket)
+        self.eval_loader = (DataLoader(eval_data, args.eval_batch_size, collate_fn=collate)
+                            if eval_data is not None else None)
+        self.total_steps = len(self.loader) * args.epochs
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = AdamW(decay_groups(model, args.weight_decay), lr=args.lr)
+        self.schedule = get_linear_schedule_with_warmup(self.optimizer, math.ceil(args.warmup_ratio * self.total_steps),
+                                                        self.total_steps)
+        self.step = 0
+        self.saved_step = None  # the step of the last checkpoint written or loaded
+        self.history = []
+        self.checkpoint_path = os.path.join(args.output_dir, CHECKPOINT_NAME)
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def train(self, resume=False, stop_after=None):
+        """Run to the end of the last epoch (or, with ``stop_after``, for that many steps, then save
+        and return: a time-boxed session to be resumed). Returns ``history``."""
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        if resume:
+            self._resume()
+        self.model.train()
+        steps_per_epoch = len(self.loader)
+        stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
+        while self.step < stop_at:
+            epoch, start = divmod(self.step, steps_per_epoch)
+            batches = self.loader.batches(epoch)[start:]
+            bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{self.args.epochs}",
+                       disable=not self.args.progress, unit="batch", leave=True)
+            began, seen = time.perf_counter(), 0
+            for indices in batches:
+                loss = self._train_step(self.loader.collate_fn([self.train_data[int(i)] for i in indices]))
+                seen += len(indices)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{seen / (time.perf_counter() - began):.1f}")
+                if self.args.save_steps and self.step % self.args.save_steps == 0:
+                    self.save()
+                if self.step >= stop_at:
+                    break
+            bar.close()
+            if self.step % steps_per_epoch == 0:  # an epoch finished
+                self._end_epoch(epoch)
+            elif self.step >= stop_at:
+                self.save()
+        if self.step == self.total_steps:
+            self.save_model()
+        return self.history
+
+    def _train_step(self, batch):
+        out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"])
+        loss = out.loss.item()
+        if not math.isfinite(loss):
+            raise self._diverged(f"the loss is {loss}")
+        out.loss.backward()
+        if self.args.max_grad_norm:
+            norm = clip_grad_norm_(self.params, self.args.max_grad_norm).item()
+            if not math.isfinite(norm):
+                raise self._diverged(f"the gradient norm is {norm}")
+        self.optimizer.step()
+        self.step += 1
+        self.history.append({"step": self.step, "epoch": (self.step - 1) // len(self.loader) + 1, "loss": loss,
+                             "lr": self.schedule.get_last_lr()[0]})
+        self.schedule.step()
+        self.optimizer.zero_grad()
+        return loss
+
+    def _diverged(self, what):
+        self.optimizer.zero_grad()
+        kept = (f"the last good checkpoint is {self.checkpoint_path} (step {self.saved_step})"
+                if self.saved_step is not None else "no checkpoint had been written yet")
+        return TrainingError(f"step {self.step + 1}: {what}; training stopped before updating the weights, "
+                             f"and {kept}. Try a lower learning rate, or resume from the checkpoint.")
+
+    def _end_epoch(self, epoch):
+        if self.eval_loader is not None:
+            metrics = evaluate(self.model, self.eval_loader)
+            self.history.append({"step": self.step, "epoch": epoch + 1, **{f"eval_{k}": v for k, v in metrics.items()}})
+            logger.info("epoch %d: eval loss %.4f, accuracy %.4f on %d examples", epoch + 1, metrics["loss"],
+                        metrics["accuracy"], metrics["examples"])
+        self.save()
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def _info(self):
+        return {"step": self.step, "recipe": self.args.recipe(), "data": fingerprint(self.train_data),
+                "history": self.history}
+
+    def save(self):
+        """Write the training checkpoint (atomically: the previous one survives a crash mid-write)."""
+        save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.schedule, self._info())
+        self.saved_step = self.step
+
+    def _resume(self):
+        if not os.path.isfile(self.checkpoint_path):
+            raise TrainingError(f"cannot resume: {self.checkpoint_path} does not exist (start without --resume)")
+        try:
+            info = load_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.schedule)
+        except (safetensors_io.CheckpointError, KeyError, ValueError) as err:
+            raise TrainingError(f"cannot resume from {self.checkpoint_path}: {err}") from None
+        expected = {"recipe": self.args.recipe(), "data": fingerprint(self.train_data)}
+        for key, value in expected.items():
+            if json.loads(json.dumps(value)) != info[key]:
+                raise TrainingError(f"cannot resume from {self.checkpoint_path}: it was written with {key} "
+                                    f"{info[key]}, this run has {value}")
+        self.step, self.saved_step, self.history = info["step"], info["step"], info["history"]
+        logger.info("resuming from %s at step %d of %d", self.checkpoint_path, self.step, self.total_steps)
+
+    def save_model(self):
+        """The final model as a Hugging Face folder: config.json, model.safetensors, tokenizer files,
+        and trainer_state.json with the history."""
+        self.model.save_pretrained(self.args.output_dir)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(self.args.output_dir)
+        safetensors_io.atomic_write(os.path.join(self.args.output_dir, "trainer_state.json"),
+                                    json.dumps({"global_step": self.step, "log_history": self.history}, indent=1))

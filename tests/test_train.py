@@ -1,0 +1,135 @@
+"""The training loop: determinism, exact resume, checkpoints, a NaN stop, and parity with torch."""
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
+from minillm.data import TextClassificationDataset
+from minillm.training import CHECKPOINT_NAME, Trainer, TrainingArguments, TrainingError, decay_groups, evaluate
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+    train = TextClassificationDataset(tokenizer, *toy_texts(40, seed=1), max_length=24)
+    dev = TextClassificationDataset(tokenizer, *toy_texts(20, seed=2), max_length=24)
+    return tokenizer, train, dev
+
+
+def run(toy, out, resume=False, stop_after=None, seed=0, **options):
+    tokenizer, train, dev = toy
+    options = {"epochs": 2, "batch_size": 8, "lr": 2e-3, "progress": False, **options}
+    args = TrainingArguments(output_dir=str(out), **options)
+    trainer = Trainer(tiny_model(seed), args, train, dev, tokenizer)
+    trainer.train(resume=resume, stop_after=stop_after)
+    return trainer
+
+
+def losses(history):
+    return [h["loss"] for h in history if "loss" in h]
+
+
+def test_same_seed_same_losses_and_training_helps(toy, tmp_path):
+    first = run(toy, tmp_path / "a")
+    second = run(toy, tmp_path / "b")
+    assert len(losses(first.history)) == 10  # 40 examples / 8, two epochs
+    assert losses(first.history) == losses(second.history)
+    other = run(toy, tmp_path / "c", seed=1)
+    assert losses(other.history) != losses(first.history)
+    evals = [h for h in first.history if "eval_accuracy" in h]
+    assert [h["epoch"] for h in evals] == [1, 2] and evals[0]["eval_examples"] == 20
+    assert np.mean(losses(first.history)[-3:]) < np.mean(losses(first.history)[:3])
+
+
+@pytest.mark.parametrize("stop_after", [3, 5])  # mid-epoch, and exactly at the end of epoch 1
+def test_resume_gives_the_losses_of_an_uninterrupted_run(toy, tmp_path, stop_after):
+    straight = run(toy, tmp_path / "straight")
+    interrupted = run(toy, tmp_path / "resumed", stop_after=stop_after)
+    assert len(losses(interrupted.history)) == stop_after
+    # a new process would build everything afresh: a differently seeded model, then the checkpoint
+    resumed = run(toy, tmp_path / "resumed", resume=True, seed=123)
+    assert losses(resumed.history) == losses(straight.history)
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_checkpoint_every_n_steps_and_final_model_folder(toy, tmp_path):
+    trainer = run(toy, tmp_path, save_steps=2, stop_after=3)
+    assert trainer.saved_step == 3  # saved at step 2, then when stopping at step 3
+    assert not (tmp_path / "config.json").exists()  # the run is not finished
+    trainer = run(toy, tmp_path, resume=True)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json", CHECKPOINT_NAME,
+            "trainer_state.json"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]  # no half-written files left behind
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["global_step"] == 10 and len(losses(state["log_history"])) == 10
+
+
+def test_resume_refuses_another_recipe_or_no_checkpoint(toy, tmp_path):
+    with pytest.raises(TrainingError, match="does not exist"):
+        run(toy, tmp_path, resume=True)
+    run(toy, tmp_path, stop_after=2)
+    with pytest.raises(TrainingError, match="written with recipe"):
+        run(toy, tmp_path, resume=True, lr=1e-3)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(toy, tmp_path, monkeypatch):
+    tokenizer, train, dev = toy
+    args = TrainingArguments(output_dir=str(tmp_path), epochs=2, batch_size=8, lr=2e-3, save_steps=2,
+                             progress=False)
+    trainer = Trainer(tiny_model(0), args, train, dev, tokenizer)
+    forward = trainer.model.forward
+    calls = []
+
+    def poisoned(*a, **k):  # the 4th training step's loss is NaN
+        out = forward(*a, **k)
+        calls.append(1)
+        if len(calls) == 4:
+            out.loss.data = out.loss.data * np.float32("nan")
+        return out
+
+    monkeypatch.setattr(trainer.model, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"step 4: the loss is nan.*last good checkpoint is .*\(step 2\)"):
+        trainer.train()
+    saved = json.loads(_metadata(tmp_path / CHECKPOINT_NAME))
+    assert saved["step"] == 2
+    assert all(np.isfinite(p.data).all() for p in trainer.model.parameters())  # no update from the NaN step
+
+
+def _metadata(path):
+    from minillm import checkpoint
+    return checkpoint.read_safetensors(path)[1]["minillm_training_state"]
+
+
+def test_decay_groups_leave_biases_and_layer_norm_out(toy):
+    model = tiny_model(0)
+    decay, no_decay = decay_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in no_decay["params"])
+    assert any("LayerNorm.weight" in names[id(p)] for p in no_decay["params"])
+    assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(names)
+
+
+def test_evaluate_accuracy_and_loss(toy):
+    tokenizer, _, dev = toy
+    from minillm.data import DataLoader, pad_batch
+    model = tiny_model(0)
+    model.train()
+    metrics = evaluate(model, DataLoader(dev, 7, collate_fn=pad_batch))
+    assert metrics["examples"] == 20 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["loss"] == pytest.approx(np.log(2), abs=0.1)  # an untrained classifier guesses
+    assert model.training  # evaluate put the mode back
+
+
+def test_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        TrainingArguments(output_dir=str(tmp_path), batch_size=0)
+    with pytest.raises(ValueError, match="warmup_ratio must be in"):
+        TrainingArguments(output_dir=str(tmp_path), warmup_ratio=1.5)
+    with pytest.raises(ValueError, match="lr must be >= 0"):
+        TrainingArguments(output_dir=str(tmp_path), lr=-1)
