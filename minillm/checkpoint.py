@@ -56,7 +56,8 @@ def read_safetensors(path):
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
     metadata = header.pop("__metadata__", None) or {}
-    data = numpy.memmap(path, dtype=numpy.uint8, mode="r", offset=8 + n) if size > 8 + n else numpy.zeros(0, numpy.uint8)
+    empty = size == 8 + n  # (numpy cannot map zero bytes)
+    data = numpy.zeros(0, numpy.uint8) if empty else numpy.memmap(path, dtype=numpy.uint8, mode="r", offset=8 + n)
     tensors = OrderedDict((name, _read_tensor(path, name, info, data)) for name, info in header.items())
     return tensors, metadata
 
@@ -67,7 +68,8 @@ def _read_tensor(path, name, info, data):
     try:
         dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
     except (TypeError, KeyError, ValueError):
-        raise CheckpointError(f"{where}: header entry {info!r} needs dtype, shape and data_offsets [begin, end]") from None
+        raise CheckpointError(f"{where}: header entry {info!r} needs dtype, shape and "
+                              "data_offsets [begin, end]") from None
     if dtype not in DTYPES:
         raise CheckpointError(f"{where} has dtype {dtype!r}, which minillm does not read (known: {', '.join(DTYPES)})")
     if not all(isinstance(d, int) and d >= 0 for d in shape) or not all(isinstance(o, int) for o in (begin, end)):
@@ -134,7 +136,8 @@ def read_weights(folder):
             raise CheckpointError(f"{index}: expected a 'weight_map' object of tensor name -> shard file")
         files = [os.path.join(folder, shard) for shard in dict.fromkeys(weight_map.values())]
     else:
-        other = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack") if os.path.exists(os.path.join(folder, n))]
+        other = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
+                 if os.path.exists(os.path.join(folder, n))]
         hint = (f" It has {other[0]}, a format minillm does not read: convert it once with transformers, "
                 "model.save_pretrained(folder, safe_serialization=True).") if other else ""
         raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in this folder.{hint}")

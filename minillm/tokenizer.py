@@ -99,9 +99,9 @@ class BertTokenizer:
         pairs = None if text_pair is None else _as_batch(text_pair, "text_pair")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"text_pair has {len(pairs)} texts but texts has {len(texts)}")
-        if padding not in PADDING or truncation not in TRUNCATION:
-            bad = ("padding", padding) if padding not in PADDING else ("truncation", truncation)
-            raise ValueError(f"{bad[0]}={bad[1]!r}: expected one of {list(PADDING if bad[0] == 'padding' else TRUNCATION)}")
+        for name, value, choices in (("padding", padding, PADDING), ("truncation", truncation, TRUNCATION)):
+            if value not in choices:
+                raise ValueError(f"{name}={value!r}: expected one of {list(choices)}")
         limit = max_length if max_length is not None else self.model_max_length
         if PADDING[padding] == "max_length" and limit is None:
             raise ValueError("padding='max_length' needs max_length (this tokenizer has no model_max_length)")

@@ -14,8 +14,9 @@ TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_he
 
 
 def test_config_reads_hf_json_keeps_unknown_fields(tmp_path):
-    fields = {**TINY, "model_type": "bert", "architectures": ["BertModel"], "use_cache": True, "gradient_checkpointing": False,
-              "position_embedding_type": "absolute", "id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 0, "pos": 1}}
+    fields = {**TINY, "model_type": "bert", "architectures": ["BertModel"], "use_cache": True,
+              "gradient_checkpointing": False, "position_embedding_type": "absolute",
+              "id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 0, "pos": 1}}
     (tmp_path / "config.json").write_text(json.dumps(fields))
     config = BertConfig.from_pretrained(tmp_path)
     assert config.hidden_size == 16 and config.layer_norm_eps == 1e-12 and config.hidden_act == "gelu"
@@ -61,7 +62,8 @@ def test_weight_names_are_hugging_faces():
 
 def test_initialization_as_hugging_face():
     mm.manual_seed(0)
-    config = BertConfig(**{**TINY, "vocab_size": 500, "hidden_size": 64, "intermediate_size": 256, "initializer_range": 0.05})
+    config = BertConfig(**{**TINY, "vocab_size": 500, "hidden_size": 64, "intermediate_size": 256,
+                           "initializer_range": 0.05})
     model = BertForSequenceClassification(config)
     params = dict(model.named_parameters())
     for name in ("bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.intermediate.dense.weight",
@@ -73,7 +75,8 @@ def test_initialization_as_hugging_face():
     assert np.all(params["bert.encoder.layer.1.output.LayerNorm.weight"].numpy() == 1)
     assert np.all(params["bert.embeddings.LayerNorm.bias"].numpy() == 0)
     layers = model.bert.encoder.layer
-    assert not np.array_equal(layers[0].attention.self.query.weight.numpy(), layers[1].attention.self.query.weight.numpy())
+    assert not np.array_equal(layers[0].attention.self.query.weight.numpy(),
+                              layers[1].attention.self.query.weight.numpy())
 
 
 def test_forward_api_and_output_shapes():
@@ -133,8 +136,10 @@ def test_regression_loss():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(input_ids=np.ones((2, 3), np.float32)), TypeError, "input_ids must hold integers, got dtype float32"),
-    (dict(input_ids=np.ones(3, np.int64)), ValueError, r"input_ids must be \(batch, sequence length\), got shape \(3,\)"),
-    (dict(input_ids=np.ones((1, 13), np.int64)), ValueError, "13 tokens per sequence, more than max_position_embeddings=12"),
+    (dict(input_ids=np.ones(3, np.int64)), ValueError,
+     r"input_ids must be \(batch, sequence length\), got shape \(3,\)"),
+    (dict(input_ids=np.ones((1, 13), np.int64)), ValueError,
+     "13 tokens per sequence, more than max_position_embeddings=12"),
     (dict(input_ids=np.full((1, 3), 40)), ValueError, r"ids from 40 to 40; they must be in \[0, vocab_size=40\)"),
     (dict(input_ids=np.ones((1, 3), np.int64), attention_mask=np.ones((1, 4), np.int64)), ValueError,
      r"attention_mask must be \(1, 3\), the shape of input_ids"),

@@ -154,13 +154,14 @@ def test_missing_config_field(tmp_path, state):
 def test_legacy_gamma_beta_and_pretraining_heads(tmp_path, state, caplog):
     renamed = {checkpoint.rename_legacy(k): v for k, v in state.items()}
     assert renamed.keys() == state.keys()
-    legacy = {("bert." + k).replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-              for k, v in state.items()}
+    legacy = {("bert." + k).replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"):
+              v for k, v in state.items()}
     legacy["cls.predictions.bias"] = np.zeros(30, np.float32)
     legacy["bert.embeddings.position_ids"] = np.arange(16)[None]  # a buffer: dropped without a word
     folder = _save_state(tmp_path / "m", legacy)
     model, info = BertForSequenceClassification.from_pretrained(folder, num_labels=3, output_loading_info=True)
-    assert info == {"missing_keys": ["classifier.weight", "classifier.bias"], "unexpected_keys": ["cls.predictions.bias"]}
+    assert info == {"missing_keys": ["classifier.weight", "classifier.bias"],
+                    "unexpected_keys": ["cls.predictions.bias"]}
     assert "newly initialized" in caplog.text and "cls.predictions.bias" in caplog.text
     assert np.array_equal(model.bert.encoder.layer[0].output.LayerNorm.weight.numpy(),
                           state["encoder.layer.0.output.LayerNorm.weight"])

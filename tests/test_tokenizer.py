@@ -108,7 +108,8 @@ def test_vocab_txt_tokenizer_matches_transformers(minilm_dir, transformers, tmp_
                                       dict(do_lower_case=True, tokenize_chinese_chars=False)])
 def test_settings_match_transformers(tiny_folder, transformers, settings):
     _settings(tiny_folder, **settings)
-    ours, theirs = BertTokenizer.from_pretrained(tiny_folder), transformers.BertTokenizerFast.from_pretrained(tiny_folder)
+    ours = BertTokenizer.from_pretrained(tiny_folder)
+    theirs = transformers.BertTokenizerFast.from_pretrained(tiny_folder)
     texts = ["Hello café 北京 playing!", "hello CAFÉ, world.", "HeLLo?"]
     _assert_same(ours, theirs, texts, ["world", "", "café café"])
 

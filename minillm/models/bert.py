@@ -279,7 +279,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, output_attentions=False,
                 output_hidden_states=False):
         """As BertModel; labels (B,): class ids (or floats for regression / multi-label) -> .loss."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
+                        output_hidden_states=output_hidden_states)
         logits = self.classifier(self.dropout(out.pooler_output))
         loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
@@ -311,8 +312,8 @@ def _check_inputs(config, input_ids, attention_mask, token_type_ids):
                          f"[0, vocab_size={config.vocab_size})")
     types = numpy.zeros_like(ids) if token_type_ids is None else _integers(token_type_ids, "token_type_ids", ids.shape)
     if types.size and (types.min() < 0 or types.max() >= config.type_vocab_size):
-        raise ValueError(f"token_type_ids holds {int(types.min())} to {int(types.max())}; this model has type_vocab_size="
-                         f"{config.type_vocab_size} (ids 0..{config.type_vocab_size - 1})")
+        raise ValueError(f"token_type_ids holds {int(types.min())} to {int(types.max())}; this model has "
+                         f"type_vocab_size={config.type_vocab_size} (ids 0..{config.type_vocab_size - 1})")
     mask = None if attention_mask is None else _integers(attention_mask, "attention_mask", ids.shape) != 0
     return ids, mask, types
 
