@@ -20,6 +20,7 @@ import tempfile
 from collections import OrderedDict
 
 import numpy
+from safetensors.numpy import save
 
 from .tensor import Tensor
 
@@ -91,8 +92,6 @@ def _read_tensor(path, name, info, data):
 
 def write_safetensors(tensors, path, metadata=None):
     """Write {name: array or Tensor} to a .safetensors file, atomically (temporary file, then rename)."""
-    from safetensors.numpy import save
-
     arrays = OrderedDict()
     for name, value in tensors.items():
         array = numpy.asarray(value.numpy() if isinstance(value, Tensor) else value, order="C")
@@ -114,6 +113,9 @@ def atomic_write(path, content):
             f.write(content.encode("utf-8") if isinstance(content, str) else content)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private (0600); give it a plain file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
