@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import minillm as mm
+from minillm import pretrained
 from minillm.models.bert import BertForSequenceClassification, BertModel
 from minillm.tokenizer import BertTokenizer
 
@@ -165,3 +166,55 @@ def test_kernels_agree_on_minilm(minilm_dir):
     with mm.kernels.use("numpy"):
         slow = model(batch["input_ids"], batch["attention_mask"]).last_hidden_state.numpy()
     assert np.abs(fast - slow).max() < ATOL
+
+
+def _report():
+    """python tests/test_bert_parity.py: the measured differences, for the README and reviews."""
+    import tempfile
+
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(1)
+    for name in sorted(CONFIGS):
+        fields, class_name, num_labels = CONFIGS[name]
+        torch.manual_seed(sorted(CONFIGS).index(name))
+        model = getattr(transformers, class_name)(transformers.BertConfig(
+            vocab_size=50, max_position_embeddings=24, num_labels=num_labels, **fields))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        folder = tempfile.mkdtemp()
+        model.save_pretrained(folder)
+        ours = BertForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
+        theirs = _hf(transformers, "BertForSequenceClassification", folder, num_labels=num_labels)
+        _copy_classifier(ours, theirs, torch)
+        ids, mask, types = _batch(ours.config.type_vocab_size, seed=1)
+        labels = np.array([0, 1, 2, 1]) % num_labels if num_labels > 1 else np.array([0.5, -1, 2, 0], np.float32)
+        out, base = ours(ids, mask, types, labels=labels), ours.bert(ids, mask, types)
+        args = (torch.tensor(ids), torch.tensor(mask), torch.tensor(types))
+        ref, ref_base = theirs(*args, labels=torch.tensor(labels)), theirs.bert(*args)
+        out.loss.backward()
+        ref.loss.backward()
+        grads = dict(theirs.named_parameters())
+        worst = max((np.linalg.norm(p.grad.numpy() - grads[n].grad.numpy()) / np.linalg.norm(grads[n].grad.numpy()),
+                     n) for n, p in ours.named_parameters() if not n.endswith("key.bias"))
+        print(f"{name:24} last_hidden_state {_max_diff(base.last_hidden_state, ref_base.last_hidden_state):.1e}  "
+              f"pooler {_max_diff(base.pooler_output, ref_base.pooler_output):.1e}  "
+              f"logits {_max_diff(out.logits, ref.logits):.1e}  worst gradient {worst[0]:.1e} ({worst[1]})")
+    folder = pretrained.resolve("all-MiniLM-L6-v2")
+    batch = BertTokenizer.from_pretrained(folder)(["A man is playing a guitar.", "Hi!",
+                                                  "The quick brown fox jumps over the lazy dog, again."])
+    out = BertModel.from_pretrained(folder)(batch["input_ids"], batch["attention_mask"])
+    with torch.no_grad():
+        ref = _hf(transformers, "BertModel", folder)(torch.tensor(batch["input_ids"]),
+                                                      torch.tensor(batch["attention_mask"]))
+    real = batch["attention_mask"] == 1
+    diff = np.abs(out.last_hidden_state.numpy() - ref.last_hidden_state.numpy())
+    print(f"all-MiniLM-L6-v2         last_hidden_state {diff.max():.1e} (real tokens {diff[real].max():.1e}, "
+          f"padding {diff[~real].max():.1e})  pooler {_max_diff(out.pooler_output, ref.pooler_output):.1e}")
+
+
+if __name__ == "__main__":
+    _report()

@@ -255,7 +255,10 @@ class BertModel(BertPreTrainedModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_attentions=False,
                 output_hidden_states=False):
         """input_ids (B, L) integers; attention_mask (B, L): 1 for tokens, 0 for padding (default all 1);
-        token_type_ids (B, L): 0 for the first segment, 1 for the second (default all 0)."""
+        token_type_ids (B, L): 0 for the first segment, 1 for the second (default all 0).
+        Padded keys get no attention (Hugging Face adds a large negative number to their scores; the
+        fused kernel skips them). A row whose mask is all 0 attends to nothing and its attention output
+        is 0, where Hugging Face's would average all positions: every sequence should keep its [CLS]."""
         input_ids, attention_mask, token_type_ids = _check_inputs(self.config, input_ids, attention_mask,
                                                                   token_type_ids)
         h = self.embeddings(input_ids, token_type_ids)
