@@ -74,3 +74,14 @@ def test_matches_torch(name, torch):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"{name}: gradient of input {i}")
 
     check()
+
+
+def test_embedding_padding_row_gets_no_gradient_as_in_torch(torch):
+    ids = np.array([[0, 2, 0], [1, 0, 3]])
+    weight = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    ours = mm.tensor(weight, requires_grad=True)
+    theirs = torch.tensor(weight, requires_grad=True)
+    (mm.nn.functional.embedding(ids, ours, padding_idx=0) ** 2).sum().backward()
+    (torch.nn.functional.embedding(torch.as_tensor(ids), theirs, padding_idx=0) ** 2).sum().backward()
+    assert (ours.grad.numpy()[0] == 0).all()
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-6)

@@ -16,8 +16,9 @@ class Linear(Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         bound = 1 / math.sqrt(in_features) if in_features else 0
-        self.weight = Parameter(random.generator().uniform(-bound, bound, (out_features, in_features)).astype(numpy.float32))
-        self.bias = Parameter(random.generator().uniform(-bound, bound, out_features).astype(numpy.float32)) if bias else None
+        uniform = random.generator().uniform
+        self.weight = Parameter(uniform(-bound, bound, (out_features, in_features)).astype(numpy.float32))
+        self.bias = Parameter(uniform(-bound, bound, out_features).astype(numpy.float32)) if bias else None
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -27,7 +28,8 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """A lookup table: integer ids (...) -> rows (..., embedding_dim). Initialized N(0, 1), as torch."""
+    """A lookup table: integer ids (...) -> rows (..., embedding_dim). Initialized N(0, 1), as torch;
+    the ``padding_idx`` row starts at zero and gets no gradient."""
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
         super().__init__()
@@ -38,7 +40,7 @@ class Embedding(Module):
         self.weight = Parameter(weight)
 
     def forward(self, ids):
-        return F.embedding(ids, self.weight)
+        return F.embedding(ids, self.weight, self.padding_idx)
 
     def extra_repr(self):
         return f"{self.num_embeddings}, {self.embedding_dim}"

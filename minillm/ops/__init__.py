@@ -176,15 +176,16 @@ def dropout(x, p=0.5, training=True):
     return Dropout.apply(x, p)
 
 
-def embedding(ids, weight):
-    """weight[ids]: ids is an integer array or Tensor (...), weight (V, E) -> (..., E)."""
+def embedding(ids, weight, padding_idx=None):
+    """weight[ids]: ids is an integer array or Tensor (...), weight (V, E) -> (..., E).
+    The row ``padding_idx`` (if given) receives no gradient, as in torch."""
     i = ids.data if isinstance(ids, Tensor) else backend.numpy.asarray(ids)
     if i.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {i.dtype}")
     if i.size and (i.min() < 0 or i.max() >= weight.shape[0]):
         bad = i.max() if i.max() >= weight.shape[0] else i.min()
         raise IndexError(f"embedding: id {int(bad)} is out of range for a table of {weight.shape[0]} rows")
-    return Embedding.apply(i, weight)
+    return Embedding.apply(i, weight, padding_idx=padding_idx)
 
 
 def attention(q, k, v, key_mask=None, bias=None, scale=None):

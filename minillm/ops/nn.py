@@ -112,17 +112,20 @@ class Dropout(Function):
 
 class Embedding(Function):
     """z = weight[ids]: row lookup.   ids: integers (...), weight: (V, E) -> z: (..., E).
-    dL/dweight = zeros (V, E) with each g row added at its id (repeated ids add up)."""
+    dL/dweight = zeros (V, E) with each g row added at its id (repeated ids add up); the row of
+    ``padding_idx``, if given, gets no gradient (as torch), so a padding vector stays put."""
 
-    def forward(self, ids, weight):
-        self.save(ids, weight.shape)
+    def forward(self, ids, weight, padding_idx=None):
+        self.save(ids, weight.shape, padding_idx)
         return weight[ids]
 
     def backward(self, g):
-        ids, shape = self.saved
+        ids, shape, padding_idx = self.saved
         xp = backend.array_module(g)
         gw = xp.zeros(shape, dtype=g.dtype)
         xp.add.at(gw, ids.reshape(-1), g.reshape(-1, shape[1]))
+        if padding_idx is not None:
+            gw[padding_idx] = 0
         return None, gw
 
 
