@@ -63,8 +63,8 @@ cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const re
             for j in range(s_len):
                 row[j] = vexp(row[j] - c)
             total = row_sum(row, s_len)
-            lse[i0 + i] = c + log(total) if total > 0 else -INFINITY
-            total = 1 / total if total > 0 else 0
+            lse[i0 + i] = -INFINITY if total == 0 else c + log(total)
+            total = 0 if total == 0 else 1 / total  # a NaN total stays NaN
             for j in range(s_len):
                 row[j] = row[j] * total
             if probs != NULL:
@@ -88,7 +88,7 @@ def forward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :,
     cdef bint masked = key_bias is not None, biased = bias is not None, keep = probs is not None
     cdef int pair, b, h
     with nogil:
-        for pair in prange(nb * nh, schedule="static"):
+        for pair in prange(nb * nh, schedule="dynamic"):
             b, h = pair // nh, pair % nh
             _forward_pair(&q[b, h, 0, 0], ldq, &k[b, h, 0, 0], ldk, &v[b, h, 0, 0], ldv,
                           &key_bias[b, 0] if masked else NULL, &bias[0, 0] if biased else NULL,
@@ -154,7 +154,7 @@ def backward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :
     cdef int pair, b, h
     cdef real* p
     with nogil:
-        for pair in prange(nb * nh, schedule="static"):
+        for pair in prange(nb * nh, schedule="dynamic"):
             b, h = pair // nh, pair % nh
             p = &scratch[threadid(), 0]
             _backward_pair(&q[b, h, 0, 0], ldq, &k[b, h, 0, 0], ldk, &v[b, h, 0, 0], ldv,

@@ -26,7 +26,7 @@ cdef void _row_forward(const real* x, const real* mask, real* y, Py_ssize_t n) n
     for j in range(n):
         y[j] = vexp(x[j] - c)
     total = row_sum(y, n)
-    total = 1 / total if total > 0 else 0
+    total = 0 if total == 0 else 1 / total  # a NaN total stays NaN
     for j in range(n):
         y[j] = y[j] * total
 

@@ -50,8 +50,7 @@ def _mask_rows(mask, shape, dtype):
     if mask.dtype != dtype:
         raise TypeError(f"softmax: mask dtype {mask.dtype} differs from input dtype {dtype}")
     try:
-        numpy.broadcast_shapes(mask.shape, shape)
-        if mask.ndim > len(shape):
+        if numpy.broadcast_shapes(mask.shape, shape) != shape:
             raise ValueError
     except ValueError:
         raise ValueError(f"softmax: mask of shape {mask.shape} does not broadcast to input shape {shape}") from None
@@ -71,7 +70,7 @@ def softmax_forward(x, mask=None):
     _check_float(x, "input")
     if x.ndim == 0:
         raise ValueError("softmax: input must have at least one dimension")
-    values, offsets = _mask_rows(mask, x.shape, x.dtype) if mask is not None else (None, None)
+    values, offsets = _mask_rows(mask, x.shape, x.dtype) if mask is not None and x.size else (None, None)
     if x.size == 0:
         return numpy.zeros_like(x)
     rows = _rows(x)

@@ -1,0 +1,345 @@
+"""Compiled kernels (csrc/) against their NumPy twins, against torch, and under gradcheck:
+softmax, layer norm, GELU and matmul. Attention is in test_kernels_attention.py.
+
+Hypothesis draws odd shapes: empty and length-1 axes, odd sizes, non-contiguous views, masks that
+broadcast, all-masked rows. Every comparison runs in float32 and float64."""
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra import numpy as hnp
+
+import minillm as mm
+import minillm.nn.functional as F
+from minillm import kernels
+from minillm.kernels.gelu import gelu_backward, gelu_backward_numpy, gelu_forward, gelu_forward_numpy
+from minillm.kernels.layer_norm import (layer_norm_backward, layer_norm_backward_numpy, layer_norm_forward,
+                                        layer_norm_forward_numpy)
+from minillm.kernels.matmul import matmul, matmul_numpy
+from minillm.kernels.softmax import _mask_rows, softmax_backward, softmax_backward_numpy, softmax_forward, \
+    softmax_forward_numpy
+from minillm.testing import gradcheck
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
+
+
+@pytest.fixture(autouse=True)
+def compiled_kernels():
+    with kernels.use("compiled"):
+        yield
+
+
+@contextlib.contextmanager
+def openmp_threads(n):
+    openmp = kernels.load("threads")
+    previous = openmp.max_threads()
+    openmp.set_threads(n)
+    try:
+        yield
+    finally:
+        openmp.set_threads(previous)
+
+
+def close(actual, expected, dtype, scale=1.0):
+    tol = TOL[np.dtype(dtype).type]
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def layouts(draw, shape, dtype, low=-3.0, high=3.0):
+    """An array of ``shape``: C-contiguous, a transposed view, or a strided (every other column) view."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    layout = draw(st.sampled_from(["c", "transposed", "strided"])) if len(shape) >= 1 else "c"
+    if layout == "transposed" and len(shape) >= 2:
+        return rng.uniform(low, high, shape[::-1]).astype(dtype).T
+    if layout == "strided":
+        return rng.uniform(low, high, shape[:-1] + (2 * shape[-1],)).astype(dtype)[..., ::2]
+    return rng.uniform(low, high, shape).astype(dtype)
+
+
+def test_every_kernel_is_compiled_and_blas_is_single_threaded():
+    info = kernels.info()
+    assert all(info[name] == "compiled" for name in ("softmax", "layer_norm", "gelu", "matmul", "attention")), info
+    assert info["threads"] >= 1
+    if info["blas"] != "unknown":  # scipy's own OpenBLAS: pinned to one thread (see kernels/blas.py)
+        assert info["blas_threads"] == 1
+
+
+# ---------------------------------------------------------------- softmax
+
+@st.composite
+def softmax_inputs(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=7))
+    x = layouts(draw, shape, dtype, -8, 8)
+    mask = None
+    if draw(st.booleans()):  # an additive mask of any shape broadcasting to x, with -inf entries
+        mask_shape = draw(hnp.broadcastable_shapes(shape, min_dims=0, max_dims=len(shape), min_side=0)
+                          .filter(lambda s: np.broadcast_shapes(s, shape) == shape))
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        mask = np.where(rng.random(mask_shape) < 0.4, -np.inf, rng.normal(size=mask_shape)).astype(dtype)
+    return x, mask
+
+
+@given(softmax_inputs(), st.integers(0, 2**32 - 1))
+def test_softmax_matches_numpy_twin(inputs, seed):
+    x, mask = inputs
+    y = softmax_forward(x, mask)
+    expected = softmax_forward_numpy(x, mask)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    close(y, expected, x.dtype)
+    if x.size and mask is not None:  # a row of all -inf is zeros, not NaN
+        assert not np.isnan(y).any()
+    g = np.random.default_rng(seed).normal(size=x.shape).astype(x.dtype)
+    close(softmax_backward(y, g), softmax_backward_numpy(expected, g), x.dtype, scale=10)
+
+
+def test_softmax_mask_is_not_broadcast_to_the_input():
+    mask = np.zeros((4, 1, 1, 9), np.float32)
+    values, offsets = _mask_rows(mask, (4, 3, 5, 9), np.float32)
+    assert values.size == 4 * 9 and offsets.shape == (4 * 3 * 5,)
+    assert offsets.reshape(4, 15).tolist() == [[9 * b] * 15 for b in range(4)]
+
+
+def test_softmax_rows_across_threads_and_all_masked_rows():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(301, 33)).astype(np.float32)
+    mask = np.where(rng.random((301, 1)) < 0.1, -np.inf, 0).astype(np.float32)
+    with openmp_threads(1):
+        one = softmax_forward(x, mask)
+    two = softmax_forward(x, mask)
+    np.testing.assert_array_equal(one, two)
+    masked = np.isinf(mask[:, 0])
+    assert masked.any() and (two[masked] == 0).all()
+    np.testing.assert_allclose(two[~masked].sum(axis=1), 1, rtol=1e-6)
+
+
+def test_softmax_extreme_values():
+    x = np.array([[0, -np.inf, 80, -80, 1e-30], [np.nan, 0, 1, 2, 3]], np.float32)
+    y = softmax_forward(x)
+    assert y[0, 1] == 0 and y[0, 2] == pytest.approx(1.0)
+    assert np.isnan(y[1]).all()  # a NaN spreads through its row's sum, as in torch
+
+
+def test_softmax_matches_torch(torch):
+    rng = np.random.default_rng(1)
+    for dtype in DTYPES:
+        x = rng.normal(size=(3, 5, 129)).astype(dtype) * 4
+        g = rng.normal(size=x.shape).astype(dtype)
+        t = torch.tensor(x, requires_grad=True)
+        expected = torch.softmax(t, -1)
+        expected.backward(torch.tensor(g))
+        y = softmax_forward(x)
+        close(y, expected.detach().numpy(), dtype)
+        close(softmax_backward(y, g), t.grad.numpy(), dtype, scale=10)
+
+
+def test_softmax_gradcheck_on_compiled_kernel():
+    rng = np.random.default_rng(2)
+    gradcheck(lambda x: F.softmax(x, dim=-1), [rng.normal(size=(2, 3, 5))])
+    gradcheck(lambda x: F.softmax(x, dim=0), [rng.normal(size=(4, 3))])  # a non-last axis: strided input
+
+
+# ---------------------------------------------------------------- layer norm
+
+@st.composite
+def layer_norm_inputs(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    rows, n = draw(st.integers(0, 40)), draw(st.sampled_from([1, 2, 3, 7, 16, 33, 100]))
+    x = layouts(draw, (rows, n), dtype) * draw(st.sampled_from([1e-3, 1, 50])) + draw(st.sampled_from([0, 5]))
+    weight = layouts(draw, (n,), dtype) if draw(st.booleans()) else None
+    bias = layouts(draw, (n,), dtype) if draw(st.booleans()) else None
+    return x, weight, bias, draw(st.sampled_from([1e-12, 1e-5, 0.1]))
+
+
+@given(layer_norm_inputs(), st.integers(0, 2**32 - 1))
+def test_layer_norm_matches_numpy_twin(inputs, seed):
+    x, weight, bias, eps = inputs
+    y, mean, rstd = layer_norm_forward(x, weight, bias, eps)
+    ey, emean, erstd = layer_norm_forward_numpy(x, weight, bias, eps)
+    g = np.random.default_rng(seed).normal(size=x.shape).astype(x.dtype)
+    dx, dw, db = layer_norm_backward(g, x, weight, mean, rstd)
+    edx, edw, edb = layer_norm_backward_numpy(g, x, weight, emean, erstd)
+    # rounding in the mean is amplified by |x| * rstd (x = 5 + 1e-3 noise: 5000x); scale by it
+    cond = max(1.0, float(np.abs(x).max(initial=0) * erstd.max(initial=0)))
+    w = float(np.abs(weight).max(initial=1)) if weight is not None else 1.0
+    close(mean, emean, x.dtype, float(np.abs(x).max(initial=1)))
+    close(rstd, erstd, x.dtype, cond * float(erstd.max(initial=1)))
+    close(y, ey, x.dtype, 10 * cond * w + float(np.abs(ey).max(initial=0)))
+    close(dx, edx, x.dtype, 10 * cond * w * float(erstd.max(initial=1) * np.abs(g).max(initial=1)))
+    close(dw, edw, x.dtype, 10 * cond * (len(x) + 1))
+    close(db, edb, x.dtype, len(x) + 1)
+
+
+def test_layer_norm_weight_gradient_does_not_depend_on_threads():
+    rng = np.random.default_rng(3)
+    x, g = rng.normal(size=(2, 999, 48)).astype(np.float64)
+    w = rng.normal(size=48)
+    _, mean, rstd = layer_norm_forward(x, w, None, 1e-5)
+    with openmp_threads(1):
+        one = layer_norm_backward(g, x, w, mean, rstd)
+    for a, b in zip(one, layer_norm_backward(g, x, w, mean, rstd)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_layer_norm_matches_torch(torch):
+    import torch.nn.functional as TF
+    rng = np.random.default_rng(4)
+    for dtype in DTYPES:
+        x = (rng.normal(size=(37, 65)) * 3 + 2).astype(dtype)
+        w, b = rng.normal(size=65).astype(dtype), rng.normal(size=65).astype(dtype)
+        g = rng.normal(size=x.shape).astype(dtype)
+        tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        expected = TF.layer_norm(tx, (65,), tw, tb, 1e-12)
+        expected.backward(torch.tensor(g))
+        y, mean, rstd = layer_norm_forward(x, w, b, 1e-12)
+        close(y, expected.detach().numpy(), dtype, 10)
+        for ours, theirs in zip(layer_norm_backward(g, x, w, mean, rstd), (tx.grad, tw.grad, tb.grad)):
+            close(ours, theirs.numpy(), dtype, 100)
+
+
+def test_layer_norm_gradcheck_on_compiled_kernel():
+    rng = np.random.default_rng(5)
+    x, w, b = rng.normal(size=(3, 2, 5)), rng.normal(size=5), rng.normal(size=5)
+    gradcheck(lambda x, w, b: F.layer_norm(x, (5,), w, b, eps=1e-5), [x, w, b])
+    gradcheck(lambda x: F.layer_norm(x, (5,)), [x])
+
+
+# ---------------------------------------------------------------- GELU
+
+@st.composite
+def gelu_inputs(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9))
+    return layouts(draw, shape, dtype, -12, 12) if shape else np.asarray(draw(st.floats(-12, 12)), dtype)
+
+
+@given(gelu_inputs(), st.sampled_from(["none", "tanh"]))
+def test_gelu_matches_numpy_twin(x, approximate):
+    y = gelu_forward(x, approximate)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    close(y, gelu_forward_numpy(x, approximate), x.dtype, 2)
+    g = np.linspace(-1, 1, x.size).reshape(x.shape).astype(x.dtype)
+    close(gelu_backward(x, g, approximate), gelu_backward_numpy(x, g, approximate), x.dtype, 4)
+
+
+def test_gelu_float32_against_float64():
+    """The float32 kernel's own exp and erfc (csrc/vecmath.h): relative error within 1.5e-6 for
+    |x| <= 3 (torch's: 2e-4 at x = -3, from 1 + erf cancelling) and 2e-5 out to x = -20."""
+    x32 = np.linspace(-20, 20, 100_003).astype(np.float32)
+    x, central = x32.astype(np.float64), np.abs(x32) <= 3
+    for approximate in ("none", "tanh"):
+        exact, slope = gelu_forward(x, approximate), gelu_backward(x, np.ones_like(x), approximate)
+        y, dy = gelu_forward(x32, approximate), gelu_backward(x32, np.ones_like(x32), approximate)
+        np.testing.assert_allclose(y[central], exact[central], rtol=1.5e-6, atol=1e-30)
+        np.testing.assert_allclose(y, exact, rtol=2e-5, atol=1e-37)
+        np.testing.assert_allclose(dy, slope, rtol=1e-6, atol=2e-6)
+
+
+def test_gelu_special_values():
+    x = np.array([0, np.inf, -np.inf, np.nan, -200, 200], np.float32)
+    y = gelu_forward(x)
+    assert y[0] == 0 and y[1] == np.inf and y[4] == 0 and y[5] == 200
+    assert np.isnan(y[3])
+
+
+def test_gelu_matches_torch(torch):
+    import torch.nn.functional as TF
+    x = np.linspace(-7, 7, 1001)
+    for dtype in DTYPES:
+        for approximate in ("none", "tanh"):
+            t = torch.tensor(x.astype(dtype), requires_grad=True)
+            expected = TF.gelu(t, approximate=approximate)
+            expected.sum().backward()
+            close(gelu_forward(x.astype(dtype), approximate), expected.detach().numpy(), dtype, 2)
+            close(gelu_backward(x.astype(dtype), np.ones_like(x, dtype), approximate), t.grad.numpy(), dtype, 2)
+
+
+def test_gelu_gradcheck_on_compiled_kernel():
+    x = np.random.default_rng(6).normal(size=(3, 7)) * 2
+    gradcheck(F.gelu, [x])
+    gradcheck(lambda x: F.gelu(x, approximate="tanh"), [x])
+
+
+# ---------------------------------------------------------------- matmul
+
+@st.composite
+def matmul_inputs(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    batch_a, batch_b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, min_side=0, max_side=3)
+                            ).input_shapes
+    m, k, n = (draw(st.sampled_from([0, 1, 2, 3, 5, 17])) for _ in range(3))
+    ta, tb = draw(st.booleans()), draw(st.booleans())
+    a = layouts(draw, batch_a + ((k, m) if ta else (m, k)), dtype)
+    b = layouts(draw, batch_b + ((n, k) if tb else (k, n)), dtype)
+    return a, b, ta, tb
+
+
+@given(matmul_inputs())
+def test_matmul_matches_numpy_twin(inputs):
+    a, b, ta, tb = inputs
+    c = matmul(a, b, ta, tb)
+    expected = matmul_numpy(a, b, ta, tb)
+    assert c.shape == expected.shape and c.dtype == a.dtype
+    close(c, expected, a.dtype, 20)
+
+
+@pytest.mark.parametrize("ta, tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_matmul_big_products_split_across_threads(ta, tb):
+    """Products big enough to be cut into slabs per thread (by rows, or by columns when wide)."""
+    rng = np.random.default_rng(7)
+    for m, k, n in ((130, 70, 65), (65, 70, 130), (1, 300, 1000)):
+        a = rng.normal(size=(k, m) if ta else (m, k))
+        b = rng.normal(size=(n, k) if tb else (k, n))
+        np.testing.assert_allclose(matmul(a, b, ta, tb), matmul_numpy(a, b, ta, tb), rtol=1e-12, atol=1e-11)
+        with openmp_threads(1):
+            np.testing.assert_allclose(matmul(a, b, ta, tb), matmul_numpy(a, b, ta, tb), rtol=1e-12, atol=1e-11)
+
+
+def test_matmul_reads_transposed_heads_without_copy():
+    """q, k as BERT makes them, (B, L, H, D) viewed as (B, H, L, D): strided batches, handed to BLAS."""
+    rng = np.random.default_rng(8)
+    q, k = (rng.normal(size=(2, 9, 3, 4)).astype(np.float32).transpose(0, 2, 1, 3) for _ in range(2))
+    close(matmul(q, k, transpose_b=True), q @ k.swapaxes(-1, -2), np.float32, 10)
+    close(matmul(q[:, :1], k, transpose_b=True), q[:, :1] @ k.swapaxes(-1, -2), np.float32, 10)  # broadcast
+
+
+def test_matmul_matches_torch(torch):
+    rng = np.random.default_rng(9)
+    for dtype in DTYPES:
+        a, b = rng.normal(size=(2, 1, 5, 7)).astype(dtype), rng.normal(size=(3, 7, 4)).astype(dtype)
+        close(matmul(a, b), torch.matmul(torch.tensor(a), torch.tensor(b)).numpy(), dtype, 10)
+
+
+def test_matmul_gradcheck_on_compiled_kernel():
+    rng = np.random.default_rng(10)
+    gradcheck(mm.ops.matmul, [rng.normal(size=(2, 1, 3, 4)), rng.normal(size=(3, 4, 2))])
+    gradcheck(F.linear, [rng.normal(size=(2, 3, 4)), rng.normal(size=(5, 4)), rng.normal(size=5)])
+
+
+# ---------------------------------------------------------------- bad inputs
+
+def _raises(error, match, fn, *args):
+    with pytest.raises(error, match=match):
+        fn(*args)
+
+
+def test_bad_inputs_name_the_argument():
+    f32, f64 = np.ones((2, 3), np.float32), np.ones((2, 3))
+    _raises(TypeError, "input must be float32 or float64", softmax_forward, np.ones((2, 3), np.int64))
+    _raises(TypeError, "mask dtype", softmax_forward, f32, f64)
+    _raises(ValueError, r"mask of shape \(4, 3\)", softmax_forward, f32, np.zeros((4, 3), np.float32))
+    _raises(ValueError, "grad", softmax_backward, f32, np.ones((3, 2), np.float32))
+    _raises(ValueError, "weight must have shape", layer_norm_forward, f32, np.ones(2, np.float32), None, 1e-5)
+    _raises(TypeError, "bias dtype", layer_norm_forward, f32, None, np.ones(3), 1e-5)
+    _raises(ValueError, "x must be", layer_norm_forward, np.ones((2, 3, 4)), None, None, 1e-5)
+    _raises(ValueError, "eps", layer_norm_forward, f64, None, None, -1.0)
+    _raises(ValueError, "mean must have shape", layer_norm_backward, f64, f64, None, np.ones(3), np.ones(2))
+    _raises(ValueError, "approximate", gelu_forward, f32, "erf")
+    _raises(TypeError, "input must be float32", gelu_forward, np.ones(3, np.float16))
+    _raises(ValueError, "grad", gelu_backward, f32, f64)
+    _raises(ValueError, "inner dimensions", matmul, f32, f32)
+    _raises(TypeError, "same dtype", matmul, f32, f64.T)
+    _raises(ValueError, "at least 2 dimensions", matmul, np.ones(3), np.ones((3, 2)))
+    _raises(ValueError, "batch dimensions", matmul, np.ones((2, 3, 3)), np.ones((4, 3, 3)))

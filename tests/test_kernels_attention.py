@@ -1,0 +1,173 @@
+"""The fused attention kernel (csrc/attention.pyx) against its NumPy twin, against torch's
+scaled_dot_product_attention, and under gradcheck; forward (out, lse, probabilities) and backward.
+
+Odd cases drawn by hypothesis: B = 0, L or S = 1, D = 1, L not a multiple of the query block
+(the block is also forced down to 1-5 rows), transposed-heads and strided inputs, key masks with
+all-masked rows, -inf in the additive bias."""
+import unittest.mock
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import minillm.nn.functional as F
+from minillm import kernels
+from minillm.kernels import attention as attention_module
+from minillm.kernels.attention import (attention_backward, attention_backward_numpy, attention_forward,
+                                       attention_forward_numpy)
+from minillm.testing import gradcheck
+
+TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-11)}
+
+
+@pytest.fixture(autouse=True)
+def compiled_kernels():
+    with kernels.use("compiled"):
+        yield
+
+
+def close(actual, expected, dtype):
+    np.testing.assert_allclose(actual, expected, **TOL[np.dtype(dtype).type])
+
+
+def heads(rng, shape, dtype, layout):
+    """A (B, H, L, D) array: contiguous, BERT's transposed heads, or strided rows."""
+    b, h, n, d = shape
+    if layout == "transposed":
+        return rng.normal(size=(b, n, h, d)).astype(dtype).transpose(0, 2, 1, 3)
+    if layout == "strided":
+        return rng.normal(size=(b, h, 2 * n, d)).astype(dtype)[:, :, ::2]
+    return rng.normal(size=shape).astype(dtype)
+
+
+@st.composite
+def attention_inputs(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    b, h = draw(st.integers(0, 2)), draw(st.integers(1, 3))
+    length, keys = draw(st.sampled_from([1, 2, 5, 9, 130])), draw(st.sampled_from([1, 3, 8, 17]))
+    d = draw(st.sampled_from([1, 2, 5, 8]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    q, k, v, g = (heads(rng, (b, h, n, d), dtype, draw(st.sampled_from(["c", "transposed", "strided"])))
+                  for n in (length, keys, keys, length))
+    key_mask = rng.random((b, keys)) < 0.7 if draw(st.booleans()) else None
+    if key_mask is not None and b:
+        key_mask[0] = False  # a sequence with every key masked
+    bias = None
+    if draw(st.booleans()):
+        bias = rng.normal(size=(length, keys)).astype(dtype)
+        bias[rng.random(bias.shape) < 0.2] = -np.inf
+    scale = draw(st.sampled_from([None, 0.3]))
+    block = draw(st.sampled_from([None, 1, 2, 5]))  # None: the kernel's own choice
+    return q, k, v, g, key_mask, bias, scale, block
+
+
+def query_block(block):
+    """Force the kernel's query block size (None keeps its own)."""
+    if block is None:
+        return unittest.mock.patch.object(attention_module, "_block", attention_module._block)
+    return unittest.mock.patch.object(attention_module, "_block", lambda keys: block)
+
+
+@given(attention_inputs())
+def test_attention_matches_numpy_twin(inputs):
+    q, k, v, g, key_mask, bias, scale, block = inputs
+    with query_block(block):
+        out, lse, p = attention_forward(q, k, v, key_mask, bias, scale, return_probs=True)
+        grads = attention_backward(q, k, v, out, lse, g, key_mask, bias, scale)
+    eout, e_lse, ep = attention_forward_numpy(q, k, v, key_mask, bias, scale, return_probs=True)
+    egrads = attention_backward_numpy(q, k, v, eout, e_lse, g, key_mask, bias, scale)
+    assert out.shape == q.shape and lse.shape == q.shape[:3] and out.dtype == q.dtype
+    np.testing.assert_array_equal(np.isneginf(lse), np.isneginf(e_lse))  # the fully masked rows
+    close(np.where(np.isneginf(lse), 0, lse), np.where(np.isneginf(e_lse), 0, e_lse), q.dtype)
+    close(out, eout, q.dtype)
+    close(p, ep, q.dtype)
+    for ours, expected, name in zip(grads, egrads, ("dq", "dk", "dv")):
+        assert ours.shape == expected.shape, name
+        close(ours, expected, q.dtype)
+    dead = np.isneginf(lse)
+    assert (out[dead] == 0).all() and (grads[0][dead] == 0).all()
+
+
+def test_attention_without_keys_or_queries():
+    rng = np.random.default_rng(0)
+    q, k = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 0, 5))
+    out, lse = attention_forward(q, k, k)
+    assert (out == 0).all() and np.isneginf(lse).all()
+    dq, dk, dv = attention_backward(q, k, k, out, lse, np.ones_like(q))
+    assert (dq == 0).all() and dk.shape == dv.shape == k.shape
+    q0, k1 = q[:, :, :0], rng.normal(size=(2, 3, 6, 5))
+    out, lse = attention_forward(q0, k1, k1)
+    dq, dk, dv = attention_backward(q0, k1, k1, out, lse, out)
+    assert out.shape == q0.shape and (dk == 0).all() and (dv == 0).all()
+
+
+def test_attention_output_and_gradients_keep_the_heads_layout():
+    """q as (B, L, H, D) transposed to (B, H, L, D): out and dq come back in that layout, so the
+    model's transpose back to (B, L, H*D) is free."""
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.normal(size=(2, 7, 3, 4)).astype(np.float32).transpose(0, 2, 1, 3) for _ in range(3))
+    out, lse = attention_forward(q, k, v)
+    dq, _, _ = attention_backward(q, k, v, out, lse, out)
+    assert out.transpose(0, 2, 1, 3).flags.c_contiguous and dq.transpose(0, 2, 1, 3).flags.c_contiguous
+
+
+def test_attention_matches_torch(torch):
+    import torch.nn.functional as TF
+    rng = np.random.default_rng(2)
+    for dtype in (np.float32, np.float64):
+        b, h, length, keys, d = 2, 3, 131, 67, 8
+        q, k, v, g = (heads(rng, (b, h, n, d), dtype, "transposed") for n in (length, keys, keys, length))
+        key_mask = rng.random((b, keys)) < 0.8
+        key_mask[:, 0] = True  # torch gives NaN for fully masked rows; compare the rest
+        bias = np.triu(np.full((length, keys), -np.inf, dtype), 1)  # causal
+        tq, tk, tv = (torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (q, k, v))
+        mask = torch.tensor(bias + np.where(key_mask, 0, -np.inf)[:, None, None, :].astype(dtype))
+        expected = TF.scaled_dot_product_attention(tq, tk, tv, attn_mask=mask)
+        expected.backward(torch.tensor(np.ascontiguousarray(g)))
+        out, lse = attention_forward(q, k, v, key_mask, bias)
+        close(out, expected.detach().numpy(), dtype)
+        for ours, theirs in zip(attention_backward(q, k, v, out, lse, g, key_mask, bias), (tq, tk, tv)):
+            close(ours, theirs.grad.numpy(), dtype)
+
+
+def test_attention_probabilities_match_torch(torch):
+    rng = np.random.default_rng(3)
+    q, k = rng.normal(size=(1, 2, 5, 4)), rng.normal(size=(1, 2, 6, 4))
+    _, lse, p = attention_forward(q, k, k, scale=0.7, return_probs=True)
+    expected = torch.softmax(torch.tensor(q) @ torch.tensor(k).transpose(-1, -2) * 0.7, -1)
+    close(p, expected.numpy(), np.float64)
+    close(lse, torch.logsumexp(torch.tensor(q) @ torch.tensor(k).transpose(-1, -2) * 0.7, -1).numpy(), np.float64)
+
+
+def test_attention_gradcheck_on_compiled_kernel():
+    rng = np.random.default_rng(4)
+    q, k, v = rng.normal(size=(2, 2, 3, 2)), rng.normal(size=(2, 2, 4, 2)), rng.normal(size=(2, 2, 4, 2))
+    padding = np.array([[True, True, False, True], [False, False, False, False]])[:, None, None, :]
+    gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=padding), [q, k, v])
+    causal = np.triu(np.full((3, 4), -np.inf), 1) + rng.normal(size=(3, 4))
+    with unittest.mock.patch.object(attention_module, "_block", lambda keys: 2):  # two query blocks
+        gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=causal), [q, k, v])
+
+
+def test_attention_bad_inputs_name_the_argument():
+    q = np.ones((2, 3, 4, 5), np.float32)
+    k = np.ones((2, 3, 6, 5), np.float32)
+    cases = [
+        (TypeError, "k dtype", (q, k.astype(np.float64), k)),
+        (TypeError, "q must be float32 or float64", (q.astype(np.int32), k, k)),
+        (ValueError, "q must be", (q[0], k, k)),
+        (ValueError, "do not fit", (q, k[:, :, :, :4], k[:, :, :, :4])),
+        (ValueError, "do not fit", (q, k, k[:, :, :5])),
+        (ValueError, r"key_mask must have shape \(B, S\) = \(2, 6\)", (q, k, k, np.ones((2, 4), bool))),
+        (TypeError, "key_mask must be bool", (q, k, k, np.ones((2, 6), np.float32))),
+        (ValueError, r"bias must have shape \(L, S\) = \(4, 6\)", (q, k, k, None, np.zeros((6, 4), np.float32))),
+        (TypeError, "bias dtype", (q, k, k, None, np.zeros((4, 6)))),
+    ]
+    for error, match, args in cases:
+        with pytest.raises(error, match=match):
+            attention_forward(*args)
+    out, lse = attention_forward(q, k, k)
+    with pytest.raises(ValueError, match="lse must be"):
+        attention_backward(q, k, k, out, lse[..., :2], out)
+    with pytest.raises(ValueError, match="grad must be"):
+        attention_backward(q, k, k, out, lse, out.astype(np.float64))
