@@ -80,7 +80,8 @@ class MemoryReport:
 
     Forward adds each op's saved arrays (an array saved by several ops counts once, at its
     first save); backward frees them op by op, so ``live`` falls back as backward proceeds and
-    ``peak`` is the most that was held at once.
+    ``peak`` is the most that was held at once. The parameters of ``model`` are not counted: ops
+    save them by reference (Linear keeps W for dx = g W), but the model holds them anyway.
     """
 
     def __init__(self, model=None):
@@ -88,7 +89,7 @@ class MemoryReport:
         self.by_module = collections.Counter()
         self.by_op = collections.Counter()
         self.total = self.live = self.peak = 0
-        self._seen = set()
+        self._seen = {id(p.data) for p in model.parameters()} if model else set()
         self._held = {}  # id(fn) -> bytes it holds until its backward
 
     def start(self, fn, phase):
