@@ -1,0 +1,146 @@
+"""The command line on a tiny model: finetune, resume, predict, eval, and its refusals."""
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
+from minillm.cli import main
+
+
+def write_tsv(path, texts, labels):
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny pretrained-style model folder (config, weights, tokenizer) and a GLUE-style data folder."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = tiny_tokenizer(folder)
+    tiny_model(0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = tmp_path_factory.mktemp("glue")
+    write_tsv(data / "train.tsv", *toy_texts(48, seed=1))
+    write_tsv(data / "dev.tsv", *toy_texts(16, seed=2))
+    return folder, data
+
+
+def finetune(base, out, *extra):
+    folder, data = base
+    return main(["finetune", "--model", str(folder), "--data", str(data), "--out", str(out), "--epochs", "2",
+                 "--batch-size", "8", "--lr", "2e-3", "--seed", "1", "--no-progress", *extra])
+
+
+def losses(out):
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return [h["loss"] for h in history if "loss" in h]
+
+
+def test_finetune_then_predict_and_eval(base, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert finetune(base, out) == 0
+    said = capsys.readouterr()
+    assert "saved the fine-tuned model" in said.out and "epoch 2: eval loss" in said.err
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt"} <= {p.name for p in out.iterdir()}
+    assert len(losses(out)) == 12
+
+    assert main(["predict", "--model", str(out), "a good movie", "the plot was dull"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].endswith("a good movie")
+    p = [float(x.split("=")[1]) for x in lines[0].split() if x.startswith("p(")]
+    assert len(p) == 2 and sum(p) == pytest.approx(1, abs=1e-3)
+
+    assert main(["eval", "--model", str(out), "--data", str(base[1] / "dev.tsv")]) == 0
+    assert capsys.readouterr().out.startswith("accuracy ")
+
+
+def test_stop_and_resume_gives_the_same_losses(base, tmp_path):
+    assert finetune(base, tmp_path / "straight") == 0
+    assert finetune(base, tmp_path / "resumed", "--stop-after", "4") == 0
+    assert not (tmp_path / "resumed" / "config.json").exists()
+    assert finetune(base, tmp_path / "resumed", "--resume") == 0
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+
+
+def test_refuses_a_used_output_folder_unless_told(base, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert finetune(base, out) == 1
+    assert "exists and is not empty: pass --overwrite" in capsys.readouterr().err
+    assert finetune(base, out, "--overwrite") == 0
+    assert (out / "notes.txt").read_text() == "mine"  # --overwrite writes over files, it deletes nothing else
+    assert finetune(base, out, "--overwrite", "--resume") == 1
+    assert "pass one of them" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert finetune(base, tmp_path / "file") == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("resume", "cannot resume: .*checkpoint.safetensors does not exist"),
+    ("no data", "no such file or folder"),
+    ("no train.tsv", "the folder has no train.tsv"),
+    ("bad label", r"train.tsv:3: label '7' is not one of the classes 0..1"),
+    ("bad model", "neither a model folder nor a known model name"),
+    ("max length", "--max-length must be at least 2"),
+])
+def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message):
+    folder, data = base
+    args = ["finetune", "--model", str(folder), "--data", str(data), "--out", str(tmp_path / "out"), "--no-progress"]
+    if problem == "resume":
+        args.append("--resume")
+    elif problem == "no data":
+        args[4] = str(tmp_path / "missing")
+    elif problem == "no train.tsv":
+        args[4] = str(tmp_path)
+    elif problem == "bad label":
+        args[4] = str(write_tsv(tmp_path / "train.tsv", ["good", "bad"], [1, 7]))
+    elif problem == "bad model":
+        args[2] = str(tmp_path / "no-such-model")
+    elif problem == "max length":
+        args += ["--max-length", "1"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "minillm finetune: error: " in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
+
+    assert re.search(message, err), err
+
+
+def test_long_texts_are_truncated_and_said_once(base, tmp_path, capsys):
+    folder, _ = base
+    data = tmp_path / "data"
+    data.mkdir()
+    write_tsv(data / "train.tsv", ["good " * 40, "bad " * 40, "good movie"], [1, 0, 1])
+    assert main(["finetune", "--model", str(folder), "--data", str(data), "--out", str(tmp_path / "out"),
+                 "--no-progress", "--max-length", "100", "--batch-size", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "--max-length 100 is more than the model's 24 positions; using 24" in err
+    assert err.count("were truncated") == 1 and "train.tsv: 2 of 3 texts are longer than max_length=24" in err
+
+
+def test_python_dash_m_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "minillm", "--version"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.startswith("minillm ")
+
+
+def test_output_folder_loads_in_transformers(base, tmp_path, transformers, torch):
+    out = tmp_path / "out"
+    assert finetune(base, out) == 0
+    from minillm.models.bert import BertForSequenceClassification
+    from minillm.tokenizer import BertTokenizer
+    ours = BertForSequenceClassification.from_pretrained(out)
+    texts = ["a good movie", "the plot was very dull ."]
+    batch = BertTokenizer.from_pretrained(out)(texts)
+    expected = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits.numpy()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
