@@ -13,13 +13,14 @@ from ..tensor import Tensor
 
 
 def _norm(g, norm_type):
-    """||g||_p of one array as a Python float (sums accumulate in float64 for large tensors)."""
+    """||g||_p of one array as a Python float. The 2-norm is one BLAS dot in g's dtype (as torch
+    computes it): a float64 copy of every gradient first cost 12% of a MiniLM training step."""
     xp = backend.array_module(g)
     flat = g.reshape(-1)
     if norm_type == math.inf:
         return float(xp.abs(flat).max()) if flat.size else 0.0
     if norm_type == 2:
-        return math.sqrt(float(xp.dot(flat.astype(numpy.float64, copy=False), flat)))
+        return math.sqrt(float(xp.dot(flat, flat)))
     return float((xp.abs(flat.astype(numpy.float64)) ** norm_type).sum()) ** (1 / norm_type)
 
 
