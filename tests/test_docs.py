@@ -26,5 +26,5 @@ def test_every_code_block_runs(page, tmp_path, monkeypatch, request):
 
 def test_docs_exist_for_each_chapter():
     names = {p.stem for p in PAGES}
-    assert {"autograd", "broadcasting", "custom_ops"} <= names, names
+    assert {"walkthrough", "autograd", "broadcasting", "custom_ops", "kernels", "optim", "tools"} <= names, names
     assert os.path.isfile(REPO / "docs" / "README.md")
