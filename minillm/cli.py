@@ -1,9 +1,10 @@
-"""The command line: ``minillm finetune``, ``minillm predict``, ``minillm eval`` (also ``python -m minillm``).
+"""The command line: ``minillm finetune``, ``predict``, ``eval`` and ``inspect`` (also ``python -m minillm``).
 
     minillm finetune --model all-MiniLM-L6-v2 --data glue/SST-2 --epochs 1 --batch-size 32 --lr 5e-5 \\
                      --max-length 64 --seed 42 --out sst2-minilm
     minillm predict --model sst2-minilm "a charming film" "a dull, lifeless film"
     minillm eval --model sst2-minilm --data glue/SST-2/dev.tsv
+    minillm inspect --model sst2-minilm "a charming film" --plot attn.png
 
 finetune's --data is a GLUE-style folder (train.tsv, and dev.tsv to evaluate after each epoch) or
 one TSV file. The output folder is a Hugging Face model (config.json, model.safetensors, tokenizer
@@ -41,7 +42,7 @@ def main(argv=None):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="minillm", description="Fine-tune, run and evaluate BERT text classifiers.")
+    parser = argparse.ArgumentParser(prog="minillm", description="Fine-tune, run, evaluate and inspect BERT text classifiers.")
     parser.add_argument("--version", action="version", version=f"minillm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -85,6 +86,17 @@ def _parser():
     evaluate.add_argument("--max-length", type=int, default=None)
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N rows")
     evaluate.set_defaults(run=eval_command)
+
+    look = commands.add_parser("inspect", help="what every layer and attention head does with one sentence",
+                               description="Print the tokens, each layer's hidden-state statistics, each head's "
+                                           "attention entropy and the strongest attention links; --plot draws "
+                                           "the attention heatmaps (layers x heads).")
+    look.add_argument("--model", default="all-MiniLM-L6-v2", help="model folder or known name (default %(default)s)")
+    look.add_argument("--plot", metavar="PNG", help="write the attention heatmaps to this file (needs matplotlib: "
+                                                    "pip install 'minillm[plot]')")
+    look.add_argument("--top", type=int, default=3, help="strongest attention links shown per layer")
+    look.add_argument("sentence")
+    look.set_defaults(run=inspect_command)
     return parser
 
 
@@ -149,6 +161,12 @@ def eval_command(args):
     right = round(metrics["accuracy"] * metrics["examples"])
     print(f"accuracy {metrics['accuracy']:.4f} ({right}/{metrics['examples']}), loss {metrics['loss']:.4f}")
     return 0
+
+
+def inspect_command(args):
+    from .inspect import main as inspect
+
+    return inspect(args.model, args.sentence, args.plot, args.top)
 
 
 # ---- helpers -----------------------------------------------------------------------------------------

@@ -127,3 +127,16 @@ def test_a_classifier_folder_shows_its_prediction(minilm, tmp_path):
     assert (ins.probabilities["positive"] > 0.5) == (logits[1] > logits[0])
     assert re.search(r"prediction: p\(negative\)=0\.\d{4}  p\(positive\)=0\.\d{4}", inspect.report(ins))
     assert len(ins.attentions) == 2 and ins.attentions[0].shape == (2, 10, 10)
+
+
+def test_the_command_line(minilm_dir, matplotlib, tmp_path, capsys):
+    from minillm.cli import main
+
+    assert main(["inspect", "--model", str(minilm_dir), "--top", "1", "--plot", str(tmp_path / "attn.png"),
+                 "Not bad."]) == 0
+    text = capsys.readouterr().out
+    assert "tokens (L=5): [CLS](101) not(2025) bad(2919) .(1012) [SEP](102)" in text
+    assert len(re.findall(r"strongest links: \S+ -> \S+ \(h\d+\) [0-9.]+$", text, re.M)) == 6  # --top 1: one each
+    assert (tmp_path / "attn.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["inspect", "--model", str(tmp_path / "nowhere"), "x"]) == 1
+    assert "minillm inspect: error:" in capsys.readouterr().err
