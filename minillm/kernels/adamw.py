@@ -35,7 +35,7 @@ def _check(param, grad, exp_avg, exp_avg_sq):
         if a.shape != param.shape or a.dtype != param.dtype:
             raise ValueError(f"adamw_step: {name} is {a.dtype} {a.shape}, the parameter is {param.dtype} {param.shape}")
     for name, a in (("param", param), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        if not (a.flags.c_contiguous and a.flags.writeable):
+        if not (a.flags.c_contiguous and getattr(a.flags, "writeable", True)):  # CuPy has no writeable flag
             raise ValueError(f"adamw_step: {name} must be a writable C-contiguous array (it is updated in place)")
 
 

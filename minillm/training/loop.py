@@ -95,7 +95,7 @@ class Trainer:
                 loss = self._train_step(self.loader.collate_fn([self.train_data[int(i)] for i in indices]))
                 seen += len(indices)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{seen / (time.perf_counter() - began):.1f}")
+                bar.set_postfix({"loss": f"{loss:.4f}", "ex/s": f"{seen / (time.perf_counter() - began):.1f}"})
                 if self.args.save_steps and self.step % self.args.save_steps == 0:
                     self.save()
                 if self.step >= stop_at:
