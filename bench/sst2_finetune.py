@@ -160,7 +160,8 @@ def main():
               f"{r['peak_rss_mb'] / 1024:.2f} GB | {r['first_loss']:.3f} -> {r['last_loss']:.3f} |")
     for name, r in rows.items():
         if "padded_width" in r:
-            print(f"\n{name}: mean real length {r['mean_length']:.1f} tokens, mean padded width {r['padded_width']:.1f}")
+            print(f"\n{name}: mean real length {r['mean_length']:.1f} tokens, "
+                  f"mean padded width {r['padded_width']:.1f}")
     return 0
 
 

@@ -42,7 +42,8 @@ def main(argv=None):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="minillm", description="Fine-tune, run, evaluate and inspect BERT text classifiers.")
+    parser = argparse.ArgumentParser(prog="minillm",
+                                     description="Fine-tune, run, evaluate and inspect BERT text classifiers.")
     parser.add_argument("--version", action="version", version=f"minillm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -1,6 +1,5 @@
 """The training loop: determinism, exact resume, checkpoints, a NaN stop, and parity with torch."""
 import json
-import logging
 
 import numpy as np
 import pytest
