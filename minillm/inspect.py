@@ -135,17 +135,21 @@ def plot(inspection, path, dpi=100):
     ins = inspection
     layers, heads = len(ins.attentions), ins.attentions[0].shape[0]
     length = len(ins.tokens)
-    cell = max(1.4, 0.16 * length)  # inches per heatmap: room for L tick labels
+    cell = min(3.5, max(1.4, 0.16 * length))  # inches per heatmap: room for L tick labels, within reason
     fig = Figure(figsize=(heads * cell + 1, layers * cell + 1), layout="constrained")
     axes = fig.subplots(layers, heads, squeeze=False)
-    fontsize = max(3.0, min(7.0, 90 / length))
+    fontsize = min(7.0, 90 / length)
+    labels = fontsize >= 3  # past about 30 tokens the labels would be unreadable: leave them out
     for n in range(layers):
         for k in range(heads):
             ax = axes[n, k]
             image = ax.imshow(ins.attentions[n][k], cmap="viridis", vmin=0, vmax=1)
-            ax.set_xticks(range(length), ins.tokens if n == layers - 1 else [""] * length,
-                          rotation=90, fontsize=fontsize)
-            ax.set_yticks(range(length), ins.tokens if k == 0 else [""] * length, fontsize=fontsize)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if labels and n == layers - 1:  # token labels along the bottom row and the left column
+                ax.set_xticks(range(length), ins.tokens, rotation=90, fontsize=fontsize)
+            if labels and k == 0:
+                ax.set_yticks(range(length), ins.tokens, fontsize=fontsize)
             ax.tick_params(length=0)
             if n == 0:
                 ax.set_title(f"head {k}", fontsize=8)
