@@ -48,11 +48,14 @@ def close(actual, expected, dtype, scale=1.0):
 
 
 def layouts(draw, shape, dtype, low=-3.0, high=3.0):
-    """An array of ``shape``: C-contiguous, a transposed view, or a strided (every other column) view."""
+    """An array of ``shape``: C-contiguous, a transposed view, a strided (every other column) view,
+    or a view with its rows reversed (negative strides)."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    layout = draw(st.sampled_from(["c", "transposed", "strided"])) if len(shape) >= 1 else "c"
+    layout = draw(st.sampled_from(["c", "transposed", "strided", "reversed"])) if len(shape) >= 1 else "c"
     if layout == "transposed" and len(shape) >= 2:
         return rng.uniform(low, high, shape[::-1]).astype(dtype).T
+    if layout == "reversed" and len(shape) >= 2:
+        return rng.uniform(low, high, shape).astype(dtype)[..., ::-1, :]
     if layout == "strided":
         return rng.uniform(low, high, shape[:-1] + (2 * shape[-1],)).astype(dtype)[..., ::2]
     return rng.uniform(low, high, shape).astype(dtype)

@@ -31,12 +31,14 @@ def close(actual, expected, dtype):
 
 
 def heads(rng, shape, dtype, layout):
-    """A (B, H, L, D) array: contiguous, BERT's transposed heads, or strided rows."""
+    """A (B, H, L, D) array: contiguous, BERT's transposed heads, strided or reversed rows."""
     b, h, n, d = shape
     if layout == "transposed":
         return rng.normal(size=(b, n, h, d)).astype(dtype).transpose(0, 2, 1, 3)
     if layout == "strided":
         return rng.normal(size=(b, h, 2 * n, d)).astype(dtype)[:, :, ::2]
+    if layout == "reversed":
+        return rng.normal(size=shape).astype(dtype)[:, ::-1, ::-1]
     return rng.normal(size=shape).astype(dtype)
 
 
@@ -47,7 +49,7 @@ def attention_inputs(draw):
     length, keys = draw(st.sampled_from([1, 2, 5, 9, 130])), draw(st.sampled_from([1, 3, 8, 17]))
     d = draw(st.sampled_from([1, 2, 5, 8]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    q, k, v, g = (heads(rng, (b, h, n, d), dtype, draw(st.sampled_from(["c", "transposed", "strided"])))
+    q, k, v, g = (heads(rng, (b, h, n, d), dtype, draw(st.sampled_from(["c", "transposed", "strided", "reversed"])))
                   for n in (length, keys, keys, length))
     key_mask = rng.random((b, keys)) < 0.7 if draw(st.booleans()) else None
     if key_mask is not None and b:
@@ -162,6 +164,7 @@ def test_attention_bad_inputs_name_the_argument():
         (TypeError, "key_mask must be bool", (q, k, k, np.ones((2, 6), np.float32))),
         (ValueError, r"bias must have shape \(L, S\) = \(4, 6\)", (q, k, k, None, np.zeros((6, 4), np.float32))),
         (TypeError, "bias dtype", (q, k, k, None, np.zeros((4, 6)))),
+        (ValueError, "head dimension D", (q[..., :0], k[..., :0], k[..., :0])),
     ]
     for error, match, args in cases:
         with pytest.raises(error, match=match):
@@ -171,3 +174,20 @@ def test_attention_bad_inputs_name_the_argument():
         attention_backward(q, k, k, out, lse[..., :2], out)
     with pytest.raises(ValueError, match="grad must be"):
         attention_backward(q, k, k, out, lse, out.astype(np.float64))
+
+
+def test_attention_copies_what_blas_cannot_read():
+    """Reversed rows, strided D, zero-stride (broadcast) rows: copied, never misread; a broadcast
+    head axis is read in place."""
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(1, 2, 6, 4))
+    k = np.broadcast_to(rng.normal(size=(1, 1, 5, 4)), (1, 2, 5, 4))
+    repeated = np.broadcast_to(q[:, :, :1], q.shape)
+    for name, qq, kk in (("reversed", q[:, :, ::-1], k), ("strided D", q[..., ::2], k[..., ::2]),
+                         ("zero row stride", repeated, k), ("reversed keys", q, k[:, :, ::-1])):
+        out, lse = attention_forward(qq, kk, kk)
+        eout, e_lse = attention_forward_numpy(qq, kk, kk)
+        close(out, eout, np.float64)
+        grads = attention_backward(qq, kk, kk, out, lse, eout)
+        for ours, expected in zip(grads, attention_backward_numpy(qq, kk, kk, eout, e_lse, eout)):
+            close(ours, expected, np.float64)

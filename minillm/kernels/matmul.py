@@ -58,7 +58,7 @@ def _blas_operand(x, transpose, batch):
     if rows == 1:
         rs = cols if cs == 1 else 1
     usable = (cs == 1 and rs >= cols) or (rs == 1 and cs >= rows)
-    if not usable or any(s % x.itemsize or s < 0 for s in x.strides):
+    if not usable or any(s % x.itemsize or s < 0 for s, n in zip(x.strides, x.shape) if n > 1):
         return _blas_operand(numpy.ascontiguousarray(x), transpose, batch)
     offsets = numpy.zeros(batch, dtype=numpy.intp)
     for axis, (n, s) in enumerate(zip(x.shape[:-2], strides[:-2]), start=len(batch) - (x.ndim - 2)):
