@@ -46,7 +46,8 @@ cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const re
                         const real* key_bias, const real* bias, real scale,
                         real* out, int ldo, real* lse, real* probs,
                         int l_len, int s_len, int d, int block, real* s) noexcept nogil:
-    cdef int n, i0, rows, i
+    cdef Py_ssize_t n, i0, i  # Py_ssize_t: offsets like (i0 + i) * S may pass 2^31
+    cdef int rows
     cdef Py_ssize_t j
     cdef real c, total
     cdef real* row
@@ -102,7 +103,8 @@ cdef void _backward_pair(const real* q, int ldq, const real* k, int ldk, const r
                          const real* key_bias, const real* bias, real scale,
                          real* dq, int lddq, real* dk, int lddk, real* dv, int lddv,
                          int l_len, int s_len, int d, int block, real* p, real* dp) noexcept nogil:
-    cdef int n, i0, rows, i
+    cdef Py_ssize_t n, i0, i  # Py_ssize_t: offsets like (i0 + i) * S may pass 2^31
+    cdef int rows
     cdef Py_ssize_t j
     cdef real delta, m
     cdef real* row

@@ -8,7 +8,7 @@ import unittest.mock
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import minillm.nn.functional as F
 from minillm import kernels
@@ -17,6 +17,7 @@ from minillm.kernels.attention import (attention_backward, attention_backward_nu
                                        attention_forward_numpy)
 from minillm.testing import gradcheck
 
+many_examples = settings(max_examples=60)  # an example takes milliseconds: explore more odd shapes
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-11)}
 
 
@@ -70,6 +71,7 @@ def query_block(block):
     return unittest.mock.patch.object(attention_module, "_block", lambda keys: block)
 
 
+@many_examples
 @given(attention_inputs())
 def test_attention_matches_numpy_twin(inputs):
     q, k, v, g, key_mask, bias, scale, block = inputs

@@ -4,6 +4,10 @@ Every kernel file here holds a plain NumPy twin (the readable definition) and a 
 that calls the compiled twin from csrc/ (Cython, built as ``minillm._C.<name>``) when it is built
 and the arrays live on the host, and the NumPy twin otherwise. ``MINILLM_KERNELS=numpy`` (or
 ``use("numpy")``) forces the twins everywhere, which is how the tests hold one against the other.
+
+The compiled twins share one thread pool, OpenMP's (``threads()``; set it with OMP_NUM_THREADS):
+row kernels split rows across it, and matmul and attention run single-threaded BLAS calls inside
+it. blas.py says why, and what the BLAS under them is.
 """
 import contextlib
 import importlib

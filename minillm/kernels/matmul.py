@@ -6,8 +6,8 @@ and a kernel that reads B^T in place spares a transpose copy per product.
 
 The compiled twin (csrc/matmul.pyx) hands every product to BLAS. It takes each operand as it lies
 in memory: a transposed or strided view becomes a BLAS transpose flag and leading dimension, a
-broadcast batch axis a zero offset stride, so neither is copied. Only a matrix whose rows and
-columns are both strided (e.g. x[:, ::2]) is copied first.
+broadcast batch axis a zero offset stride, so neither is copied. Only a matrix with no unit stride
+on either axis (e.g. x[:, ::2]) or with a negative one (x[::-1]) is copied first.
 """
 import numpy
 

@@ -41,12 +41,7 @@ def _rows(x):
     return numpy.ascontiguousarray(x).reshape(-1, x.shape[-1])
 
 
-def _mask_rows(mask, shape, dtype):
-    """The mask as (flat C-contiguous values, offset of each input row's n mask values).
-
-    Only the mask's last axis is expanded to n; its leading axes keep their own sizes and each of
-    the prod(shape[:-1]) input rows gets the offset of the mask row it broadcasts from.
-    """
+def _check_mask(mask, shape, dtype):
     if mask.dtype != dtype:
         raise TypeError(f"softmax: mask dtype {mask.dtype} differs from input dtype {dtype}")
     try:
@@ -54,6 +49,14 @@ def _mask_rows(mask, shape, dtype):
             raise ValueError
     except ValueError:
         raise ValueError(f"softmax: mask of shape {mask.shape} does not broadcast to input shape {shape}") from None
+
+
+def _mask_rows(mask, shape):
+    """The mask as (flat C-contiguous values, offset of each input row's n mask values).
+
+    Only the mask's last axis is expanded to n; its leading axes keep their own sizes and each of
+    the prod(shape[:-1]) input rows gets the offset of the mask row it broadcasts from.
+    """
     mask = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
     n = shape[-1]
     values = numpy.ascontiguousarray(numpy.broadcast_to(mask, mask.shape[:-1] + (n,)))
@@ -70,9 +73,11 @@ def softmax_forward(x, mask=None):
     _check_float(x, "input")
     if x.ndim == 0:
         raise ValueError("softmax: input must have at least one dimension")
-    values, offsets = _mask_rows(mask, x.shape, x.dtype) if mask is not None and x.size else (None, None)
+    if mask is not None:
+        _check_mask(mask, x.shape, x.dtype)
     if x.size == 0:
         return numpy.zeros_like(x)
+    values, offsets = _mask_rows(mask, x.shape) if mask is not None else (None, None)
     rows = _rows(x)
     y = numpy.empty_like(rows)
     kernel.forward(rows, values, offsets, y)
