@@ -1,5 +1,6 @@
 """The training loop: determinism, exact resume, checkpoints, a NaN stop, and parity with torch."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -132,3 +133,19 @@ def test_arguments_are_checked(tmp_path):
         TrainingArguments(output_dir=str(tmp_path), warmup_ratio=1.5)
     with pytest.raises(ValueError, match="lr must be >= 0"):
         TrainingArguments(output_dir=str(tmp_path), lr=-1)
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_whole(toy, tmp_path, monkeypatch):
+    trainer = run(toy, tmp_path, save_steps=2, stop_after=2)
+    before = (tmp_path / CHECKPOINT_NAME).read_bytes()
+
+    def crash(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)  # the moment the new file would take the old one's place
+    with pytest.raises(OSError, match="No space left"):
+        run(toy, tmp_path, resume=True, save_steps=2)
+    monkeypatch.undo()
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert run(toy, tmp_path, resume=True).step == 10 and trainer.saved_step == 2
