@@ -27,7 +27,8 @@ def main(argv=None):
     handler = logging.StreamHandler(sys.stderr)  # minillm's messages, plainly, for this command
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not .level =: it also clears logging's is-enabled cache
     try:
         return args.run(args)
     except KeyboardInterrupt:

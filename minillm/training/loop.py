@@ -87,11 +87,21 @@ class Trainer:
         stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         while self.step < stop_at:
             epoch, start = divmod(self.step, steps_per_epoch)
-            batches = self.loader.batches(epoch)[start:]
-            bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{self.args.epochs}",
-                       disable=not self.args.progress, unit="batch", leave=True)
+            self._run_epoch(epoch, start, stop_at)
+            if self.step % steps_per_epoch == 0:
+                self._end_epoch(epoch)
+            else:  # stopped inside the epoch
+                self.save()
+        if self.step == self.total_steps:
+            self.save_model()
+        return self.history
+
+    def _run_epoch(self, epoch, start, stop_at):
+        """Epoch ``epoch``'s batches from number ``start`` on, until it ends or the run reaches ``stop_at``."""
+        with tqdm(total=len(self.loader), initial=start, desc=f"epoch {epoch + 1}/{self.args.epochs}",
+                  disable=not self.args.progress, unit="batch") as bar:
             began, seen = time.perf_counter(), 0
-            for indices in batches:
+            for indices in self.loader.batches(epoch)[start:]:
                 loss = self._train_step(self.loader.collate_fn([self.train_data[int(i)] for i in indices]))
                 seen += len(indices)
                 bar.update(1)
@@ -99,15 +109,7 @@ class Trainer:
                 if self.args.save_steps and self.step % self.args.save_steps == 0:
                     self.save()
                 if self.step >= stop_at:
-                    break
-            bar.close()
-            if self.step % steps_per_epoch == 0:  # an epoch finished
-                self._end_epoch(epoch)
-            elif self.step >= stop_at:
-                self.save()
-        if self.step == self.total_steps:
-            self.save_model()
-        return self.history
+                    return
 
     def _train_step(self, batch):
         out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"])
