@@ -58,7 +58,7 @@ def forward(const real[::1] x, real[::1] y, bint tanh_form):
     """y = gelu(x) over flat arrays of equal size."""
     cdef Py_ssize_t start, n = x.shape[0]
     with nogil:
-        for start in prange(0, n, BLOCK, schedule="static"):
+        for start in prange(0, n, BLOCK, schedule="dynamic"):
             _forward(&x[start], &y[start], min(BLOCK, n - start), tanh_form)
 
 
@@ -66,5 +66,5 @@ def backward(const real[::1] x, const real[::1] grad, real[::1] dx, bint tanh_fo
     """dx = grad * gelu'(x) over flat arrays of equal size."""
     cdef Py_ssize_t start, n = x.shape[0]
     with nogil:
-        for start in prange(0, n, BLOCK, schedule="static"):
+        for start in prange(0, n, BLOCK, schedule="dynamic"):
             _backward(&x[start], &grad[start], &dx[start], min(BLOCK, n - start), tanh_form)

@@ -2,7 +2,8 @@
 """Layer norm over rows, compiled twin of minillm/kernels/layer_norm.py (read that first: the
 derivation of the backward is there, term by term; the names below follow it).
 
-Rows are independent, so an OpenMP prange splits them across threads. The backward's dL/dw and
+Rows are independent, so an OpenMP prange hands them to threads (see minillm/kernels/blas.py on
+threads). The backward's dL/dw and
 dL/db are sums over all rows: each thread adds its rows into its own row of a (threads, N)
 buffer (no locks, no races) and the wrapper sums those few rows at the end.
 """
@@ -35,7 +36,7 @@ def forward(const real[:, ::1] x, const real[::1] weight, const real[::1] bias, 
     cdef const real* w = &weight[0] if weight is not None else NULL
     cdef const real* b = &bias[0] if bias is not None else NULL
     with nogil:
-        for r in prange(rows, schedule="static"):
+        for r in prange(rows, schedule="dynamic", chunksize=32):
             _row_forward(&x[r, 0], w, b, <real>eps, &y[r, 0], &mean[r], &rstd[r], n)
 
 
@@ -66,6 +67,8 @@ def backward(const real[:, ::1] grad, const real[:, ::1] x, const real[::1] weig
     cdef int t
     with nogil, parallel():
         t = threadid()
+        # static, unlike the other kernels: each thread must get the same rows on every run, or
+        # the sums of its partial rows, and so dw and db, would change in their last bits
         for r in prange(rows, schedule="static"):
             _row_backward(&grad[r, 0], &x[r, 0], w, mean[r], rstd[r], &dx[r, 0], &xhat_rows[t, 0],
                           &dweight_parts[t, 0], &dbias_parts[t, 0], n)

@@ -7,9 +7,10 @@ two equal to 1: exactly what BLAS takes (a leading dimension and a transpose fla
 axes have offset stride 0, so they are never copied.
 
 Threads: one OpenMP prange over (batch entry, chunk) tasks, every BLAS call single-threaded (the
-wrapper pins scipy's BLAS to one thread; see minillm/kernels/blas.py for why). A batch smaller
-than the thread count is cut into `chunks` slabs of rows of C (or of columns, when C is wider
-than tall), so one big 2-D GEMM still uses every core.
+wrapper pins scipy's BLAS to one thread; see minillm/kernels/blas.py for why). A small batch is
+cut into `chunks` slabs of rows of C (or of columns, when C is wider than tall), so one big 2-D
+GEMM still uses every core; tasks are handed out dynamically, so a thread the OS pauses does not
+hold up the others.
 """
 from cython.parallel cimport prange
 
@@ -35,7 +36,7 @@ def gemm_batched(const real[::1] a, const Py_ssize_t[::1] a_offsets, Py_ssize_t 
     _layout(a_rs, a_cs, &ta, &lda)
     _layout(b_rs, b_cs, &tb, &ldb)
     with nogil:
-        for task in prange(batch * chunks, schedule="static"):
+        for task in prange(batch * chunks, schedule="dynamic"):
             i, part = task // chunks, task % chunks
             if by_rows:  # rows lo:hi of C come from rows lo:hi of op(A)
                 lo, hi = part * m // chunks, (part + 1) * m // chunks

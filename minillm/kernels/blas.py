@@ -7,9 +7,16 @@ call, and OpenMP's spin too, so on 2 cores each steals the other's core (20-60% 
 
 So the kernels use one pool, OpenMP's, for everything: every BLAS call is single-threaded and runs
 inside an OpenMP prange, over (batch, head) pairs in attention, over batch entries and slabs of
-rows in matmul (a single 2-D GEMM is cut into one slab per thread). ``single_threaded()`` pins
-scipy's OpenBLAS to one thread, once, when a BLAS kernel first runs; NumPy's own BLAS (used by
-the NumPy twins) is left alone.
+rows in matmul (a single 2-D GEMM is cut into about 4 slabs per thread). ``single_threaded()``
+pins scipy's OpenBLAS to one thread, once, when a BLAS kernel first runs; NumPy's own BLAS (used
+by the NumPy twins) is left alone.
+
+Work is handed out dynamically (OpenMP schedule "dynamic": rows in chunks of 32, GELU in blocks,
+GEMM slabs, attention pairs), because a machine is rarely ours alone: with a static split, a
+thread the OS pauses holds the whole call up. With other processes busy on this 2-core machine,
+softmax over MiniLM's (32, 12, 128, 128) scores took 8.6 ms static and 2.1 ms dynamic. The one
+exception is layer norm's backward, whose per-thread sums for dw and db must see the same rows on
+every run to give the same bits.
 
 When scipy's BLAS is not an OpenBLAS found here (another build of scipy), nothing is pinned and
 ``threads()`` is None: the kernels still give right answers, but may oversubscribe the cores.
