@@ -4,10 +4,10 @@ derivation of the backward is there, term by term; the names below follow it).
 
 Rows are independent, so an OpenMP prange hands them to threads (see minillm/kernels/blas.py on
 threads). The backward's dL/dw and
-dL/db are sums over all rows: each thread adds its rows into its own row of a (threads, N)
+dL/db are sums over all rows: each fixed chunk of rows adds into its own row of a (chunks, N)
 buffer (no locks, no races) and the wrapper sums those few rows at the end.
 """
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange, threadid
 from libc.math cimport sqrt
 
 from vecmath cimport real, row_dot, row_sum
@@ -59,16 +59,15 @@ cdef void _row_backward(const real* g, const real* x, const real* w, real mu, re
 def backward(const real[:, ::1] grad, const real[:, ::1] x, const real[::1] weight,
              const real[::1] mean, const real[::1] rstd, real[:, ::1] dx,
              real[:, ::1] dweight_parts, real[:, ::1] dbias_parts, real[:, ::1] xhat_rows):
-    """dx per row; dweight_parts[t] and dbias_parts[t] (zeroed, one row per thread t) gather the
-    sums over the rows thread t ran; xhat_rows[t] is thread t's scratch row.
-    grad, x, dx: (R, N); mean, rstd: (R,); the three buffers: (threads, N)."""
-    cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
+    """dx per row, and the sums for dw and db in parts: the rows are cut into C = len(dweight_parts)
+    fixed chunks, and chunk c adds its rows into dweight_parts[c] and dbias_parts[c] (zeroed). Which
+    thread runs a chunk does not change what it adds, so the wrapper's sum over parts gives the
+    same bits on every run and for any thread count. xhat_rows[t] is thread t's scratch row.
+    grad, x, dx: (R, N); mean, rstd: (R,); parts: (C, N); xhat_rows: (threads, N)."""
+    cdef Py_ssize_t c, r, rows = x.shape[0], n = x.shape[1], chunks = dweight_parts.shape[0]
     cdef const real* w = &weight[0] if weight is not None else NULL
-    cdef int t
-    with nogil, parallel():
-        t = threadid()
-        # static, unlike the other kernels: each thread must get the same rows on every run, or
-        # the sums of its partial rows, and so dw and db, would change in their last bits
-        for r in prange(rows, schedule="static"):
-            _row_backward(&grad[r, 0], &x[r, 0], w, mean[r], rstd[r], &dx[r, 0], &xhat_rows[t, 0],
-                          &dweight_parts[t, 0], &dbias_parts[t, 0], n)
+    with nogil:
+        for c in prange(chunks, schedule="dynamic"):
+            for r in range(c * rows // chunks, (c + 1) * rows // chunks):
+                _row_backward(&grad[r, 0], &x[r, 0], w, mean[r], rstd[r], &dx[r, 0],
+                              &xhat_rows[threadid(), 0], &dweight_parts[c, 0], &dbias_parts[c, 0], n)

@@ -178,15 +178,15 @@ def test_layer_norm_matches_numpy_twin(inputs, seed):
     close(db, edb, x.dtype, len(x) + 1)
 
 
-def test_layer_norm_weight_gradient_does_not_depend_on_threads():
+def test_layer_norm_backward_gives_the_same_bits_for_any_thread_count():
     rng = np.random.default_rng(3)
-    x, g = rng.normal(size=(2, 999, 48)).astype(np.float64)
-    w = rng.normal(size=48)
+    x, g = rng.normal(size=(2, 999, 48)).astype(np.float32)
+    w = rng.normal(size=48).astype(np.float32)
     _, mean, rstd = layer_norm_forward(x, w, None, 1e-5)
     with openmp_threads(1):
         one = layer_norm_backward(g, x, w, mean, rstd)
     for a, b in zip(one, layer_norm_backward(g, x, w, mean, rstd)):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(a, b)
 
 
 def test_layer_norm_matches_torch(torch):

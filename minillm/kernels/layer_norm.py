@@ -14,6 +14,8 @@ import numpy
 from .. import backend
 from . import compiled, threads
 
+_CHUNKS = 64  # the backward's fixed chunks of rows: plenty to share out, few partial sums to add
+
 
 def layer_norm_forward_numpy(x, weight, bias, eps):
     xp = backend.array_module(x)
@@ -82,6 +84,7 @@ def layer_norm_backward(grad, x, weight, mean, rstd):
     if x.size == 0:
         return layer_norm_backward_numpy(grad, x, weight, mean, rstd)
     dx = numpy.empty_like(x)
-    parts = numpy.zeros((3, threads(), x.shape[1]), x.dtype)  # dweight, dbias, xhat scratch per thread
-    kernel.backward(grad, x, weight, mean, rstd, dx, parts[0], parts[1], parts[2])
+    parts = numpy.zeros((2, min(len(x), _CHUNKS), x.shape[1]), x.dtype)  # dweight, dbias per chunk of rows
+    xhat = numpy.empty((threads(), x.shape[1]), x.dtype)  # one scratch row per thread
+    kernel.backward(grad, x, weight, mean, rstd, dx, parts[0], parts[1], xhat)
     return dx, parts[0].sum(axis=0), parts[1].sum(axis=0)
