@@ -47,8 +47,9 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+shared = sorted(glob.glob("csrc/*.pxd") + glob.glob("csrc/*.h"))  # cimported / included by the kernels
 extensions = [
-    Extension(f"minillm._C.{os.path.splitext(os.path.basename(path))[0]}", [path])
+    Extension(f"minillm._C.{os.path.splitext(os.path.basename(path))[0]}", [path], depends=shared)
     for path in sorted(glob.glob("csrc/*.pyx"))
 ]
 
