@@ -58,6 +58,13 @@ def threads():
     return openmp.max_threads() if openmp is not None else 1
 
 
+def set_threads(n):
+    """Run the compiled kernels on ``n`` OpenMP threads (as torch.set_num_threads)."""
+    openmp = load("threads")
+    if openmp is not None:
+        openmp.set_threads(n)
+
+
 def info():
     """Which twin each kernel runs, the threads the compiled ones use, and the BLAS under them."""
     names = ("softmax", "layer_norm", "gelu", "matmul", "attention")

@@ -1,0 +1,197 @@
+"""BERT inference and training-step time and memory, minillm against torch + transformers.
+
+    python bench/bert_step.py                      # all shapes, 2 threads, 3 alternating rounds
+    python bench/bert_step.py --shapes minilm-32x128 --rounds 5 --threads 2
+
+Each measurement runs in a fresh process (two thread pools in one process distort both), the
+sides alternate A B A B, and each process reports the median of its repeats after a warm-up;
+the table shows the median over rounds. Both sides use the same weights, inputs, thread count
+and no dropout:
+  inference:  BertForSequenceClassification forward in eval mode, no graph;
+  train step: forward, cross-entropy, backward, clip_grad_norm_(1.0), AdamW step, zero_grad.
+MiniLM is all-MiniLM-L6-v2; BERT-base is a random model with bert-base-uncased's config, written
+once by minillm and read by both. Peak RSS is the worker's own (imports and weights included).
+GFLOP/s counts the encoder's matrix products (training = 3 x forward) against this CPU's peak:
+threads x 2 FMA units x 16 float32 lanes x 2 flops x clock, the clock read from /proc/cpuinfo (on a
+virtual machine that is often the base clock, so a share above 100% means the cores run faster).
+
+--native-blas unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the worker processes: some machines
+set them to force an older OpenBLAS kernel (AVX2 on an AVX-512 CPU), which halves minillm's matrix
+products and leaves torch (oneDNN/MKL) untouched.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SHAPES = {  # name: (model, batch, length)
+    "minilm-32x64": ("minilm", 32, 64),
+    "minilm-32x128": ("minilm", 32, 128),
+    "base-8x128": ("base", 8, 128),
+    "base-2x512": ("base", 2, 512),
+}
+BASE_CONFIG = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                   intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def model_dir(kind):
+    if kind == "minilm":
+        from minillm import pretrained
+        return pretrained.resolve("all-MiniLM-L6-v2")
+    folder = os.path.join(tempfile.gettempdir(), "minillm-bench-bert-base")
+    if not os.path.isfile(os.path.join(folder, "model.safetensors")):
+        import minillm
+        from minillm.models.bert import BertConfig, BertForSequenceClassification
+        minillm.manual_seed(0)
+        BertForSequenceClassification(BertConfig(num_labels=2, **BASE_CONFIG)).save_pretrained(folder)
+    return folder
+
+
+def inputs(batch, length, vocab):
+    import numpy
+    rng = numpy.random.default_rng(0)
+    ids = rng.integers(1000, vocab, (batch, length))
+    return ids, numpy.ones((batch, length), numpy.int64), numpy.zeros((batch, length), numpy.int64), \
+        rng.integers(0, 2, batch)
+
+
+# ---- workers: one framework, one shape, one mode per process --------------------------------------
+def minillm_step(folder, mode, batch, length, threads):
+    import minillm
+    from minillm.models.bert import BertConfig, BertForSequenceClassification
+    from minillm.nn.utils import clip_grad_norm_
+    from minillm.optim import AdamW
+    minillm.kernels.set_threads(threads)
+    config = BertConfig.from_pretrained(folder, num_labels=2, **NO_DROPOUT)
+    model = BertForSequenceClassification.from_pretrained(folder, config=config)
+    ids, mask, types, labels = inputs(batch, length, config.vocab_size)
+    if mode == "infer":
+        def step():
+            with minillm.no_grad():
+                model(ids, mask, types).logits.numpy()
+        return step
+    model.train()
+    params = list(model.parameters())
+    optimizer = AdamW(params, lr=1e-5)
+
+    def step():
+        model(ids, mask, types, labels=labels).loss.backward()
+        clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    return step
+
+
+def torch_step(folder, mode, batch, length, threads):
+    import torch
+    import transformers
+    torch.set_num_threads(threads)
+    transformers.logging.set_verbosity_error()
+    model = transformers.BertForSequenceClassification.from_pretrained(
+        folder, num_labels=2, attn_implementation="sdpa", **NO_DROPOUT)
+    ids, mask, types, labels = (torch.as_tensor(a) for a in inputs(batch, length, model.config.vocab_size))
+    if mode == "infer":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
+        return step
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step():
+        model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    return step
+
+
+def worker(side, shape, mode, threads, repeat):
+    kind, batch, length = SHAPES[shape]
+    step = (minillm_step if side == "minillm" else torch_step)(model_dir(kind), mode, batch, length, threads)
+    step()  # warm-up: first-touch allocations, lazy imports
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": statistics.median(times), "rss_mb": rss}))
+
+
+# ---- the driver ------------------------------------------------------------------------------------
+def encoder_flops(kind, batch, length):
+    cfg = BASE_CONFIG if kind == "base" else dict(hidden_size=384, num_hidden_layers=6, intermediate_size=1536)
+    e, i, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    tokens = batch * length
+    per_layer = 2 * tokens * (4 * e * e + 2 * e * i) + 2 * 2 * batch * length * length * e
+    return n * per_layer
+
+
+def peak_gflops(threads):
+    mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
+    return threads * 2 * 16 * 2 * (max(mhz) / 1000 if mhz else 2.0)
+
+
+def measure(side, shape, mode, args):
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    if args.native_blas:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    cmd = [sys.executable, __file__, "--worker", side, "--shapes", shape, "--mode", mode,
+           "--threads", str(args.threads), "--repeat", str(args.repeat)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{side} {shape} {mode} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated: " + ", ".join(SHAPES))
+    parser.add_argument("--modes", default="infer,train")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--native-blas", action="store_true",
+                        help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the workers (see above)")
+    parser.add_argument("--worker", choices=("minillm", "torch"))
+    parser.add_argument("--mode", choices=("infer", "train"))
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.shapes, args.mode, args.threads, args.repeat)
+
+    peak = peak_gflops(args.threads)
+    import minillm
+    blas = minillm.kernels.info().get("blas", "numpy")
+    print(f"{args.threads} threads, {args.rounds} alternating rounds x {args.repeat} repeats (medians); "
+          f"CPU peak {peak:.0f} GFLOP/s; minillm's BLAS in this process: {blas}"
+          + (" (workers: OPENBLAS_CORETYPE unset)" if args.native_blas else ""))
+    print(f"{'shape':<15}{'mode':<7}{'minillm s':>11}{'torch s':>10}{'ratio':>8}"
+          f"{'minillm MB':>12}{'torch MB':>10}{'minillm %peak':>15}{'torch %peak':>13}")
+    for shape in args.shapes.split(","):
+        for mode in args.modes.split(","):
+            runs = {"minillm": [], "torch": []}
+            for _ in range(args.rounds):
+                for side in runs:
+                    runs[side].append(measure(side, shape, mode, args))
+            t = {s: statistics.median(r["seconds"] for r in runs[s]) for s in runs}
+            mb = {s: statistics.median(r["rss_mb"] for r in runs[s]) for s in runs}
+            kind, batch, length = SHAPES[shape]
+            flops = encoder_flops(kind, batch, length) * (3 if mode == "train" else 1)
+            share = {s: flops / t[s] / 1e9 / peak for s in runs}
+            print(f"{shape:<15}{mode:<7}{t['minillm']:>11.3f}{t['torch']:>10.3f}{t['minillm'] / t['torch']:>8.2f}"
+                  f"{mb['minillm']:>12.0f}{mb['torch']:>10.0f}{share['minillm']:>15.1%}{share['torch']:>13.1%}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
