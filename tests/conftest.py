@@ -64,3 +64,15 @@ def minilm_dir():
         return pretrained.resolve("all-MiniLM-L6-v2")
     except pretrained.ModelNotAvailable as err:
         missing(f"the pretrained model all-MiniLM-L6-v2 ({err})", "MINILLM_REQUIRE_PRETRAINED")
+
+
+@pytest.fixture(scope="session")
+def cupy():
+    """CuPy on a working GPU. Without one the test skips, the one hardware skip there is."""
+    from minillm import cuda
+
+    reason = cuda.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no GPU: {reason}")
+    import cupy as cupy_module
+    return cupy_module
