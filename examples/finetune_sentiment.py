@@ -3,6 +3,7 @@
     python examples/finetune_sentiment.py                     # all-MiniLM-L6-v2, fetched once
     python examples/finetune_sentiment.py --model DIR         # any Hugging Face BERT folder
     python examples/finetune_sentiment.py --data glue/SST-2   # a real fine-tune: train.tsv, dev.tsv
+    python examples/finetune_sentiment.py --device cuda       # on a GPU (CuPy: the extra cuda12/cuda13)
 
 The flow is the PyTorch + transformers original's, step for step: load the model and its
 tokenizer, tokenize two labeled sentences, train with batch size 1, AdamW at lr 2e-5 and
@@ -33,11 +34,11 @@ LABELS = [1, 0]
 QUERY = "This is a good product"
 
 
-def load(model_name, seed=0):
-    """The pretrained encoder with a new 2-class head (initialized from ``seed``), and its tokenizer.
-    from_pretrained returns the model in eval mode, as transformers does: no dropout below."""
+def load(model_name, seed=0, device="cpu"):
+    """The pretrained encoder with a new 2-class head (initialized from ``seed``) on ``device``, and its
+    tokenizer. from_pretrained returns the model in eval mode, as transformers does: no dropout below."""
     mm.manual_seed(seed)
-    model = BertForSequenceClassification.from_pretrained(model_name, num_labels=2)
+    model = BertForSequenceClassification.from_pretrained(model_name, num_labels=2).to(device)
     tokenizer = BertTokenizer.from_pretrained(model_name)
     return model, tokenizer
 
@@ -94,9 +95,10 @@ def main():
     parser.add_argument("--data", help="a GLUE SST-2 folder (train.tsv, dev.tsv): fine-tune for real")
     parser.add_argument("--limit", type=int, help="with --data: use only the first N training rows")
     parser.add_argument("--out", help="with --data: where to save the fine-tuned model (default: a new temp folder)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args()
 
-    model, tokenizer = load(args.model, args.seed)
+    model, tokenizer = load(args.model, args.seed, args.device)
     if args.data:
         out = args.out or tempfile.mkdtemp(prefix="minillm-sst2-")
         accuracy = finetune_sst2(model, tokenizer, args.data, out, args.limit)

@@ -4,6 +4,7 @@
                      --max-length 64 --seed 42 --out sst2-minilm
     minillm predict --model sst2-minilm "a charming film" "a dull, lifeless film"
     minillm eval --model sst2-minilm --data glue/SST-2/dev.tsv
+    minillm finetune ... --device cuda       (finetune, predict and eval run on a GPU through CuPy)
     minillm inspect --model sst2-minilm "a charming film" --plot attn.png
 
 finetune's --data is a GLUE-style folder (train.tsv, and dev.tsv to evaluate after each epoch) or
@@ -73,12 +74,14 @@ def _parser():
     tune.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     tune.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _device_option(tune)
     tune.set_defaults(run=finetune)
 
     predict = commands.add_parser("predict", help="classify texts with a fine-tuned model")
     predict.add_argument("--model", required=True, help="a fine-tuned model folder")
     predict.add_argument("--max-length", type=int, default=None)
     predict.add_argument("texts", nargs="+", metavar="TEXT")
+    _device_option(predict)
     predict.set_defaults(run=predict_command)
 
     evaluate = commands.add_parser("eval", help="accuracy and loss of a model on a labeled TSV file")
@@ -87,6 +90,7 @@ def _parser():
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--max-length", type=int, default=None)
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    _device_option(evaluate)
     evaluate.set_defaults(run=eval_command)
 
     look = commands.add_parser("inspect", help="what every layer and attention head does with one sentence",
@@ -112,7 +116,7 @@ def finetune(args):
     train_file, dev_file = _data_files(args.data)
     _check_output(args.out, args.resume, args.overwrite)
     random.manual_seed(args.seed)  # the classifier's initialization is part of the run
-    model = BertForSequenceClassification.from_pretrained(args.model, num_labels=args.num_labels)
+    model = BertForSequenceClassification.from_pretrained(args.model, num_labels=args.num_labels).to(args.device)
     tokenizer = BertTokenizer.from_pretrained(args.model)
     max_length = _max_length(args.max_length, model)
     train = _dataset(tokenizer, train_file, args.num_labels, max_length, args.limit)
@@ -139,7 +143,7 @@ def predict_command(args):
     from .tokenizer import BertTokenizer
     from .training import predict_proba
 
-    model = BertForSequenceClassification.from_pretrained(args.model)
+    model = BertForSequenceClassification.from_pretrained(args.model).to(args.device)
     tokenizer = BertTokenizer.from_pretrained(args.model)
     probabilities = predict_proba(model, tokenizer, args.texts, _max_length(args.max_length, model))
     for text, p in zip(args.texts, probabilities):
@@ -155,7 +159,7 @@ def eval_command(args):
     from .tokenizer import BertTokenizer
     from .training import evaluate
 
-    model = BertForSequenceClassification.from_pretrained(args.model)
+    model = BertForSequenceClassification.from_pretrained(args.model).to(args.device)
     tokenizer = BertTokenizer.from_pretrained(args.model)
     data = _dataset(tokenizer, args.data, model.config.num_labels, _max_length(args.max_length, model), args.limit)
     loader = DataLoader(data, args.batch_size, collate_fn=lambda b: pad_batch(b, tokenizer.pad_token_id))
@@ -172,6 +176,22 @@ def inspect_command(args):
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
+def _device_option(command):
+    command.add_argument("--device", type=_device, default="cpu",
+                         help="cpu (default), cuda or cuda:N (a GPU, through CuPy: the extra cuda12 or cuda13)")
+
+
+def _device(spec):
+    """--device, checked before any work starts: an unknown name or a missing GPU is a usage error."""
+    from . import backend
+
+    try:
+        backend.module_for(spec)
+    except (ValueError, RuntimeError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return backend.Device(spec)
+
+
 def _data_files(data):
     """(train file, dev file or None) from a GLUE folder or one file."""
     if os.path.isdir(data):

@@ -84,6 +84,8 @@ class Function:
         """Run forward on the inputs' arrays and, if a gradient is wanted, record the call."""
         fn = cls()
         arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
+        if backend.cupy is not None:  # where there can be two devices, there must be one per op
+            arrays = backend.same_device(fn.name, inputs, arrays)
         if cls.float_only:  # checks Tensors only: raw arrays are constants (class ids, masks)
             for t in inputs:
                 if isinstance(t, Tensor) and not backend.is_floating(t.data.dtype):
@@ -138,6 +140,8 @@ class Tensor:
 
     # ---- basic facts -------------------------------------------------------------------
     shape = property(lambda self: tuple(self.data.shape))
+    device = property(lambda self: backend.device_of(self.data))
+    is_cuda = property(lambda self: backend.on_device(self.data))
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
     is_leaf = property(lambda self: self._ctx is None)
@@ -157,11 +161,10 @@ class Tensor:
 
     def numpy(self):
         """The host array (a device array is copied to the host)."""
-        if backend.array_module(self.data) is not numpy:
-            return self.data.get()
-        return self.data
+        return backend.to_host(self.data)
 
     def item(self):
+        """The one value as a Python number (from a GPU this waits for the queued work)."""
         return self.data.item()
 
     def tolist(self):
@@ -170,6 +173,8 @@ class Tensor:
     def __repr__(self):
         body = numpy.array2string(self.numpy(), separator=", ", prefix="tensor(")
         extra = "" if self.dtype == numpy.float32 or self.dtype == numpy.int64 else f", dtype={self.dtype}"
+        if self.device != backend.CPU:
+            extra += f", device='{self.device}'"
         if self._ctx is not None:
             extra += f", grad_fn=<{type(self._ctx).__name__}Backward>"
         elif self.requires_grad:
@@ -190,9 +195,29 @@ class Tensor:
         """The same data, cut from the graph."""
         return Tensor(self.data)
 
-    def to(self, dtype):
-        """A copy in another dtype; gradients flow back through the cast."""
-        return self if dtype == self.dtype else ops.cast(self, numpy.dtype(dtype))
+    def to(self, *args, dtype=None, device=None):
+        """This tensor on another device and/or in another dtype, as torch's ``t.to("cuda")``,
+        ``t.to(mm.float64)``, ``t.to("cuda", mm.float16)`` or ``t.to(other)`` (other's device and dtype).
+        Returns self when nothing changes; gradients flow back through the copy."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, (str, backend.Device)):
+                device = arg
+            else:
+                dtype = arg
+        out = self
+        if device is not None and backend.Device(device) != self.device:
+            out = ops.to_device(out, device)
+        if dtype is not None and numpy.dtype(dtype) != out.dtype:
+            out = ops.cast(out, numpy.dtype(dtype))
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device="cuda"):
+        return self.to(device)
 
     def float(self):
         return self.to(numpy.float32)
@@ -361,16 +386,19 @@ def _topological_order(root):
     return post_order
 
 
-def tensor(data, dtype=None, requires_grad=False):
+def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new leaf tensor from a list, scalar or array (copied), with torch's dtype rules:
-    Python floats become float32, Python ints int64, arrays keep their dtype unless ``dtype`` is given."""
+    Python floats become float32, Python ints int64, arrays keep their dtype unless ``dtype`` is given.
+    ``device`` ('cpu', 'cuda', 'cuda:1') defaults to where ``data`` is: the host for lists and NumPy."""
     if isinstance(data, Tensor):
         data = data.data
-    xp = backend.array_module(data)
     if dtype is None and not hasattr(data, "dtype"):
         probe = numpy.asarray(data)
         dtype = numpy.float32 if probe.dtype.kind == "f" else probe.dtype
-    array = xp.array(data, dtype=dtype, copy=True)
+    device = backend.device_of(data) if device is None else backend.Device(device)
+    array = backend.to_device(data, device, dtype)
+    if array is data:  # to_device returns data itself when it is already there: copy, as torch.tensor
+        array = array.copy()
     return Tensor(array, requires_grad=requires_grad)
 
 

@@ -20,7 +20,7 @@ import os
 
 import numpy
 
-from .. import checkpoint, pretrained, random
+from .. import backend, checkpoint, pretrained, random
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, TransformerEncoder, TransformerEncoderLayer
 from ..nn import functional as F
 from ..nn.transformer import ACTIVATIONS
@@ -165,7 +165,7 @@ class BertEmbeddings(Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids):
-        positions = numpy.arange(input_ids.shape[1])
+        positions = backend.array_module(input_ids).arange(input_ids.shape[1])
         e = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
         e = e + self.position_embeddings(positions)  # (L, E), the same for every sequence of the batch
         return self.dropout(self.LayerNorm(e))
@@ -212,11 +212,11 @@ class BertPreTrainedModel(Module):
         folder = pretrained.resolve(name_or_path)
         if config is None:
             config = BertConfig.from_pretrained(folder, **({} if num_labels is None else {"num_labels": num_labels}))
-        model = cls(config)
-        state, source = checkpoint.read_weights(folder)
+        model = cls(config, initialize=False)  # every weight but a new head is about to be overwritten
+        tensors = checkpoint.index_weights(folder)
         weights, new, ignored = checkpoint.match_state_dict(
-            model, state, source, cls.base_model_prefix, cls.ignored_heads, cls.ignored_buffers, cls.new_heads)
-        model.load_state_dict(weights, strict=False)
+            model, tensors, cls.base_model_prefix, cls.ignored_heads, cls.ignored_buffers, cls.new_heads)
+        checkpoint.read_into(model.state_dict(), weights)  # from the file into the parameters' own arrays
         if ignored:
             logger.warning("Some weights of %s were not used by %s (expected for pre-training heads): %s",
                            folder, cls.__name__, ignored)
@@ -240,7 +240,9 @@ class BertPreTrainedModel(Module):
 class BertModel(BertPreTrainedModel):
     """The bare encoder: embeddings, N Transformer layers, pooler."""
 
-    def __init__(self, config, add_pooling_layer=True):
+    def __init__(self, config, add_pooling_layer=True, initialize=True):
+        """initialize=False skips BERT's initialization (the layers keep torch's defaults) for a model
+        whose weights a checkpoint is about to overwrite (from_pretrained: 110M fewer random draws for BERT-base)."""
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
@@ -250,7 +252,8 @@ class BertModel(BertPreTrainedModel):
                                         attention_dropout=config.attention_probs_dropout_prob)
         self.encoder = TransformerEncoder(layer, config.num_hidden_layers)
         self.pooler = BertPooler(config) if add_pooling_layer else None
-        self.apply(self._init_weights)
+        if initialize:
+            self.apply(self._init_weights)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_attentions=False,
                 output_hidden_states=False):
@@ -261,6 +264,8 @@ class BertModel(BertPreTrainedModel):
         is 0, where Hugging Face's would average all positions: every sequence should keep its [CLS]."""
         input_ids, attention_mask, token_type_ids = _check_inputs(self.config, input_ids, attention_mask,
                                                                   token_type_ids)
+        if attention_mask is not None:  # to the model's device once, not once per layer
+            attention_mask = backend.to_device(attention_mask, self.embeddings.word_embeddings.weight.device)
         h = self.embeddings(input_ids, token_type_ids)
         h, hidden_states, attentions = self.encoder(h, attention_mask, output_hidden_states, output_attentions)
         pooled = self.pooler(h) if self.pooler is not None else None
@@ -270,14 +275,14 @@ class BertModel(BertPreTrainedModel):
 class BertForSequenceClassification(BertPreTrainedModel):
     """BERT with a classifier on the pooled [CLS] state: logits = Dense(Dropout(pooler_output))."""
 
-    def __init__(self, config):
+    def __init__(self, config, initialize=True):
         super().__init__()
         self.config, self.num_labels = config, config.num_labels
-        self.bert = BertModel(config)
+        self.bert = BertModel(config, initialize=initialize)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = Dropout(p)
         self.classifier = Linear(config.hidden_size, config.num_labels)
-        self._init_weights(self.classifier)
+        self._init_weights(self.classifier)  # always: a checkpoint of the bare model has none
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, output_attentions=False,
                 output_hidden_states=False):
@@ -291,13 +296,13 @@ class BertForSequenceClassification(BertPreTrainedModel):
     def _loss(self, logits, labels):
         """Hugging Face's choice: mean squared error for one label (regression), cross-entropy for
         integer class ids, binary cross-entropy with logits for float multi-label targets."""
-        y = numpy.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
+        y = labels.data if isinstance(labels, Tensor) else numpy.asarray(labels)
         kind = self.config.problem_type or ("regression" if self.num_labels == 1 else
                                             "single_label_classification" if y.dtype.kind in "iu" else
                                             "multi_label_classification")
         if kind == "single_label_classification":
             return F.cross_entropy(logits, y.reshape(-1))
-        y = Tensor(y.astype(logits.dtype).reshape(logits.shape))
+        y = Tensor(backend.to_device(y, logits.device, logits.dtype).reshape(logits.shape))
         if kind == "regression":
             return ((logits - y) ** 2).mean()
         # log(1 + exp(-|x|)) + max(x, 0) - x y: binary cross-entropy of sigmoid(x), without overflow
@@ -305,24 +310,31 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
 
 def _check_inputs(config, input_ids, attention_mask, token_type_ids):
-    """The model's inputs as (B, L) integer arrays, with errors that name the argument at fault."""
+    """The model's inputs as (B, L) integer arrays (on the device they came on), with errors that
+    name the argument at fault. Device inputs are range-checked with one wait for the GPU, not four."""
     ids = _integers(input_ids, "input_ids")
     if ids.shape[1] > config.max_position_embeddings:
         raise ValueError(f"input_ids has {ids.shape[1]} tokens per sequence, more than max_position_embeddings="
                          f"{config.max_position_embeddings}: truncate the input (tokenizer max_length)")
-    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
-        raise ValueError(f"input_ids holds ids from {int(ids.min())} to {int(ids.max())}; they must be in "
-                         f"[0, vocab_size={config.vocab_size})")
-    types = numpy.zeros_like(ids) if token_type_ids is None else _integers(token_type_ids, "token_type_ids", ids.shape)
-    if types.size and (types.min() < 0 or types.max() >= config.type_vocab_size):
-        raise ValueError(f"token_type_ids holds {int(types.min())} to {int(types.max())}; this model has "
-                         f"type_vocab_size={config.type_vocab_size} (ids 0..{config.type_vocab_size - 1})")
+    xp = backend.array_module(ids)
+    types = xp.zeros_like(ids) if token_type_ids is None else _integers(token_type_ids, "token_type_ids", ids.shape)
+    if ids.size:
+        low, high, types_low, types_high = (int(n) for n in backend.to_host(
+            xp.stack([ids.min(), ids.max(), types.min(), types.max()])))
+        if low < 0 or high >= config.vocab_size:
+            raise ValueError(f"input_ids holds ids from {low} to {high}; they must be in "
+                             f"[0, vocab_size={config.vocab_size})")
+        if types_low < 0 or types_high >= config.type_vocab_size:
+            raise ValueError(f"token_type_ids holds {types_low} to {types_high}; this model has "
+                             f"type_vocab_size={config.type_vocab_size} (ids 0..{config.type_vocab_size - 1})")
     mask = None if attention_mask is None else _integers(attention_mask, "attention_mask", ids.shape) != 0
     return ids, mask, types
 
 
 def _integers(values, name, shape=None):
-    array = numpy.asarray(values.numpy() if isinstance(values, Tensor) else values)
+    array = values.data if isinstance(values, Tensor) else values
+    if not backend.on_device(array):
+        array = numpy.asarray(array)
     if array.dtype.kind not in "biu":
         raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
     if array.ndim != 2 or (shape is not None and array.shape != shape):

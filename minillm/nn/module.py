@@ -106,6 +106,32 @@ class Module:
             fn(m)
         return self
 
+    # ---- device and dtype ----------------------------------------------------------------------
+    def to(self, *args, dtype=None, device=None):
+        """Move every parameter (and its gradient) to ``device`` and/or cast it to a float ``dtype``,
+        in place, as torch's ``model.to("cuda")``; returns self. Parameters stay the same objects,
+        so an optimizer built before the move still holds them (build it after, as in torch, so
+        its state is created on the new device)."""
+        for arg in args:
+            if isinstance(arg, (str, backend.Device)):
+                device = arg
+            else:
+                dtype = arg
+        if device is not None:
+            backend.module_for(device)  # an unavailable device fails here, before anything moves
+        for p in self.parameters():
+            for t in (p, p.grad):
+                if t is not None:
+                    t.data = backend.to_device(t.data, t.device if device is None else device,
+                                               None if dtype is None else backend.numpy.dtype(dtype))
+        return self
+
+    def cuda(self, device="cuda"):
+        return self.to(device)
+
+    def cpu(self):
+        return self.to("cpu")
+
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self):
         """Dotted name -> array (the live arrays, not copies)."""
@@ -132,7 +158,7 @@ class Module:
                 raise ValueError(f"load_state_dict: {name} has shape {tuple(array.shape)} in the checkpoint, "
                                  f"{p.shape} in the model")
             # in place: optimizers and tied weights keep referring to the same array
-            p.data[...] = backend.array_module(p.data).asarray(array, dtype=p.dtype)
+            p.data[...] = backend.to_device(array, p.device, p.dtype)
         return missing, unexpected
 
     def num_parameters(self):

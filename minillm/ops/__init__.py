@@ -1,7 +1,7 @@
 """The ops, as functions on Tensors. Each one calls a Function (forward + backward side by side)
 from the files of this package:
 
-    elementwise.py  add sub mul div neg pow exp log sqrt tanh abs relu gelu where cast
+    elementwise.py  add sub mul div neg pow exp log sqrt tanh abs relu gelu where cast to_device
     reduce.py       sum mean max
     shape.py        reshape permute getitem cat stack
     linalg.py       matmul linear
@@ -10,9 +10,9 @@ from the files of this package:
 import collections
 import builtins
 
-from .. import backend
+from .. import backend, random
 from ..tensor import Tensor, as_tensor
-from .elementwise import Abs, Add, Cast, Div, Exp, Gelu, Log, Mul, Neg, Pow, Relu, Sqrt, Sub, Tanh, Where
+from .elementwise import Abs, Add, Cast, Div, Exp, Gelu, Log, Mul, Neg, Pow, Relu, Sqrt, Sub, Tanh, ToDevice, Where
 from .linalg import Linear, MatMul
 from .nn import Attention, CrossEntropy, Dropout, Embedding, LayerNorm, LogSoftmax, Softmax
 from .reduce import Max, Mean, Sum
@@ -42,6 +42,7 @@ def tanh(x): return Tanh.apply(x)
 def abs(x): return Abs.apply(x)
 def relu(x): return Relu.apply(x)
 def cast(x, dtype): return Cast.apply(x, dtype)
+def to_device(x, device): return ToDevice.apply(x, backend.Device(device))
 
 
 def pow(x, exponent):
@@ -146,7 +147,7 @@ def cross_entropy(logits, target, ignore_index=-100):
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {t.dtype}")
     bad = (t != ignore_index) & ((t < 0) | (t >= logits.shape[1]))
-    if bad.any():
+    if bad.any():  # host targets cost nothing to check; targets on a GPU cost one wait
         raise IndexError(f"cross_entropy: target {int(t[bad][0])} is out of bounds for {logits.shape[1]} classes")
     return CrossEntropy.apply(logits, t, ignore_index=ignore_index)
 
@@ -182,12 +183,18 @@ def embedding(ids, weight, padding_idx=None):
     i = ids.data if isinstance(ids, Tensor) else backend.numpy.asarray(ids)
     if i.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {i.dtype}")
-    if i.size and (i.min() < 0 or i.max() >= weight.shape[0]):
-        bad = i.max() if i.max() >= weight.shape[0] else i.min()
-        raise IndexError(f"embedding: id {int(bad)} is out of range for a table of {weight.shape[0]} rows")
+    if i.size:  # one look at the ids (on a GPU, one wait: host ids cost none)
+        low, high = (int(n) for n in backend.to_host(backend.array_module(i).stack([i.min(), i.max()])))
+        if low < 0 or high >= weight.shape[0]:
+            raise IndexError(f"embedding: id {high if high >= weight.shape[0] else low} is out of range "
+                             f"for a table of {weight.shape[0]} rows")
     return Embedding.apply(i, weight, padding_idx=padding_idx)
 
 
-def attention(q, k, v, key_mask=None, bias=None, scale=None):
-    """Fused softmax(q k^T * scale + bias + key mask) v; see ops/nn.py Attention."""
-    return Attention.apply(q, k, v, key_mask, bias, scale)
+def attention(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed=None):
+    """Fused dropout(softmax(q k^T * scale + bias + key mask)) v; see ops/nn.py Attention.
+    dropout_p drops probabilities (pass 0 outside training); the mask comes from ``seed``, and
+    seed=None draws one from minillm's seeded generator, so mm.manual_seed repeats a run."""
+    if seed is None:
+        seed = int(random.generator().integers(0, 2**63)) if dropout_p else 0
+    return Attention.apply(q, k, v, key_mask, bias, scale=scale, dropout_p=dropout_p, seed=seed)

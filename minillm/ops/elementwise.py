@@ -198,3 +198,14 @@ class Cast(Function):
 
     def backward(self, g):
         return g.astype(self.saved[0]), None
+
+
+class ToDevice(Function):
+    """z = x copied to another device (host <-> GPU).   dL/dx = g copied back to x's device."""
+
+    def forward(self, x, device):
+        self.save(backend.device_of(x))
+        return backend.to_device(x, device)
+
+    def backward(self, g):
+        return backend.to_device(g, self.saved[0]), None
