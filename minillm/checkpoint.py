@@ -7,12 +7,20 @@ A safetensors file is three parts, all little-endian:
                                 ..., "__metadata__": {"format": "pt"}}
     the rest    the tensors' bytes; tensor `name` is bytes [begin, end) of this part
 
-The reader below is our own (about 60 lines) for two reasons: NumPy has no bfloat16, so bf16 weights
-must be widened by hand (a bf16 number is the top 16 bits of a float32), and a broken file (cut
-short, a header that lies about sizes, an unknown dtype) must fail with a message that names the
-file and the tensor. Writing goes through the `safetensors` library and a temporary file that is
-renamed into place, so a crash mid-write never leaves a half-written checkpoint behind.
+The reader below is our own (about 80 lines) for three reasons: NumPy has no bfloat16, so bf16 weights
+must be widened by hand (a bf16 number is the top 16 bits of a float32); a broken file (cut short, a
+header that lies about sizes, an unknown dtype) must fail with a message that names the file and the
+tensor; and loading must not hold the weights twice. A model is loaded in two steps: the headers
+alone say every tensor's name, shape and dtype, enough to match the checkpoint to the model and
+report every problem before a weight is read; then each tensor's bytes are read from the file
+straight into its parameter's array (``f.readinto``), so loading BERT-base (418 MiB) needs the
+model's memory and nothing more. (A memory map of the file would not do: the pages it reads count
+in the process's resident memory, a second copy as far as RSS goes.)
+
+Writing goes through the `safetensors` library and a temporary file that is renamed into place, so
+a crash mid-write never leaves a half-written checkpoint behind.
 """
+import dataclasses
 import json
 import os
 import re
@@ -35,11 +43,30 @@ class CheckpointError(ValueError):
 
 
 # ---- the format ------------------------------------------------------------------------------------
-def read_safetensors(path):
-    """Read every tensor of a .safetensors file. Returns (OrderedDict name -> NumPy array, metadata dict).
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lies in a safetensors file, as its header says (checked; no data read yet).
+    It has an array's ``shape`` and ``dtype``, so a checkpoint can be matched to a model before any
+    weight is read."""
+    path: str
+    name: str
+    stored: str    # the file's dtype code: "F32", "BF16", ...
+    shape: tuple
+    offset: int    # of its first byte, counted from the start of the file
+    nbytes: int
 
-    Arrays keep their dtype, except bfloat16, which NumPy lacks: it comes back as float32 (exactly).
-    """
+    @property
+    def dtype(self):
+        """The NumPy dtype it is read as: the stored one in native byte order, bfloat16 as float32."""
+        if self.stored == "BF16":
+            return numpy.dtype(numpy.float32)
+        return numpy.dtype(DTYPES[self.stored]).newbyteorder("=")
+
+
+def read_header(path):
+    """The tensors of a .safetensors file, from its header alone: (OrderedDict name -> TensorInfo,
+    metadata dict). Every claim the header makes is checked against the file's size here, so a
+    broken file fails before any weight is read."""
     path = os.fspath(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -57,37 +84,65 @@ def read_safetensors(path):
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
     metadata = header.pop("__metadata__", None) or {}
-    empty = size == 8 + n  # (numpy cannot map zero bytes)
-    data = numpy.zeros(0, numpy.uint8) if empty else numpy.memmap(path, dtype=numpy.uint8, mode="r", offset=8 + n)
-    tensors = OrderedDict((name, _read_tensor(path, name, info, data)) for name, info in header.items())
-    return tensors, metadata
+    infos = OrderedDict((name, _tensor_info(path, name, entry, 8 + n, size - 8 - n))
+                        for name, entry in header.items())
+    return infos, metadata
 
 
-def _read_tensor(path, name, info, data):
-    """One tensor's array from the data part, after checking the header's claims about it."""
+def _tensor_info(path, name, entry, data_start, data_size):
+    """One header entry, after checking its claims against each other and against the file's size."""
     where = f"{path}: tensor {name!r}"
     try:
-        dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+        dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
     except (TypeError, KeyError, ValueError):
-        raise CheckpointError(f"{where}: header entry {info!r} needs dtype, shape and "
+        raise CheckpointError(f"{where}: header entry {entry!r} needs dtype, shape and "
                               "data_offsets [begin, end]") from None
     if dtype not in DTYPES:
         raise CheckpointError(f"{where} has dtype {dtype!r}, which minillm does not read (known: {', '.join(DTYPES)})")
     if not all(isinstance(d, int) and d >= 0 for d in shape) or not all(isinstance(o, int) for o in (begin, end)):
-        raise CheckpointError(f"{where}: shape {info['shape']} and data_offsets {info['data_offsets']} must be "
+        raise CheckpointError(f"{where}: shape {entry['shape']} and data_offsets {entry['data_offsets']} must be "
                               "non-negative integers")
-    item = numpy.dtype(DTYPES[dtype])
-    needed = int(numpy.prod(shape, dtype=numpy.int64)) * item.itemsize
+    needed = int(numpy.prod(shape, dtype=numpy.int64)) * numpy.dtype(DTYPES[dtype]).itemsize
     if end - begin != needed:
         raise CheckpointError(f"{where}: the header lies about its size: shape {list(shape)} of {dtype} needs "
                               f"{needed} bytes but data_offsets [{begin}, {end}] span {end - begin}")
-    if not 0 <= begin <= end <= len(data):
+    if not 0 <= begin <= end <= data_size:
         raise CheckpointError(f"{where} needs bytes [{begin}, {end}) of the data, but the file holds only "
-                              f"{len(data)} bytes of data (a truncated file?)")
-    array = numpy.array(data[begin:end]).view(item).reshape(shape)
-    if dtype == "BF16":  # bfloat16 is the upper half of a float32: shift its bits back into place
-        return (array.astype(numpy.uint32) << 16).view(numpy.float32)
-    return array.astype(item.newbyteorder("="), copy=False)
+                              f"{data_size} bytes of data (a truncated file?)")
+    return TensorInfo(path, name, dtype, shape, data_start + begin, needed)
+
+
+def read_tensor(f, info, out=None):
+    """Read one tensor from ``f``, its file opened in binary mode, into ``out`` (a C-contiguous NumPy
+    array of info.shape, filled in place) or into a new array of info.dtype. Returns the array.
+
+    When ``out`` has the stored dtype (float32 weights into float32 parameters) the file's bytes are
+    read straight into its memory: no copy of the tensor exists even for a moment. Otherwise (bf16,
+    fp16, float64 weights) the stored tensor is read into a temporary and converted.
+    """
+    stored = numpy.dtype(DTYPES[info.stored])
+    out = numpy.empty(info.shape, info.dtype) if out is None else out
+    if out.shape != info.shape:
+        raise ValueError(f"{info.path}: tensor {info.name!r} has shape {info.shape}, out has {out.shape}")
+    raw = out if out.dtype == stored and out.flags.c_contiguous else numpy.empty(info.shape, stored)
+    f.seek(info.offset)
+    if f.readinto(raw) != info.nbytes:  # the header was checked against the file's size: it shrank since
+        raise CheckpointError(f"{info.path}: tensor {info.name!r}: the file ended before its {info.nbytes} "
+                              f"bytes at offset {info.offset} (truncated while being read?)")
+    if raw is not out:
+        # bfloat16 is the upper half of a float32: shift its bits back into place
+        out[...] = (raw.astype(numpy.uint32) << 16).view(numpy.float32) if info.stored == "BF16" else raw
+    return out
+
+
+def read_safetensors(path):
+    """Read every tensor of a .safetensors file. Returns (OrderedDict name -> NumPy array, metadata dict).
+
+    Arrays keep their dtype, except bfloat16, which NumPy lacks: it comes back as float32 (exactly).
+    """
+    infos, metadata = read_header(path)
+    with open(path, "rb") as f:
+        return OrderedDict((name, read_tensor(f, info)) for name, info in infos.items()), metadata
 
 
 def write_safetensors(tensors, path, metadata=None):
@@ -124,9 +179,9 @@ def atomic_write(path, content):
 
 
 # ---- a model folder ---------------------------------------------------------------------------------
-def read_weights(folder):
-    """All tensors of a Hugging Face model folder: model.safetensors, or the shards its index lists.
-    Returns (dict name -> array, dict name -> the file it came from)."""
+def index_weights(folder):
+    """The tensors of a Hugging Face model folder, model.safetensors or the shards its index lists,
+    from the headers only: OrderedDict name -> TensorInfo (which names its file)."""
     folder = os.fspath(folder)
     single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, WEIGHTS_INDEX_NAME)
     if os.path.isfile(single):
@@ -143,13 +198,36 @@ def read_weights(folder):
         hint = (f" It has {other[0]}, a format minillm does not read: convert it once with transformers, "
                 "model.save_pretrained(folder, safe_serialization=True).") if other else ""
         raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in this folder.{hint}")
-    state, source = OrderedDict(), {}
+    infos = OrderedDict()
     for path in files:
-        for name, array in read_safetensors(path)[0].items():
-            if name in state:
-                raise CheckpointError(f"{path}: tensor {name!r} is also in {source[name]}")
-            state[name], source[name] = array, path
-    return state, source
+        for name, info in read_header(path)[0].items():
+            if name in infos:
+                raise CheckpointError(f"{path}: tensor {name!r} is also in {infos[name].path}")
+            infos[name] = info
+    return infos
+
+
+def read_weights(folder):
+    """All tensors of a model folder (see index_weights), each read into a new array.
+    Returns (OrderedDict name -> array, dict name -> the file it came from)."""
+    infos = index_weights(folder)
+    arrays = OrderedDict((name, numpy.empty(info.shape, info.dtype)) for name, info in infos.items())
+    read_into(arrays, infos)
+    return arrays, {name: info.path for name, info in infos.items()}
+
+
+def read_into(arrays, infos):
+    """Fill arrays in place from their tensors: {name: NumPy array} (a model's state_dict(), whose
+    arrays are the parameters' own) and {name: TensorInfo} (from index_weights or match_state_dict).
+    Each file is opened once and read front to back, its bytes going straight into the arrays, so
+    loading a model takes no memory beyond the model itself (and one tensor, to widen bf16 or fp16)."""
+    by_file = OrderedDict()
+    for name, info in infos.items():
+        by_file.setdefault(info.path, []).append((info.offset, name))
+    for path, names in by_file.items():
+        with open(path, "rb") as f:
+            for _, name in sorted(names):
+                read_tensor(f, infos[name], out=arrays[name])
 
 
 def rename_legacy(key):
@@ -158,30 +236,31 @@ def rename_legacy(key):
     return re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))
 
 
-def match_state_dict(model, state, source, prefix, heads=(), buffers=(), new_heads=()):
-    """Map a checkpoint's tensors onto ``model``'s parameter names, checking everything.
+def match_state_dict(model, infos, prefix, heads=(), buffers=(), new_heads=()):
+    """Map a checkpoint's tensors onto ``model``'s parameter names, checking everything, before any
+    weight is read.
 
     model:     a Module; its parameter names may or may not start with ``prefix`` + "." (the base model,
                e.g. "bert", inside a task model). Checkpoint keys are matched either way.
-    state:     name -> array from the checkpoint; ``source``: name -> file (for error messages).
+    infos:     name -> TensorInfo, the checkpoint's tensors (index_weights).
     heads:     regexes of weights of heads the model lacks (BERT's MLM/NSP "cls."): ignored, and listed.
     buffers:   regexes of non-weight tensors (position_ids): ignored silently.
     new_heads: regexes of the model's parameters a checkpoint may lack (a new classifier): listed, and
                left as the model initialized them.
-    Returns (matched name -> float32 array, newly_initialized names, ignored names). Everything else
+    Returns (parameter name -> TensorInfo, newly_initialized names, ignored names). Everything else
     (unexpected or missing keys, shape mismatches, non-float tensors) is one CheckpointError listing
     every problem with its key, file and shapes.
     """
     own = dict(model.named_parameters())
     nested = any(name.startswith(prefix + ".") for name in own)
     matched, seen, ignored, problems = OrderedDict(), {}, [], []
-    for key, array in state.items():
+    for key, info in infos.items():
         name = rename_legacy(key)
         if nested and not name.startswith(prefix + ".") and f"{prefix}.{name}" in own:
             name = f"{prefix}.{name}"
         elif not nested and name.startswith(prefix + "."):
             name = name[len(prefix) + 1:]
-        where = f"{source.get(key, '?')}: tensor {key!r}"
+        where = f"{info.path}: tensor {key!r}"
         if name not in own:
             if any(re.search(p, name) for p in buffers):
                 continue
@@ -194,16 +273,16 @@ def match_state_dict(model, state, source, prefix, heads=(), buffers=(), new_hea
             problems.append(f"{where} gives {name!r} a second time (also as {seen[name]!r})")
             continue
         seen[name] = key
-        if array.dtype.kind != "f":
-            problems.append(f"{where} has dtype {array.dtype}; the parameter {name!r} needs floating point")
-        elif tuple(array.shape) != own[name].shape:
-            problems.append(f"{where}: shape mismatch for {name!r}: {tuple(array.shape)} in the checkpoint, "
+        if info.dtype.kind != "f":
+            problems.append(f"{where} has dtype {info.dtype}; the parameter {name!r} needs floating point")
+        elif info.shape != own[name].shape:
+            problems.append(f"{where}: shape mismatch for {name!r}: {info.shape} in the checkpoint, "
                             f"{own[name].shape} in the model")
         else:
-            matched[name] = array.astype(numpy.float32, copy=False)
+            matched[name] = info
     missing = [name for name in own if name not in seen]
     new = [name for name in missing if any(re.search(p, name) for p in new_heads)]
-    files = ", ".join(sorted(set(source.values()))) or "the checkpoint"
+    files = ", ".join(sorted({info.path for info in infos.values()})) or "the checkpoint"
     problems += [f"{files}: missing key {name!r} (shape {own[name].shape}): the checkpoint has no tensor for it"
                  for name in missing if name not in new]
     if problems:

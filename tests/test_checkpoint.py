@@ -208,3 +208,67 @@ def test_save_and_load_round_trip_is_exact(tmp_path):
     assert loaded.num_labels == 4
     for (name, p), (name2, q) in zip(model.named_parameters(), loaded.named_parameters()):
         assert name == name2 and np.array_equal(p.numpy(), q.numpy())
+
+
+# ---- loading streams: the weights are read into the parameters, never held twice -----------------------
+def test_loading_holds_no_second_copy_of_the_weights(tmp_path):
+    import tracemalloc
+
+    # layers much larger than the embeddings, so the model's size is its layers' (see the bound below)
+    config = BertConfig(vocab_size=50, hidden_size=128, num_hidden_layers=6, num_attention_heads=2,
+                        intermediate_size=512, max_position_embeddings=16, type_vocab_size=2)
+    saved = BertModel(config)
+    saved.save_pretrained(tmp_path)
+    size = sum(p.data.nbytes for p in saved.parameters())
+    del saved
+    tracemalloc.start()
+    try:
+        model = BertModel.from_pretrained(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # building the model takes its size plus one layer (the template TransformerEncoder copies);
+    # reading the checkpoint into new arrays, then copying them in, would take twice its size
+    assert peak < 1.5 * size, f"loading peaked at {peak / size:.2f} x the model's {size} bytes"
+    assert np.array_equal(model.encoder.layer[5].output.dense.weight.numpy(),
+                          read_safetensors(tmp_path / "model.safetensors")[0]["encoder.layer.5.output.dense.weight"])
+
+
+def test_read_into_fills_the_arrays_in_place(tmp_path, state):
+    folder = _save_state(tmp_path / "m", state)
+    model = BertModel(BertConfig(**TINY))
+    arrays = model.state_dict()
+    before = {name: id(array) for name, array in arrays.items()}
+    infos = checkpoint.index_weights(folder)
+    checkpoint.read_into(arrays, {name: infos[name] for name in arrays})
+    for name, p in model.named_parameters():
+        assert id(p.data) == before[name] and np.array_equal(p.data, state[name]), name
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_other_float_dtypes_are_converted_on_load(tmp_path, state, dtype):
+    folder = _save_state(tmp_path / "m", {k: v.astype(dtype) for k, v in state.items()})
+    model = BertModel.from_pretrained(folder)
+    for name, p in model.named_parameters():
+        assert p.dtype == np.float32 and np.array_equal(p.numpy(), state[name].astype(dtype).astype(np.float32))
+
+
+def test_a_truncated_model_file_names_the_file_and_the_tensor(tmp_path, state):
+    folder = _save_state(tmp_path / "m", state)
+    path = folder / "model.safetensors"
+    last = max(read_safetensors(path)[0], key=lambda k: checkpoint.read_header(path)[0][k].offset)
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(CheckpointError) as err:
+        BertModel.from_pretrained(folder)
+    assert str(path) in str(err.value) and repr(last) in str(err.value) and "truncated" in str(err.value)
+
+
+def test_a_file_cut_short_after_its_header_was_read(tmp_path):
+    path = tmp_path / "w.safetensors"
+    write_safetensors({"a.weight": np.ones((4, 4), np.float32), "b.weight": np.ones((8, 8), np.float32)}, path)
+    infos = checkpoint.read_header(path)[0]
+    last = max(infos, key=lambda k: infos[k].offset)
+    path.write_bytes(path.read_bytes()[:-8])  # as if another process rewrote it meanwhile
+    arrays = {name: np.zeros(info.shape, np.float32) for name, info in infos.items()}
+    with pytest.raises(CheckpointError, match=rf"w\.safetensors: tensor '{last}': the file ended"):
+        checkpoint.read_into(arrays, infos)
