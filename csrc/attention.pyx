@@ -11,6 +11,11 @@ So memory beyond the inputs and outputs is threads * 2 * block * S scratch value
 S, never with L * S (the FlashAttention scheme, with whole key rows per block, since a row of S
 scores fits in cache on a CPU).
 
+Dropout on the probabilities (training) follows the same rule: no (L, S) mask is ever stored. While
+a block's probabilities sit in the scratch, each one is kept or zeroed by a hash of (seed, its
+logical index), csrc/dropout_mask.h; the backward hashes the same indices again and gets the same
+mask (minillm/kernels/dropout.py says why this scheme).
+
 Threads: BLAS calls are single-threaded inside the prange (see minillm/kernels/blas.py), so all
 cores work on different (batch, head) pairs and no two thread pools compete.
 
@@ -19,9 +24,49 @@ contiguous): BERT's heads, q = x.reshape(B, L, H, D).transpose(0, 2, 1, 3), are 
 """
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, log
+from libc.stdint cimport uint64_t
 
 from blas cimport gemm
 from vecmath cimport real, row_dot, row_max, row_sum, vexp
+
+
+cdef extern from "dropout_mask.h" nogil:
+    bint mll_dropout_keep(uint64_t seed, uint64_t index, uint64_t threshold)
+
+
+cdef struct Dropout:  # the mask of minillm/kernels/dropout.py
+    bint on  # False: no dropout, the rows are left as they are
+    uint64_t seed
+    uint64_t threshold  # keep iff bits >= threshold = floor(p * 2^32)
+    double scale  # 1 / (1 - p), 0 when p = 1
+
+
+cdef Dropout _dropout(tuple dropout):
+    """The Dropout for the kernel from the wrapper's None or (seed, threshold, scale)."""
+    cdef Dropout drop
+    drop.on = dropout is not None
+    drop.seed, drop.threshold, drop.scale = dropout if drop.on else (0, 0, 1.0)
+    return drop
+
+
+cdef inline void _drop_row(real* row, Py_ssize_t n, Dropout drop, uint64_t first) noexcept nogil:
+    """row[j] *= m_j = keep_j / (1 - p), for the row whose first element has logical index `first`."""
+    cdef real scale = <real>drop.scale
+    cdef Py_ssize_t j
+    for j in range(n):
+        row[j] = row[j] * (scale if mll_dropout_keep(drop.seed, first + j, drop.threshold) else 0)
+
+
+cdef inline void _drop_grad_row(real* p, real* dp, Py_ssize_t n, real delta, Dropout drop,
+                                uint64_t first) noexcept nogil:
+    """The backward through dropout of one row, with m_j = keep_j / (1 - p) regenerated:
+    dp <- ds = p * (dp * m - delta) (dropout's backward, then softmax's), and p <- p * m (for dV)."""
+    cdef real scale = <real>drop.scale, m
+    cdef Py_ssize_t j
+    for j in range(n):
+        m = scale if mll_dropout_keep(drop.seed, first + j, drop.threshold) else 0
+        dp[j] = p[j] * (dp[j] * m - delta)
+        p[j] = p[j] * m
 
 
 cdef inline void _scores(const real* q, int ldq, const real* k, int ldk, const real* key_bias,
@@ -44,8 +89,9 @@ cdef inline void _scores(const real* q, int ldq, const real* k, int ldk, const r
 
 cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const real* v, int ldv,
                         const real* key_bias, const real* bias, real scale,
-                        real* out, int ldo, real* lse, real* probs,
+                        Dropout drop, uint64_t row0, real* out, int ldo, real* lse, real* probs,
                         int l_len, int s_len, int d, int block, real* s) noexcept nogil:
+    """One (batch, head) pair; row0 = its first query row's logical number, (b H + h) L."""
     cdef Py_ssize_t n, i0, i  # Py_ssize_t: offsets like (i0 + i) * S may pass 2^31
     cdef int rows
     cdef Py_ssize_t j
@@ -68,41 +114,47 @@ cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const re
             total = 0 if total == 0 else 1 / total  # a NaN total stays NaN
             for j in range(s_len):
                 row[j] = row[j] * total
-            if probs != NULL:
+            if probs != NULL:  # the probabilities before dropout
                 for j in range(s_len):
                     probs[(i0 + i) * s_len + j] = row[j]
+            if drop.on:
+                _drop_row(row, s_len, drop, (row0 + i0 + i) * s_len)
         gemm(False, False, rows, d, s_len, 1, s, s_len, v, ldv, 0, out + i0 * ldo, ldo)
 
 
 def forward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :, :, :] v,
-            const real[:, ::1] key_bias, const real[:, ::1] bias, double scale,
+            const real[:, ::1] key_bias, const real[:, ::1] bias, double scale, tuple dropout,
             real[:, :, :, :] out, real[:, :, ::1] lse, real[:, :, :, ::1] probs,
             real[:, ::1] scratch, int block):
-    """out = softmax(scale q k^T + bias + key_bias) v per (batch, head), and lse per query row.
+    """out = dropout(softmax(scale q k^T + bias + key_bias)) v per (batch, head), and lse per query
+    row (of the softmax, before dropout).
 
     q, out: (B, H, L, D); k, v: (B, H, S, D), unit stride on D; key_bias: (B, S) of 0 and -inf, or
-    None; bias: (L, S) or None; lse: (B, H, L); probs: (B, H, L, S) or None; scratch: at least
+    None; bias: (L, S) or None; dropout: None or (seed, threshold, scale) (see Dropout); lse:
+    (B, H, L); probs: (B, H, L, S) or None, written before dropout; scratch: at least
     (threads, block * S). All checked by the wrapper."""
     cdef int nb = q.shape[0], nh = q.shape[1], l_len = q.shape[2], d = q.shape[3], s_len = k.shape[2]
     cdef int ldq = q.strides[2] // sizeof(real), ldk = k.strides[2] // sizeof(real)
     cdef int ldv = v.strides[2] // sizeof(real), ldo = out.strides[2] // sizeof(real)
     cdef bint masked = key_bias is not None, biased = bias is not None, keep = probs is not None
+    cdef Dropout drop = _dropout(dropout)
     cdef int pair, b, h
     with nogil:
         for pair in prange(nb * nh, schedule="dynamic"):
             b, h = pair // nh, pair % nh
             _forward_pair(&q[b, h, 0, 0], ldq, &k[b, h, 0, 0], ldk, &v[b, h, 0, 0], ldv,
                           &key_bias[b, 0] if masked else NULL, &bias[0, 0] if biased else NULL,
-                          <real>scale, &out[b, h, 0, 0], ldo, &lse[b, h, 0],
+                          <real>scale, drop, <uint64_t>pair * l_len, &out[b, h, 0, 0], ldo, &lse[b, h, 0],
                           &probs[b, h, 0, 0] if keep else NULL, l_len, s_len, d, block,
                           &scratch[threadid(), 0])
 
 
 cdef void _backward_pair(const real* q, int ldq, const real* k, int ldk, const real* v, int ldv,
                          const real* out, int ldo, const real* lse, const real* g, int ldg,
-                         const real* key_bias, const real* bias, real scale,
+                         const real* key_bias, const real* bias, real scale, Dropout drop, uint64_t row0,
                          real* dq, int lddq, real* dk, int lddk, real* dv, int lddv,
                          int l_len, int s_len, int d, int block, real* p, real* dp) noexcept nogil:
+    """One (batch, head) pair; row0 as in _forward_pair."""
     cdef Py_ssize_t n, i0, i  # Py_ssize_t: offsets like (i0 + i) * S may pass 2^31
     cdef int rows
     cdef Py_ssize_t j
@@ -124,15 +176,18 @@ cdef void _backward_pair(const real* q, int ldq, const real* k, int ldk, const r
             else:
                 for j in range(s_len):
                     row[j] = vexp(row[j] - m)
-        # dV += p^T g
-        gemm(True, False, s_len, d, rows, 1, p, s_len, g + i0 * ldg, ldg, beta, dv, lddv)
         # dp = g v^T, then ds = p * (dp - delta) with delta_i = <g_i, out_i> = sum_j dp_ij p_ij
         gemm(False, True, rows, s_len, d, 1, g + i0 * ldg, ldg, v, ldv, 0, dp, s_len)
         for i in range(rows):
             row, drow = p + i * s_len, dp + i * s_len
             delta = row_dot(g + (i0 + i) * ldg, out + (i0 + i) * ldo, d)
-            for j in range(s_len):
-                drow[j] = row[j] * (drow[j] - delta)
+            if drop.on:
+                _drop_grad_row(row, drow, s_len, delta, drop, (row0 + i0 + i) * s_len)
+            else:
+                for j in range(s_len):
+                    drow[j] = row[j] * (drow[j] - delta)
+        # dV += pd^T g, pd = p (or with dropout p * m, which _drop_grad_row left in p)
+        gemm(True, False, s_len, d, rows, 1, p, s_len, g + i0 * ldg, ldg, beta, dv, lddv)
         # dQ = scale ds k;  dK += scale ds^T q
         gemm(False, False, rows, d, s_len, scale, dp, s_len, k, ldk, 0, dq + i0 * lddq, lddq)
         gemm(True, False, s_len, d, rows, scale, dp, s_len, q + i0 * ldq, ldq, beta, dk, lddk)
@@ -141,18 +196,19 @@ cdef void _backward_pair(const real* q, int ldq, const real* k, int ldk, const r
 
 def backward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :, :, :] v,
              const real[:, :, :, :] out, const real[:, :, ::1] lse, const real[:, :, :, :] grad,
-             const real[:, ::1] key_bias, const real[:, ::1] bias, double scale,
+             const real[:, ::1] key_bias, const real[:, ::1] bias, double scale, tuple dropout,
              real[:, :, :, :] dq, real[:, :, :, :] dk, real[:, :, :, :] dv,
              real[:, ::1] scratch, int block):
     """dq, dk, dv of attention from the forward's inputs, out and lse, and grad = dL/dout.
-    Shapes as forward; grad and dq like q, dk and dv like k; L >= 1. scratch: at least
-    (threads, 2 * block * S)."""
+    Shapes as forward, dropout the forward's; grad and dq like q, dk and dv like k; L >= 1.
+    scratch: at least (threads, 2 * block * S)."""
     cdef int nb = q.shape[0], nh = q.shape[1], l_len = q.shape[2], d = q.shape[3], s_len = k.shape[2]
     cdef int ldq = q.strides[2] // sizeof(real), ldk = k.strides[2] // sizeof(real)
     cdef int ldv = v.strides[2] // sizeof(real), ldo = out.strides[2] // sizeof(real)
     cdef int ldg = grad.strides[2] // sizeof(real), lddq = dq.strides[2] // sizeof(real)
     cdef int lddk = dk.strides[2] // sizeof(real), lddv = dv.strides[2] // sizeof(real)
     cdef bint masked = key_bias is not None, biased = bias is not None
+    cdef Dropout drop = _dropout(dropout)
     cdef int pair, b, h
     cdef real* p
     with nogil:
@@ -162,5 +218,5 @@ def backward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :
             _backward_pair(&q[b, h, 0, 0], ldq, &k[b, h, 0, 0], ldk, &v[b, h, 0, 0], ldv,
                            &out[b, h, 0, 0], ldo, &lse[b, h, 0], &grad[b, h, 0, 0], ldg,
                            &key_bias[b, 0] if masked else NULL, &bias[0, 0] if biased else NULL,
-                           <real>scale, &dq[b, h, 0, 0], lddq, &dk[b, h, 0, 0], lddk,
+                           <real>scale, drop, <uint64_t>pair * l_len, &dq[b, h, 0, 0], lddq, &dk[b, h, 0, 0], lddk,
                            &dv[b, h, 0, 0], lddv, l_len, s_len, d, block, p, p + block * s_len)

@@ -3,17 +3,22 @@
     q: (B, H, L, D), k and v: (B, H, S, D)
     s = q k^T * scale + bias + mask        (B, H, L, S) scores
     p = softmax(s) over S                   attention probabilities
-    out = p v                               (B, H, L, D)
+    pd = p * m                              dropout (training): m = keep / (1 - dropout_p)
+    out = pd v                              (B, H, L, D)
 
 ``key_mask`` (B, S) is boolean, True where a key may be attended (a padding mask); masked keys
 get -inf. ``bias`` (L, S) is an optional additive float mask (e.g. causal -inf above the diagonal).
+Without dropout (dropout_p = 0) m = 1 and pd = p. With it, ``keep`` is the counter-based mask of
+kernels/dropout.py, a function of (seed, element index) only, so the backward regenerates it.
 
-The forward keeps only ``lse`` = log sum_j exp(s_ij) per query row (B, H, L), not p. The backward
-recomputes p = exp(s - lse) and then, with g = dL/dout:
-    dv = p^T g
-    dp = g v^T
+The forward keeps only ``lse`` = log sum_j exp(s_ij) per query row (B, H, L), not p nor m. The
+backward recomputes p = exp(s - lse) and m, and then, with g = dL/dout:
+    dv = pd^T g
+    dpd = g v^T
+    dp = dpd * m                                                  (dropout backward)
     ds = p * (dp - rowsum(dp * p)) = p * (dp - rowsum(g * out))   (softmax backward)
     dq = ds k * scale,   dk = ds^T q * scale
+rowsum(dp * p) = rowsum(dpd * pd) = rowsum(g * out) holds with dropout too, since out = pd v.
 A query row whose keys are all masked attends to nothing: out = 0, lse = -inf, gradients 0.
 The NumPy twin below builds whole (L, S) matrices: clear, but memory grows with L^2; the compiled
 twin walks key blocks so memory grows with L only.
@@ -21,7 +26,7 @@ twin walks key blocks so memory grows with L only.
 import numpy
 
 from .. import backend
-from . import blas, compiled, threads
+from . import blas, compiled, dropout, threads
 
 
 def _scores(q, k, key_mask, bias, scale):
@@ -34,8 +39,18 @@ def _scores(q, k, key_mask, bias, scale):
     return s
 
 
-def attention_forward_numpy(q, k, v, key_mask=None, bias=None, scale=None, return_probs=False):
-    """Returns (out, lse) or, with return_probs, (out, lse, p)."""
+def _dropout_scale(p, dropout_p, seed):
+    """m = keep / (1 - dropout_p), the same shape as p (B, H, L, S), or None without dropout."""
+    if dropout_p == 0:
+        return None
+    xp = backend.array_module(p)
+    keep = dropout.keep_mask(seed, p.shape, dropout_p, xp)
+    return keep * p.dtype.type(dropout.keep_scale(dropout_p))
+
+
+def attention_forward_numpy(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed=0,
+                            return_probs=False):
+    """Returns (out, lse) or, with return_probs, (out, lse, p); p is before dropout."""
     xp = backend.array_module(q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     s = _scores(q, k, key_mask, bias, scale)
@@ -46,19 +61,24 @@ def attention_forward_numpy(q, k, v, key_mask=None, bias=None, scale=None, retur
     p = e / xp.where(total == 0, 1, total)
     with backend.numpy.errstate(divide="ignore"):
         lse = (xp.log(total) + row_max)[..., 0]
-    out = xp.matmul(p, v)
+    m = _dropout_scale(p, dropout_p, seed)
+    out = xp.matmul(p if m is None else p * m, v)
     return (out, lse, p) if return_probs else (out, lse)
 
 
-def attention_backward_numpy(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=None):
+def attention_backward_numpy(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=None,
+                             dropout_p=0.0, seed=0):
     """Returns (dq, dk, dv) from the forward's inputs, out, lse and g = dL/dout."""
     xp = backend.array_module(q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     s = _scores(q, k, key_mask, bias, scale)
     finite = xp.isfinite(lse)[..., None]
     p = xp.where(finite, xp.exp(s - xp.where(finite, lse[..., None], 0)), 0)
-    dv = xp.matmul(xp.swapaxes(p, -1, -2), grad)
+    m = _dropout_scale(p, dropout_p, seed)
+    dv = xp.matmul(xp.swapaxes(p if m is None else p * m, -1, -2), grad)
     dp = xp.matmul(grad, xp.swapaxes(v, -1, -2))
+    if m is not None:
+        dp = dp * m
     ds = p * (dp - (grad * out).sum(axis=-1, keepdims=True))
     dq = xp.matmul(ds, k) * q.dtype.type(scale)
     dk = xp.matmul(xp.swapaxes(ds, -1, -2), q) * q.dtype.type(scale)
@@ -125,12 +145,22 @@ def _block(keys):
     return int(min(128, max(32, 2**16 // max(keys, 1))))
 
 
-def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, return_probs=False):
-    """Returns (out, lse) or, with return_probs, (out, lse, p). q: (B, H, L, D), k, v: (B, H, S, D);
-    out is laid out in memory like q (a transposed-heads q gives a transposed-heads out)."""
+def _dropout_args(dropout_p, seed):
+    """The compiled twin's dropout argument: None, or (seed, threshold, keep scale)."""
+    if dropout_p == 0:
+        return None
+    return seed, dropout.threshold(dropout_p), dropout.keep_scale(dropout_p)
+
+
+def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed=0,
+                      return_probs=False):
+    """Returns (out, lse) or, with return_probs, (out, lse, p), p before dropout. q: (B, H, L, D),
+    k, v: (B, H, S, D); out is laid out in memory like q (a transposed-heads q gives a
+    transposed-heads out). dropout_p in [0, 1] and seed in [0, 2^63): the dropout on p (training)."""
+    dropout_p, seed = dropout.check(dropout_p, seed, "attention")
     kernel = compiled("attention", q, k, v)
     if kernel is None:
-        return attention_forward_numpy(q, k, v, key_mask, bias, scale, return_probs)
+        return attention_forward_numpy(q, k, v, key_mask, bias, scale, dropout_p, seed, return_probs)
     q, k, v, key_bias, bias, scale = _check(q, k, v, key_mask, bias, scale)
     (batch, heads, length, _), keys = q.shape, k.shape[2]
     out = _empty_like(q)
@@ -142,16 +172,19 @@ def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, return_prob
         block = _block(keys)
         scratch = numpy.empty((threads(), block * keys), q.dtype)
         blas.single_threaded()
-        kernel.forward(q, k, v, key_bias, bias, scale, out, lse, probs, scratch, block)
+        kernel.forward(q, k, v, key_bias, bias, scale, _dropout_args(dropout_p, seed), out, lse, probs,
+                       scratch, block)
     return (out, lse, probs) if return_probs else (out, lse)
 
 
-def attention_backward(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=None):
-    """Returns (dq, dk, dv) from the forward's inputs, out, lse and g = dL/dout; dq is laid out
-    like q, dk like k, dv like v."""
+def attention_backward(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=None, dropout_p=0.0,
+                       seed=0):
+    """Returns (dq, dk, dv) from the forward's inputs (dropout_p and seed included), out, lse and
+    g = dL/dout; dq is laid out like q, dk like k, dv like v."""
+    dropout_p, seed = dropout.check(dropout_p, seed, "attention backward")
     kernel = compiled("attention", q, k, v, out, lse, grad)
     if kernel is None:
-        return attention_backward_numpy(q, k, v, out, lse, grad, key_mask, bias, scale)
+        return attention_backward_numpy(q, k, v, out, lse, grad, key_mask, bias, scale, dropout_p, seed)
     q, k, v, key_bias, bias, scale = _check(q, k, v, key_mask, bias, scale)
     for name, t, shape in (("out", out, q.shape), ("grad", grad, q.shape), ("lse", lse, q.shape[:3])):
         if t.dtype != q.dtype or t.shape != shape:
@@ -165,5 +198,6 @@ def attention_backward(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=
         block = _block(k.shape[2])
         scratch = numpy.empty((threads(), 2 * block * k.shape[2]), q.dtype)
         blas.single_threaded()
-        kernel.backward(q, k, v, out, lse, grad, key_bias, bias, scale, dq, dk, dv, scratch, block)
+        kernel.backward(q, k, v, out, lse, grad, key_bias, bias, scale, _dropout_args(dropout_p, seed),
+                        dq, dk, dv, scratch, block)
     return dq, dk, dv

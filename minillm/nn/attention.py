@@ -10,7 +10,7 @@ Face's ``attention_mask``) where a key is a real token and False (0) where it is
 ``key_padding_mask`` has the opposite sense; this one follows Hugging Face and minillm's kernel.)
 
 The attention itself is one fused op (minillm.ops.attention): it never keeps the (L, L) matrix of
-probabilities for backward. The output projection is not part of this module: in BERT it belongs to
+probabilities for backward, not even in training, where it also drops some of them. The output projection is not part of this module: in BERT it belongs to
 the next block, ``attention.output.dense``, which also adds the residual and normalizes.
 """
 import math
@@ -25,10 +25,10 @@ class MultiHeadAttention(Module):
     """Self-attention with ``num_heads`` heads over ``embed_dim`` features (Hugging Face's BertSelfAttention;
     its weights are named ``query``, ``key`` and ``value``, each (E, E)).
 
-    ``dropout`` drops attention probabilities while training, as BERT does. The fused kernel has no
-    dropout inside, so in training with dropout > 0 the attention is composed from separate ops
-    (scores, softmax, dropout, product: exact, but it keeps the (B, H, L, L) probabilities for
-    backward). In eval mode, or with dropout = 0, the fused kernel runs.
+    ``dropout`` drops attention probabilities while training, as BERT does, inside the fused op: its
+    mask is a hash of (seed, element index), regenerated in the backward instead of stored (see
+    minillm/kernels/dropout.py), and the seed of each call is drawn from minillm's seeded generator.
+    ``self.dropout`` (an nn.Dropout) is not called; it holds p, as Hugging Face's module does.
     """
 
     def __init__(self, embed_dim, num_heads, dropout=0.0):
@@ -51,10 +51,8 @@ class MultiHeadAttention(Module):
         mask = _as_key_mask(key_mask, batch, length, x.data)
         q, k, v = (self._split_heads(proj(x)) for proj in (self.query, self.key, self.value))
         scale = 1 / math.sqrt(self.head_dim)
-        if self.training and self.dropout.p > 0:
-            context = self._attention_with_dropout(q, k, v, mask, scale)
-        else:
-            context = ops.attention(q, k, v, mask, None, scale)
+        dropout_p = self.dropout.p if self.training else 0.0
+        context = ops.attention(q, k, v, mask, None, scale, dropout_p)  # the seed: minillm's generator
         probs = None
         if output_attentions:
             probs = Tensor(kernels.attention_forward(q.data, k.data, v.data, mask, None, scale, return_probs=True)[2])
@@ -64,13 +62,6 @@ class MultiHeadAttention(Module):
         """(B, L, E) -> (B, H, L, D)."""
         batch, length = t.shape[:2]
         return t.reshape(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def _attention_with_dropout(self, q, k, v, mask, scale):
-        """softmax(q k^T * scale + mask) with dropout on the probabilities, then times v (training only)."""
-        scores = (q @ k.transpose(-2, -1)) * scale
-        if mask is not None:
-            scores = scores.masked_fill(~mask[:, None, None, :], -math.inf)
-        return self.dropout(scores.softmax(-1)) @ v
 
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"

@@ -130,16 +130,20 @@ class Embedding(Function):
 
 
 class Attention(Function):
-    """out = softmax(q k^T * scale + bias + key mask) v, fused: see kernels/attention.py for the
-    shapes and the backward. Saves q, k, v, out and the row log-sum-exp, never the (L, S) matrix."""
+    """out = dropout(softmax(q k^T * scale + bias + key mask)) v, fused: see kernels/attention.py
+    for the shapes and the backward, in short (p the probabilities, m = keep / (1 - dropout_p),
+    m = 1 without dropout):
+        dv = (p m)^T g,   ds = p * (g v^T * m - rowsum(g * out)),   dq = ds k * scale,   dk = ds^T q * scale
+    Saves q, k, v, out, the row log-sum-exp and the dropout seed, never an (L, S) matrix: the
+    backward recomputes p and regenerates the mask from the seed (kernels/dropout.py)."""
     float_only = True
 
-    def forward(self, q, k, v, key_mask=None, bias=None, scale=None):
-        out, lse = kernels.attention_forward(q, k, v, key_mask, bias, scale)
-        self.save(q, k, v, out, lse, key_mask, bias, scale)
+    def forward(self, q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed=0):
+        out, lse = kernels.attention_forward(q, k, v, key_mask, bias, scale, dropout_p, seed)
+        self.save(q, k, v, out, lse, key_mask, bias, scale, dropout_p, seed)
         return out
 
     def backward(self, g):
-        q, k, v, out, lse, key_mask, bias, scale = self.saved
-        dq, dk, dv = kernels.attention_backward(q, k, v, out, lse, g, key_mask, bias, scale)
+        q, k, v, out, lse, key_mask, bias, scale, dropout_p, seed = self.saved
+        dq, dk, dv = kernels.attention_backward(q, k, v, out, lse, g, key_mask, bias, scale, dropout_p, seed)
         return dq, dk, dv, None, None
