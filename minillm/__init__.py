@@ -7,7 +7,8 @@
 """
 import numpy as _numpy
 
-from . import kernels, nn, ops  # noqa: F401
+from . import cuda, kernels, nn, ops  # noqa: F401
+from .backend import Device as device  # noqa: F401
 from .creation import arange, full, ones, rand, randn, zeros, zeros_like, ones_like  # noqa: F401
 from .ops import cat, stack, where  # noqa: F401
 from .random import manual_seed  # noqa: F401

@@ -85,15 +85,14 @@ def module_for(device):
 
 def use_device(device):
     """A context in which new CuPy arrays go to ``device`` (nothing to do for the host)."""
-    device = Device(device)
     module_for(device)
+    device = Device(device)
     return contextlib.nullcontext() if device.type == "cpu" else cupy.cuda.Device(device.index)
 
 
 def to_device(array, device, dtype=None):
     """``array`` (NumPy, CuPy, list or scalar) on ``device``; the same array when it is already there."""
-    device = Device(device)
-    xp = module_for(device)
+    xp, device = module_for(device), Device(device)
     if xp is numpy:
         return numpy.asarray(to_host(array), dtype=dtype)
     if on_device(array) and array.device.id == device.index:

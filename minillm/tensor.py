@@ -395,8 +395,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     if dtype is None and not hasattr(data, "dtype"):
         probe = numpy.asarray(data)
         dtype = numpy.float32 if probe.dtype.kind == "f" else probe.dtype
-    device = backend.device_of(data) if device is None else backend.Device(device)
-    array = backend.to_device(data, device, dtype)
+    array = backend.to_device(data, backend.device_of(data) if device is None else device, dtype)
     if array is data:  # to_device returns data itself when it is already there: copy, as torch.tensor
         array = array.copy()
     return Tensor(array, requires_grad=requires_grad)

@@ -76,3 +76,17 @@ def cupy():
         pytest.skip(f"no GPU: {reason}")
     import cupy as cupy_module
     return cupy_module
+
+
+@pytest.fixture(scope="session")
+def device():
+    """The device the device-aware tests run on: MINILLM_DEVICE ('cpu' by default; 'cuda' runs them
+    on the GPU, and skips them, the one hardware skip, where there is none)."""
+    name = os.environ.get("MINILLM_DEVICE", "cpu")
+    if name != "cpu":
+        from minillm import cuda
+
+        reason = cuda.unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"no GPU for MINILLM_DEVICE={name}: {reason}")
+    return name

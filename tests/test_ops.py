@@ -1,5 +1,6 @@
 """Every op in the table of op_cases.py: a hypothesis gradient check in float64, and (with the
-`parity` extra) forward and backward against torch on the same inputs."""
+`parity` extra) forward and backward against torch on the same inputs. Both run on the `device`
+fixture's device (MINILLM_DEVICE=cuda: on the GPU, against torch on the host)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -38,27 +39,27 @@ def flatten(inputs):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_gradcheck(name):
+def test_gradcheck(name, device):
     strategy, fn, _ = CASES[name]
 
     @settings(max_examples=20)
     @given(strategy)
     def check(inputs):
         arrays, rebuild = flatten(inputs)
-        gradcheck(lambda *ts: fn(*rebuild(ts)), arrays)
+        gradcheck(lambda *ts: fn(*rebuild(ts)), arrays, device=device)
 
     check()
 
 
 @pytest.mark.parametrize("name", sorted(n for n, c in CASES.items() if c[2] is not None))
-def test_matches_torch(name, torch):
+def test_matches_torch(name, torch, device):
     strategy, fn, torch_fn = CASES[name]
 
     @settings(max_examples=15)
     @given(strategy)
     def check(inputs):
         arrays, rebuild = flatten(inputs)
-        ours = [mm.tensor(a.astype(np.float32), requires_grad=True) for a in arrays]
+        ours = [mm.tensor(a.astype(np.float32), device=device, requires_grad=True) for a in arrays]
         theirs = [torch.tensor(a.astype(np.float32), requires_grad=True) for a in arrays]
         out, expected = fn(*rebuild(ours)), torch_fn(torch, *rebuild(theirs))
         assert out.shape == tuple(expected.shape), f"{name}: shape {out.shape} vs torch {tuple(expected.shape)}"

@@ -3,10 +3,12 @@
     numeric dL/dx_i = (L(x + eps e_i) - L(x - eps e_i)) / (2 eps),   L = sum(fn(*inputs) * u)
 
 u is a fixed random upstream gradient, not all ones: ones hide bugs that cancel out (a layer
-norm backward missing its mean term still passes with ones). Everything runs in float64.
+norm backward missing its mean term still passes with ones). Everything runs in float64, on the
+inputs' device or the one asked for: the perturbed copies live on the host and are sent to it.
 """
 import numpy
 
+from .. import backend
 from ..tensor import Tensor, no_grad
 
 
@@ -18,26 +20,30 @@ def _as_list(outputs):
     return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, device=None):
     """Compare fn's backward with finite differences for every float input; return True or raise.
 
     fn: takes Tensors, returns a Tensor (or a tuple of Tensors).
     inputs: arrays or Tensors; floating ones are converted to float64 and checked, others
     (integer ids, boolean masks) are passed as they are.
+    device: where fn runs ('cpu', 'cuda'); by default, where the first Tensor input is (else the host).
     On failure raises GradcheckError naming the input, the element index and both values.
     """
     rng = numpy.random.default_rng(seed)
+    if device is None:
+        device = next((x.device for x in inputs if isinstance(x, Tensor)), backend.CPU)
     # order="K" keeps a transposed (non-contiguous) input's memory layout
-    arrays = [numpy.array(x.data if isinstance(x, Tensor) else x, order="K") for x in inputs]
+    arrays = [numpy.array(backend.to_host(x.data if isinstance(x, Tensor) else x), order="K") for x in inputs]
     checked = [i for i, a in enumerate(arrays) if a.dtype.kind == "f"]
     for i in checked:
         arrays[i] = arrays[i].astype(numpy.float64)
 
     def tensors(requires_grad):
-        return [Tensor(a, requires_grad=requires_grad and i in checked) for i, a in enumerate(arrays)]
+        return [Tensor(backend.to_device(a, device), requires_grad=requires_grad and i in checked)
+                for i, a in enumerate(arrays)]
 
     with no_grad():
-        upstream = [rng.standard_normal(o.shape) for o in _as_list(fn(*tensors(False)))]
+        upstream = [backend.to_device(rng.standard_normal(o.shape), device) for o in _as_list(fn(*tensors(False)))]
 
     def loss():
         with no_grad():
@@ -52,7 +58,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
             o.backward(u, retain_graph=True)
 
     for i in checked:
-        analytic = leaves[i].grad.data if leaves[i].grad is not None else numpy.zeros_like(arrays[i])
+        analytic = backend.to_host(leaves[i].grad.data) if leaves[i].grad is not None else numpy.zeros_like(arrays[i])
         x, numeric = arrays[i], numpy.zeros(arrays[i].shape)
         for j in numpy.ndindex(x.shape):
             original = x[j]
