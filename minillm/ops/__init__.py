@@ -42,7 +42,7 @@ def tanh(x): return Tanh.apply(x)
 def abs(x): return Abs.apply(x)
 def relu(x): return Relu.apply(x)
 def cast(x, dtype): return Cast.apply(x, dtype)
-def to_device(x, device): return ToDevice.apply(x, backend.Device(device))
+def to_device(x, device): return ToDevice.apply(x, device)
 
 
 def pow(x, exponent):
