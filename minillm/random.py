@@ -15,6 +15,11 @@ def generator():
     return _generator
 
 
+def draw_seed():
+    """A fresh seed in [0, 2^63) for a counter-based mask (kernels/dropout.py), from the generator."""
+    return int(_generator.integers(0, 2**63))
+
+
 def uniform(shape, dtype, xp=numpy):
     """Uniform [0, 1) samples of ``shape`` on xp's device, drawn from the seeded generator."""
     sample = _generator.random(shape, dtype=numpy.float32 if dtype == numpy.float32 else numpy.float64)

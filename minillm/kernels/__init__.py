@@ -83,3 +83,4 @@ from .gelu import gelu_forward, gelu_backward  # noqa: E402
 from .matmul import matmul  # noqa: E402
 from .attention import attention_forward, attention_backward  # noqa: E402
 from .adamw import adamw_step  # noqa: E402
+from .dropout import keep_mask  # noqa: E402

@@ -196,5 +196,5 @@ def attention(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed
     dropout_p drops probabilities (pass 0 outside training); the mask comes from ``seed``, and
     seed=None draws one from minillm's seeded generator, so mm.manual_seed repeats a run."""
     if seed is None:
-        seed = int(random.generator().integers(0, 2**63)) if dropout_p else 0
+        seed = random.draw_seed() if dropout_p else 0
     return Attention.apply(q, k, v, key_mask, bias, scale=scale, dropout_p=dropout_p, seed=seed)

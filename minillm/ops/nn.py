@@ -93,7 +93,9 @@ class LayerNorm(Function):
 
 class Dropout(Function):
     """y = x * m / (1 - p), with m_i ~ Bernoulli(1 - p) drawn from minillm's seeded generator.
-    dL/dx = g * m / (1 - p): the same mask scales the gradient."""
+    dL/dx = g * m / (1 - p): the same mask scales the gradient.
+    On a GPU the mask is made there, from a seed drawn on the host (kernels/dropout.py), so no
+    random array crosses from the host at each call."""
     float_only = True
 
     def forward(self, x, p):
@@ -101,7 +103,10 @@ class Dropout(Function):
         if p >= 1:
             mask = xp.zeros_like(x)
         else:
-            keep = random.uniform(x.shape, x.dtype, xp) >= p
+            if backend.on_device(x):
+                keep = kernels.keep_mask(random.draw_seed(), x.shape, p, xp)
+            else:
+                keep = random.uniform(x.shape, x.dtype) >= p
             mask = keep * x.dtype.type(1 / (1 - p))
         self.save(mask)
         return x * mask
