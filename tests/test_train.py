@@ -40,7 +40,10 @@ def test_same_seed_same_losses_and_training_helps(toy, tmp_path):
     assert losses(other.history) != losses(first.history)
     evals = [h for h in first.history if "eval_accuracy" in h]
     assert [h["epoch"] for h in evals] == [1, 2] and evals[0]["eval_examples"] == 20
-    assert np.mean(losses(first.history)[-3:]) < np.mean(losses(first.history)[:3])
+    # ten steps at lr 2e-3 leave the loss at ln 2 give or take dropout's noise: to see training
+    # help, train long enough to learn the toy task (100 steps; every seed tried gets below 0.35)
+    learned = losses(run(toy, tmp_path / "d", epochs=20, lr=2e-2).history)
+    assert np.mean(learned[-5:]) < np.mean(learned[:5]) - 0.2
 
 
 @pytest.mark.parametrize("stop_after", [3, 5])  # mid-epoch, and exactly at the end of epoch 1
