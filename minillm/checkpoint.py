@@ -30,6 +30,7 @@ from collections import OrderedDict
 import numpy
 from safetensors.numpy import save
 
+from . import backend
 from .tensor import Tensor
 
 MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library sets
@@ -146,10 +147,11 @@ def read_safetensors(path):
 
 
 def write_safetensors(tensors, path, metadata=None):
-    """Write {name: array or Tensor} to a .safetensors file, atomically (temporary file, then rename)."""
+    """Write {name: array or Tensor} to a .safetensors file, atomically (temporary file, then rename).
+    Arrays on a GPU are copied to the host first."""
     arrays = OrderedDict()
     for name, value in tensors.items():
-        array = numpy.asarray(value.numpy() if isinstance(value, Tensor) else value, order="C")
+        array = numpy.asarray(backend.to_host(value.data if isinstance(value, Tensor) else value), order="C")
         if array.dtype.kind not in "fiub":
             raise CheckpointError(f"{path}: tensor {name!r} has dtype {array.dtype}, which safetensors cannot store")
         arrays[name] = array
