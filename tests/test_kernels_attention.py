@@ -3,7 +3,8 @@ scaled_dot_product_attention, and under gradcheck; forward (out, lse, probabilit
 
 Odd cases drawn by hypothesis: B = 0, L or S = 1, D = 1, L not a multiple of the query block
 (the block is also forced down to 1-5 rows), transposed-heads and strided inputs, key masks with
-all-masked rows, -inf in the additive bias."""
+all-masked rows, -inf in the additive bias, dropout on the probabilities (p = 0 to 1; the twins
+must drop the same elements: tests/test_attention_dropout.py tests the mask itself)."""
 import unittest.mock
 
 import numpy as np
@@ -61,7 +62,8 @@ def attention_inputs(draw):
         bias[rng.random(bias.shape) < 0.2] = -np.inf
     scale = draw(st.sampled_from([None, 0.3]))
     block = draw(st.sampled_from([None, 1, 2, 5]))  # None: the kernel's own choice
-    return q, k, v, g, key_mask, bias, scale, block
+    dropout = (draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])), draw(st.integers(0, 2**63 - 1)))
+    return q, k, v, g, key_mask, bias, scale, block, dropout
 
 
 def query_block(block):
@@ -74,12 +76,12 @@ def query_block(block):
 @many_examples
 @given(attention_inputs())
 def test_attention_matches_numpy_twin(inputs):
-    q, k, v, g, key_mask, bias, scale, block = inputs
+    q, k, v, g, key_mask, bias, scale, block, dropout = inputs
     with query_block(block):
-        out, lse, p = attention_forward(q, k, v, key_mask, bias, scale, return_probs=True)
-        grads = attention_backward(q, k, v, out, lse, g, key_mask, bias, scale)
-    eout, e_lse, ep = attention_forward_numpy(q, k, v, key_mask, bias, scale, return_probs=True)
-    egrads = attention_backward_numpy(q, k, v, eout, e_lse, g, key_mask, bias, scale)
+        out, lse, p = attention_forward(q, k, v, key_mask, bias, scale, *dropout, return_probs=True)
+        grads = attention_backward(q, k, v, out, lse, g, key_mask, bias, scale, *dropout)
+    eout, e_lse, ep = attention_forward_numpy(q, k, v, key_mask, bias, scale, *dropout, return_probs=True)
+    egrads = attention_backward_numpy(q, k, v, eout, e_lse, g, key_mask, bias, scale, *dropout)
     assert out.shape == q.shape and lse.shape == q.shape[:3] and out.dtype == q.dtype
     np.testing.assert_array_equal(np.isneginf(lse), np.isneginf(e_lse))  # the fully masked rows
     close(np.where(np.isneginf(lse), 0, lse), np.where(np.isneginf(e_lse), 0, e_lse), q.dtype)
@@ -90,6 +92,8 @@ def test_attention_matches_numpy_twin(inputs):
         close(ours, expected, q.dtype)
     dead = np.isneginf(lse)
     assert (out[dead] == 0).all() and (grads[0][dead] == 0).all()
+    if dropout[0] == 1:  # everything dropped: zeros, not NaN
+        assert (out == 0).all() and all((grad == 0).all() for grad in grads)
 
 
 def test_attention_without_keys_or_queries():
@@ -167,6 +171,12 @@ def test_attention_bad_inputs_name_the_argument():
         (ValueError, r"bias must have shape \(L, S\) = \(4, 6\)", (q, k, k, None, np.zeros((6, 4), np.float32))),
         (TypeError, "bias dtype", (q, k, k, None, np.zeros((4, 6)))),
         (ValueError, "head dimension D", (q[..., :0], k[..., :0], k[..., :0])),
+        (ValueError, r"dropout probability must be in \[0, 1\], got 1.5", (q, k, k, None, None, None, 1.5)),
+        (ValueError, "dropout probability", (q, k, k, None, None, None, float("nan"))),
+        (TypeError, "dropout probability must be a real number", (q, k, k, None, None, None, "0.1")),
+        (ValueError, r"dropout seed must be in \[0, 2\^63\), got -1", (q, k, k, None, None, None, 0.1, -1)),
+        (ValueError, "dropout seed", (q, k, k, None, None, None, 0.1, 2**63)),
+        (TypeError, "dropout seed must be an int", (q, k, k, None, None, None, 0.1, 1.0)),
     ]
     for error, match, args in cases:
         with pytest.raises(error, match=match):
