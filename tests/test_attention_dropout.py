@@ -174,7 +174,7 @@ def test_module_draws_each_seed_from_minillm_generator():
     second, _ = module(x, key_mask)
     assert not np.array_equal(first.numpy(), second.numpy())
     mm.manual_seed(0)
-    seed = int(random.generator().integers(0, 2**63))
+    seed = random.draw_seed()
     mm.manual_seed(0)
     np.testing.assert_array_equal(module(x, key_mask)[0].numpy(), first.numpy())
     q, k, v = (module._split_heads(proj(x)).data for proj in (module.query, module.key, module.value))
@@ -231,10 +231,12 @@ def test_attention_with_dropout_never_allocates_the_matrix():
     assert peak < b * heads * length * length * 4
 
 
-def test_numpy_twin_with_cupy_arrays_drops_the_same(cupy):
+def test_attention_on_a_gpu_drops_the_same(cupy):
+    """keep_mask made by CuPy, and attention on CuPy arrays, drop what the host drops."""
     rng = np.random.default_rng(8)
     q, k, v, g = (rng.normal(size=(2, 2, 9, 4)).astype(np.float32) for _ in range(4))
-    np.testing.assert_array_equal(cupy.asnumpy(keep_mask(5, (2, 2, 9, 9), 0.25, cupy)), keep_mask(5, (2, 2, 9, 9), 0.25))
+    on_gpu = keep_mask(5, (2, 2, 9, 9), 0.25, cupy)
+    np.testing.assert_array_equal(cupy.asnumpy(on_gpu), keep_mask(5, (2, 2, 9, 9), 0.25))
     out, lse = attention_forward(*(cupy.asarray(a) for a in (q, k, v)), dropout_p=0.25, seed=5)
     expected, e_lse = attention_forward(q, k, v, dropout_p=0.25, seed=5)
     np.testing.assert_allclose(cupy.asnumpy(out), expected, rtol=1e-4, atol=1e-5)

@@ -10,8 +10,9 @@ Face's ``attention_mask``) where a key is a real token and False (0) where it is
 ``key_padding_mask`` has the opposite sense; this one follows Hugging Face and minillm's kernel.)
 
 The attention itself is one fused op (minillm.ops.attention): it never keeps the (L, L) matrix of
-probabilities for backward, not even in training, where it also drops some of them. The output projection is not part of this module: in BERT it belongs to
-the next block, ``attention.output.dense``, which also adds the residual and normalizes.
+probabilities for backward, not even in training, where it also drops some of them. The output
+projection is not part of this module: in BERT it belongs to the next block,
+``attention.output.dense``, which also adds the residual and normalizes.
 """
 import math
 
