@@ -70,9 +70,9 @@ def _copy_classifier(ours, hf, torch):
         hf.classifier.bias.copy_(torch.tensor(ours.classifier.bias.numpy()))
 
 
-def test_forward_matches_transformers(saved, torch, transformers):
+def test_forward_matches_transformers(saved, torch, transformers, device):
     name, folder, num_labels = saved
-    ours = BertModel.from_pretrained(folder)
+    ours = BertModel.from_pretrained(folder).to(device)
     theirs = _hf(transformers, "BertModel", folder)
     ids, mask, types = _batch(ours.config.type_vocab_size)
     out = ours(ids, mask, types, output_attentions=True, output_hidden_states=True)
@@ -87,13 +87,14 @@ def test_forward_matches_transformers(saved, torch, transformers):
     assert max(_max_diff(a, b) for a, b in zip(out.attentions, ref.attentions)) < ATOL
 
 
-def test_logits_loss_and_gradients_match_transformers(saved, torch, transformers):
+def test_logits_loss_and_gradients_match_transformers(saved, torch, transformers, device):
     name, folder, num_labels = saved
     ours, info = BertForSequenceClassification.from_pretrained(folder, num_labels=num_labels, output_loading_info=True)
     theirs = _hf(transformers, "BertForSequenceClassification", folder, num_labels=num_labels)
     if info["missing_keys"]:
         assert info["missing_keys"] == ["classifier.weight", "classifier.bias"]
         _copy_classifier(ours, theirs, torch)
+    ours.to(device)
     ids, mask, types = _batch(ours.config.type_vocab_size, seed=1)
     labels = np.array([0, 1, 2, 1]) % num_labels if num_labels > 1 else np.array([0.5, -1.0, 2.0, 0.0], np.float32)
     out = ours(ids, mask, types, labels=labels)
@@ -141,12 +142,13 @@ def test_bfloat16_and_float16_checkpoints_are_upcast(torch, transformers, tmp_pa
         assert got.dtype == np.float32 and np.array_equal(got, expected)
 
 
-def test_minilm_matches_transformers(minilm_dir, torch, transformers):
+def test_minilm_matches_transformers(minilm_dir, torch, transformers, device):
     tok = BertTokenizer.from_pretrained(minilm_dir)
     batch = tok(["A man is playing a guitar.", "Hi!", "The quick brown fox jumps over the lazy dog, again."])
     ours = BertForSequenceClassification.from_pretrained(minilm_dir, num_labels=2)
     theirs = _hf(transformers, "BertForSequenceClassification", minilm_dir, num_labels=2)
     _copy_classifier(ours, theirs, torch)
+    ours.to(device)
     args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     out = ours.bert(*args)
     with torch.no_grad():
