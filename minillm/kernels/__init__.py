@@ -2,8 +2,9 @@
 
 Every kernel file here holds a plain NumPy twin (the readable definition) and a dispatch function
 that calls the compiled twin from csrc/ (Cython, built as ``minillm._C.<name>``) when it is built
-and the arrays live on the host, and the NumPy twin otherwise. ``MINILLM_KERNELS=numpy`` (or
-``use("numpy")``) forces the twins everywhere, which is how the tests hold one against the other.
+and the arrays live on the host, the CUDA twin from csrc/cuda/ (minillm/kernels/cuda/) for float32
+CuPy arrays, and the NumPy twin otherwise. ``MINILLM_KERNELS=numpy`` (or ``use("numpy")``) forces
+the twins everywhere, on host and GPU arrays alike, which is how the tests hold one against the other.
 
 The compiled twins share one thread pool, OpenMP's (``threads()``; set it with OMP_NUM_THREADS):
 row kernels split rows across it, and matmul and attention run single-threaded BLAS calls inside
@@ -12,6 +13,8 @@ it. blas.py says why, and what the BLAS under them is.
 import contextlib
 import importlib
 import os
+
+import numpy
 
 from .. import backend
 
@@ -37,6 +40,17 @@ def compiled(name, *arrays):
     if _mode != "compiled" or any(backend.array_module(a) is not backend.numpy for a in arrays):
         return None
     return load(name)
+
+
+def gpu(name, *arrays):
+    """The CUDA twin ``minillm.kernels.cuda.<name>`` to run ``name`` on these arrays, or None: for
+    host arrays, in numpy mode, and for dtypes other than float32. The CUDA kernels are float32
+    only; float64 (gradcheck's dtype) runs the NumPy twin on the GPU. The first array decides: the
+    CUDA twin checks that the others are float32 CuPy arrays too."""
+    first = arrays[0]
+    if _mode != "compiled" or not backend.on_device(first) or first.dtype != numpy.float32:
+        return None
+    return importlib.import_module(f"minillm.kernels.cuda.{name}")
 
 
 @contextlib.contextmanager

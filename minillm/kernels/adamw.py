@@ -9,10 +9,11 @@ With the bias corrections folded into scalars by the caller,
 
 The NumPy twin spends eight passes over memory and four temporaries on this; the compiled twin
 (csrc/adamw.pyx) reads each element of p, g, m, v once and writes p, m, v once, across threads.
-That is the whole speed-up: the update is memory-bound, so fewer passes is faster.
+That is the whole speed-up: the update is memory-bound, so fewer passes is faster. On the GPU,
+csrc/cuda/adamw.cu does the same in one kernel, rounding each step as the twin does.
 """
 from .. import backend
-from . import compiled
+from . import compiled, gpu
 
 
 def adamw_step_numpy(param, grad, exp_avg, exp_avg_sq, decay, beta1, beta2, step_size, bias_correction2_sqrt, eps):
@@ -43,6 +44,9 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, decay, beta1, beta2, step_si
     """Update ``param``, ``exp_avg`` and ``exp_avg_sq`` in place from ``grad`` (all the same shape)."""
     _check(param, grad, exp_avg, exp_avg_sq)
     scalars = (decay, beta1, beta2, step_size, bias_correction2_sqrt, eps)
+    device = gpu("adamw", param)
+    if device is not None:
+        return device.adamw_step(param, grad, exp_avg, exp_avg_sq, *scalars)
     kernel = compiled("adamw", param, grad)
     if kernel is None or param.size == 0:
         return adamw_step_numpy(param, grad, exp_avg, exp_avg_sq, *scalars)

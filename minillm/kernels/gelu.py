@@ -5,13 +5,15 @@
             dz/dx = (1 + t)/2 + x (1 - t^2)/2 * sqrt(2/pi) * (1 + 3 * 0.044715 x^2)
     phi(x) = exp(-x^2 / 2) / sqrt(2 pi), the standard normal density.
 BERT uses the exact form ("gelu"); "gelu_new" in Hugging Face configs is the tanh form.
+The compiled twins are csrc/gelu.pyx and, on the GPU, csrc/cuda/gelu.cu (which can also add a
+bias first, gelu(x + b), without the sum going to memory: minillm.kernels.cuda.gelu).
 """
 import math
 
 import numpy
 
 from .. import backend
-from . import compiled
+from . import compiled, gpu
 
 SQRT_HALF = math.sqrt(0.5)
 SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -48,12 +50,15 @@ def _flat(x, name, dtype=None, shape=None):
         raise TypeError(f"gelu: {name} must be float32 or float64, got {x.dtype}")
     if dtype is not None and (x.dtype, x.shape) != (dtype, shape):
         raise ValueError(f"gelu backward: grad {x.shape} {x.dtype} must match input {shape} {dtype}")
-    return numpy.ascontiguousarray(x).reshape(-1)
+    return backend.array_module(x).ascontiguousarray(x).reshape(-1)
 
 
 def gelu_forward(x, approximate="none"):
     """gelu(x), elementwise, any shape."""
     _check(approximate)
+    device = gpu("gelu", x)
+    if device is not None:
+        return device.gelu_forward(x, approximate)
     kernel = compiled("gelu", x)
     if kernel is None:
         return gelu_forward_numpy(x, approximate)
@@ -66,6 +71,9 @@ def gelu_forward(x, approximate="none"):
 def gelu_backward(x, grad, approximate="none"):
     """grad * gelu'(x), elementwise; x and grad of the same shape and dtype."""
     _check(approximate)
+    device = gpu("gelu", x, grad)
+    if device is not None:
+        return device.gelu_backward(x, grad, approximate)
     kernel = compiled("gelu", x, grad)
     if kernel is None:
         return gelu_backward_numpy(x, grad, approximate)

@@ -8,11 +8,12 @@ Backward, per row, with g = dL/dy:
     dxhat = g * w
     dL/dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
 (the two means are the gradient flowing through mu and through rstd.)
+The compiled twins are csrc/layer_norm.pyx and, on the GPU, csrc/cuda/layer_norm.cu.
 """
 import numpy
 
 from .. import backend
-from . import compiled, threads
+from . import compiled, gpu, threads
 
 _CHUNKS = 64  # the backward's fixed chunks of rows: plenty to share out, few partial sums to add
 
@@ -46,11 +47,14 @@ def _check(x, name, dtype=None, shape=None):
         raise TypeError(f"layer_norm: {name} dtype {x.dtype} differs from input dtype {dtype}")
     if shape is not None and x.shape != shape:
         raise ValueError(f"layer_norm: {name} must have shape {shape}, got {x.shape}")
-    return numpy.ascontiguousarray(x)
+    return backend.array_module(x).ascontiguousarray(x)
 
 
 def layer_norm_forward(x, weight, bias, eps):
     """x: (R, N); weight, bias: (N,) or None. Returns y (R, N), mean (R,), rstd (R,)."""
+    device = gpu("layer_norm", x)
+    if device is not None:
+        return device.layer_norm_forward(x, weight, bias, eps)
     kernel = compiled("layer_norm", x, *(t for t in (weight, bias) if t is not None))
     if kernel is None:
         return layer_norm_forward_numpy(x, weight, bias, eps)
@@ -71,6 +75,9 @@ def layer_norm_forward(x, weight, bias, eps):
 
 def layer_norm_backward(grad, x, weight, mean, rstd):
     """grad, x: (R, N); weight (N,) or None; mean, rstd: (R,). Returns dx, dweight, dbias."""
+    device = gpu("layer_norm", x)
+    if device is not None:
+        return device.layer_norm_backward(grad, x, weight, mean, rstd)
     kernel = compiled("layer_norm", grad, x, mean, rstd)
     if kernel is None:
         return layer_norm_backward_numpy(grad, x, weight, mean, rstd)

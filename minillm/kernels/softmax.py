@@ -6,12 +6,12 @@ Subtracting the row maximum c changes nothing mathematically and keeps exp from 
 A row whose entries are all -inf (fully masked) has no maximum; it gives zeros, not NaN.
 
 Backward (y = softmax(x), g = dL/dy):  dL/dx_i = y_i * (g_i - sum_j g_j y_j)
-NumPy twins below; the compiled twin is csrc/softmax.pyx.
+NumPy twins below; the compiled twins are csrc/softmax.pyx and, on the GPU, csrc/cuda/softmax.cu.
 """
 import numpy
 
 from .. import backend
-from . import compiled
+from . import compiled, gpu
 
 
 def softmax_forward_numpy(x, mask=None):
@@ -38,7 +38,7 @@ def _check_float(x, name):
 
 def _rows(x):
     """x as a C-contiguous (rows, n) array (a copy only if x is not C-contiguous)."""
-    return numpy.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    return backend.array_module(x).ascontiguousarray(x).reshape(-1, x.shape[-1])
 
 
 def _check_mask(mask, shape, dtype):
@@ -57,16 +57,20 @@ def _mask_rows(mask, shape):
     Only the mask's last axis is expanded to n; its leading axes keep their own sizes and each of
     the prod(shape[:-1]) input rows gets the offset of the mask row it broadcasts from.
     """
+    xp = backend.array_module(mask)
     mask = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
     n = shape[-1]
-    values = numpy.ascontiguousarray(numpy.broadcast_to(mask, mask.shape[:-1] + (n,)))
-    first = numpy.arange(0, values.size, n).reshape(values.shape[:-1])
-    return values.reshape(-1), numpy.ascontiguousarray(numpy.broadcast_to(first, shape[:-1]).reshape(-1))
+    values = xp.ascontiguousarray(xp.broadcast_to(mask, mask.shape[:-1] + (n,)))
+    first = xp.arange(0, values.size, n, dtype=numpy.int64).reshape(values.shape[:-1])
+    return values.reshape(-1), xp.ascontiguousarray(xp.broadcast_to(first, shape[:-1]).reshape(-1))
 
 
 def softmax_forward(x, mask=None):
     """softmax(x + mask) over the last axis. x: (..., N); mask: additive, broadcastable to x,
-    same dtype. The compiled twin never materializes a broadcast mask at x's size."""
+    same dtype. The compiled twins never materialize a broadcast mask at x's size."""
+    device = gpu("softmax", x)
+    if device is not None:
+        return device.softmax_forward(x, mask)
     kernel = compiled("softmax", x)
     if kernel is None:
         return softmax_forward_numpy(x, mask)
@@ -86,6 +90,9 @@ def softmax_forward(x, mask=None):
 
 def softmax_backward(y, grad):
     """dL/dx from y = softmax(x) and dL/dy, both (..., N)."""
+    device = gpu("softmax", y, grad)
+    if device is not None:
+        return device.softmax_backward(y, grad)
     kernel = compiled("softmax", y, grad)
     if kernel is None:
         return softmax_backward_numpy(y, grad)
