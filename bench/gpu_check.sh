@@ -18,7 +18,7 @@
 # Environment: PYTHON (default python3), OUT, GPU_CHECK_TESTS (test files, space-separated, to
 # replace the default list), GPU_CHECK_LIMIT_{VERSIONS,BUILD,TESTS,BENCH} (seconds).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 SCRIPT=bench/gpu_check.sh
 
 # ---- one step, run by the driver below as `bash bench/gpu_check.sh --step NAME` under `timeout` ----
@@ -80,6 +80,7 @@ step_build() {
 }
 
 step_tests() {
+    if [ -z "$TESTS" ]; then echo "no test files to run"; return 1; fi  # pytest alone would run them all
     local mode=(-q -rs --durations=15)
     if [ "$DRY" = 1 ]; then mode=(--collect-only -q); fi
     # shellcheck disable=SC2086  # TESTS is a space-separated list of paths
@@ -114,9 +115,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1  # minill
 export LIMIT_BENCH="${GPU_CHECK_LIMIT_BENCH:-200}"
 mkdir -p "$OUT"
 
-# The device-aware tests (MINILLM_DEVICE picks the device) and every CUDA test file there is.
-DEFAULT_TESTS="tests/test_device.py tests/test_ops.py tests/test_optim.py tests/test_bert_parity.py \
-tests/test_train_parity.py $(ls tests/test_*cuda*.py 2> /dev/null | tr '\n' ' ')"
+# The GPU tests: every test file with a test that takes the `device` fixture (MINILLM_DEVICE picks
+# the device) or the `cupy` fixture (GPU only), and every CUDA test file.
+DEFAULT_TESTS=$( (grep -lE '^def test_\w*\(.*\b(device|cupy)\b' tests/test_*.py; ls tests/test_*cuda*.py) 2> /dev/null \
+    | sort -u | tr '\n' ' ')
 TESTS=""
 for file in ${GPU_CHECK_TESTS:-$DEFAULT_TESTS}; do
     if [ -e "$file" ]; then TESTS="$TESTS $file"; else echo "gpu_check.sh: no $file, not run"; fi

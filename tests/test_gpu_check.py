@@ -55,7 +55,7 @@ def test_dry_run_passes_every_step_and_prints_every_row(tmp_path, transformers):
     rows = [line.split() for line in table.splitlines()]
     for kernel, pass_, shape, _ in gpu_bench.kernel_cases(dry=True):
         assert [kernel, pass_, ",".join(map(str, shape))] in [row[:3] for row in rows], (kernel, pass_, shape)
-    for label, _, batch, length, _, _ in gpu_bench.train_cases(dry=True):
+    for label, _, batch, length, *_ in gpu_bench.train_cases(dry=True):
         assert [label, f"{batch}x{length}"] in [row[:2] for row in rows], (label, batch, length)
 
     results = json.loads((tmp_path / "gpu_bench.json").read_text())
