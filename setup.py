@@ -12,7 +12,7 @@ import os
 import tempfile
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 
@@ -56,4 +56,9 @@ extensions = [
 setup(
     ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
     cmdclass={"build_ext": BuildExt},
+    # The CUDA sources, compiled at run time through CuPy, ship inside the package as minillm/_cuda_src
+    # (minillm/kernels/cuda finds them there, or in csrc/cuda in a source checkout).
+    packages=find_packages(include=["minillm*"]) + ["minillm._cuda_src"],
+    package_dir={"minillm._cuda_src": "csrc/cuda"},
+    package_data={"minillm._cuda_src": ["*.cu", "*.cuh"]},
 )
