@@ -17,16 +17,19 @@ minillm against transformers' with attn_implementation="sdpa"; "MiB" is the peak
 during a step (weights, gradients and optimizer state included).
 
 Method, as bench/bert_step.py: every measurement runs in a fresh process (one per side for the
-kernels, one per side and shape for training), the sides alternate, and a cell is the median over
-rounds of each process's median. Inside a process: warm-up calls (NVRTC compilation, memory pools,
-cuBLAS handles), then as many timed calls as fit in a short window, each between two CUDA events
-recorded on the stream without waiting in between, so a host-bound call is timed at its host cost
-and a device-bound one at its device cost. Peak memory: torch.cuda.max_memory_allocated; for CuPy,
-the peak of the default pool's used bytes, tracked by an allocator that wraps the pool's malloc
-(installed only for one extra, untimed call). Neither counts cuBLAS's own workspace.
+kernels, one per side and shape for training; a dry run trains every shape in one process per
+side), the sides alternate, and a cell is the median over rounds of each process's median. Inside
+a process: warm-up calls (NVRTC compilation, memory pools, cuBLAS handles) and a short busy spell
+(the GPU's clocks rise from idle; its pace sizes the loop), then timed calls, each between two CUDA
+events recorded on the stream without waiting in between, so a host-bound call is timed at its
+host cost and a device-bound one at its device cost. Training runs first: the budget cuts what
+runs last. Peak memory: torch.cuda.max_memory_allocated; for CuPy, the peak of the default pool's
+used bytes, tracked by an allocator that wraps the pool's malloc (installed only for one extra,
+untimed call). Neither counts cuBLAS's own workspace.
 
 "issue torch" is the torch time the GPU issue measured on the lent H200; "target" the issue's
-ratio (minillm / torch) to meet. A minillm row that fails (a kernel not written yet) shows its error
+ratio (minillm / torch) to meet, ",mem" where minillm's memory must also stay within torch's;
+"met" says whether this run met it. A minillm row that fails (a kernel not written yet) shows its error
 and the table goes on; --budget bounds the whole run (rows past it are marked skipped).
 """
 import argparse
@@ -231,15 +234,18 @@ class TorchSide:
 
 
 def median_ms(fn, side, warmup, seconds, least, most):
-    """The median time of fn() in ms: warm-up calls, one call (waited for) to size the loop, then
-    between ``least`` and ``most`` calls, about ``seconds`` worth, each between two events."""
+    """The median time of fn() in ms. Warm-up: ``warmup`` calls (compilation, memory pools, cuBLAS
+    handles), then calls for ``seconds`` (a GPU's clocks rise from idle), whose pace sizes the timed
+    loop: between ``least`` and ``most`` calls, about ``seconds`` worth, each between two events."""
     for _ in range(warmup):
         fn()
     side.sync()
-    start = time.perf_counter()
-    fn()
+    start, calls = time.perf_counter(), 0
+    while calls == 0 or time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
     side.sync()
-    count = max(least, min(most, int(seconds / max(time.perf_counter() - start, 1e-6))))
+    count = max(least, min(most, int(seconds * calls / (time.perf_counter() - start))))
     events = [(side.event(), side.event()) for _ in range(count)]
     for begin, end in events:
         begin.record()
@@ -392,7 +398,7 @@ def kernel_worker(side, dry):
     """Every kernel row on one side; "mib" is the memory one call adds to what the inputs hold."""
     emit({"meta": side.describe()})
     make = minillm_kernel if side.name == "minillm" else torch_kernel
-    timing = dict(warmup=1, seconds=0, least=1, most=1) if dry else dict(warmup=5, seconds=0.3, least=10, most=200)
+    timing = dict(warmup=1, seconds=0, least=1, most=1) if dry else dict(warmup=3, seconds=0.25, least=10, most=200)
     for index, (kernel, pass_, shape, _) in enumerate(kernel_cases(dry)):
         try:
             fn = make(kernel, pass_, shape, side)
@@ -408,7 +414,7 @@ def train_worker(side, cases, dry, dropout):
     """Training rows on one side (one per process on a GPU, all in one in a dry run); "mib" is the
     peak memory allocated during a step."""
     emit({"meta": side.describe()})
-    timing = dict(warmup=1, seconds=0, least=1, most=1) if dry else dict(warmup=3, seconds=3, least=5, most=30)
+    timing = dict(warmup=1, seconds=0, least=1, most=1) if dry else dict(warmup=2, seconds=2, least=5, most=30)
     for index in cases:
         _, config, batch, length, *_ = train_cases(dry)[index]
         try:
@@ -428,12 +434,15 @@ class Driver:
     def __init__(self, args):
         self.args, self.started = args, time.monotonic()
         self.meta = {}  # side: what its worker says about itself (device, versions, kernels.info())
+        self.processes, self.skipped = 0, 0
 
     def run(self, side, part, extra, label):
         """(the records of one worker process, an error or None)."""
         remaining = self.args.budget - (time.monotonic() - self.started)
         if remaining < 10:
+            self.skipped += 1
             return [], "skipped: time budget spent"
+        self.processes += 1
         command = [sys.executable, __file__, "--worker", side, "--part", part, *extra,
                    "--dropout", str(self.args.dropout)] + ["--dry"] * self.args.dry
         began = time.monotonic()
@@ -535,13 +544,14 @@ def train_table(dry, measured):
     return lines, rows
 
 
-def header(args, meta):
-    ours, theirs = meta.get("minillm", {}), meta.get("torch", {})
+def header(args, driver):
+    ours, theirs = driver.meta.get("minillm", {}), driver.meta.get("torch", {})
     where = "DRY RUN on the host: tiny shapes, one timed call; the numbers mean nothing" if args.dry else (
         f"{ours.get('device', theirs.get('device', '?'))}: cupy {ours.get('cupy', '?')} (CUDA runtime "
         f"{ours.get('cuda_runtime', '?')}), torch {theirs.get('torch', '?')} (CUDA {theirs.get('cuda', '?')})")
     return [f"minillm vs torch, float32, {where}",
-            f"{args.rounds} kernel round(s), {args.train_rounds} training round(s), sides alternating, medians; "
+            f"{args.rounds} kernel round(s), {args.train_rounds} training round(s), sides alternating, medians: "
+            f"{driver.processes} worker processes ({driver.skipped} skipped for the time budget); "
             f"dropout {args.dropout}",
             "minillm.kernels.info(): " + json.dumps(ours.get("kernels", "not reported"), default=str),
             "CUDA twins (minillm/kernels/cuda/): " + (", ".join(ours.get("cuda_twins", [])) or "none")
@@ -570,19 +580,21 @@ def main():
     if args.rounds is None:
         args.rounds = 1 if args.dry else 2
 
-    driver, lines, results = Driver(args), [], {"dry": args.dry}
-    if "kernels" in args.parts:
-        runs = [((), range(len(KERNELS)), "kernels")]
-        table, results["kernels"] = kernel_table(args.dry, driver.collect("kernels", runs, len(KERNELS), args.rounds))
-        lines += [""] + table
+    # Training first: its rows are the issue's headline, and the budget cuts whatever runs last.
+    driver, results, tables = Driver(args), {"dry": args.dry}, {}
     if "train" in args.parts:
         runs = [(("--cases", str(index)), [index], f"train {label} {batch}x{length}")
                 for index, (label, _, batch, length, *_) in enumerate(train_cases(args.dry))]
         if args.dry:  # a process per side is enough to run every line of a worker, and saves imports
             runs = [(("--cases", ",".join(run[0][1] for run in runs)), range(len(TRAIN)), "train")]
-        table, results["train"] = train_table(args.dry, driver.collect("train", runs, len(TRAIN), args.train_rounds))
-        lines += [""] + table
-    lines = header(args, driver.meta) + lines
+        tables["train"], results["train"] = train_table(args.dry, driver.collect("train", runs, len(TRAIN),
+                                                                                 args.train_rounds))
+    if "kernels" in args.parts:
+        runs = [((), range(len(KERNELS)), "kernels")]
+        tables["kernels"], results["kernels"] = kernel_table(args.dry, driver.collect("kernels", runs, len(KERNELS),
+                                                                                      args.rounds))
+    lines = [line for part in ("kernels", "train") if part in tables for line in [""] + tables[part]]
+    lines = header(args, driver) + lines
     results["meta"] = driver.meta
     print("\n".join(lines), flush=True)
     if args.out:

@@ -148,7 +148,8 @@ else
     run_step build "${GPU_CHECK_LIMIT_BUILD:-120}"
 fi
 run_step tests "${GPU_CHECK_LIMIT_TESTS:-150}"
-SUMMARY[${#SUMMARY[@]} - 1]+="   $(grep -E '[0-9]+ (passed|failed|error|tests? collected)' "$OUT/tests.log" | tail -n 1)"
+TEST_COUNTS=$(grep -E '[0-9]+ (passed|failed|error|tests? collected)' "$OUT/tests.log" | tail -n 1)
+SUMMARY[${#SUMMARY[@]} - 1]+="   $TEST_COUNTS"  # pytest's last line: passed, failed, skipped
 run_step bench "$LIMIT_BENCH"
 
 {
