@@ -156,3 +156,17 @@ def test_attention_kernels_pass_their_declared_arguments(launches):
         attention.attention_backward(q, k, k, out, lse, q, mask, None, 0.5, 0.1, 7)
         attention.attention_forward(q, k, k)
     assert set(launches) == {k.name for k in cuda.Kernel.every if k.source == "attention"}
+
+
+def test_dispatch_sends_float32_device_arrays_to_the_cuda_kernels(launches):
+    from minillm import kernels
+
+    x = device((3, 4))
+    with kernels.use("compiled"):
+        kernels.softmax_forward(x)
+        kernels.gelu_backward(x, x)
+        kernels.softmax_forward(x.astype(np.float64))  # float64 runs the NumPy twin on the device
+        with kernels.use("numpy"):
+            kernels.softmax_forward(x)
+        kernels.softmax_forward(np.asarray(x))  # a host array: the Cython twin
+    assert launches == ["softmax_forward", "gelu_backward"]
