@@ -96,5 +96,5 @@ def check(kernel, name, array, dtype=numpy.float32):
     if not backend.on_device(array):
         raise TypeError(f"{kernel}: {name} is a host array ({type(array).__name__}) but the input is on the GPU")
     if array.dtype != dtype:
-        raise TypeError(f"{kernel}: {name} must be {numpy.dtype(dtype)} like the input, got {array.dtype}")
+        raise TypeError(f"{kernel}: {name} must be {numpy.dtype(dtype)} on the GPU, got {array.dtype}")
     return array
