@@ -297,7 +297,8 @@ __device__ void attention_backward_dq(const float* __restrict__ q, long long q_b
             for (int j = 0; j < S::COLS; ++j) {
                 const int col = key0 + tx + S::TX * j;
                 /* a fully masked row has lse = -inf and no probabilities */
-                const float p = row_lse[i] == MINILLM_NEG_INF ? 0.0f : expf(sc.score(s[i][j], b, row, col) - row_lse[i]);
+                const float p =
+                    row_lse[i] == MINILLM_NEG_INF ? 0.0f : expf(sc.score(s[i][j], b, row, col) - row_lse[i]);
                 const float dpj = sc.threshold ? dp[i][j] * sc.dropout(bh, row, col) : dp[i][j];
                 ds[(ty + TY * i) * LDP + tx + S::TX * j] = p * (dpj - row_delta[i]);
             }
