@@ -26,7 +26,7 @@ twin walks key blocks so memory grows with L only.
 import numpy
 
 from .. import backend
-from . import blas, compiled, dropout, threads
+from . import blas, compiled, dropout, gpu, threads
 
 
 def _scores(q, k, key_mask, bias, scale):
@@ -158,6 +158,9 @@ def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0
     k, v: (B, H, S, D); out is laid out in memory like q (a transposed-heads q gives a
     transposed-heads out). dropout_p in [0, 1] and seed in [0, 2^63): the dropout on p (training)."""
     dropout_p, seed = dropout.check(dropout_p, seed, "attention")
+    device = gpu("attention", q)
+    if device is not None:
+        return device.attention_forward(q, k, v, key_mask, bias, scale, dropout_p, seed, return_probs)
     kernel = compiled("attention", q, k, v)
     if kernel is None:
         return attention_forward_numpy(q, k, v, key_mask, bias, scale, dropout_p, seed, return_probs)
@@ -182,6 +185,9 @@ def attention_backward(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=
     """Returns (dq, dk, dv) from the forward's inputs (dropout_p and seed included), out, lse and
     g = dL/dout; dq is laid out like q, dk like k, dv like v."""
     dropout_p, seed = dropout.check(dropout_p, seed, "attention backward")
+    device = gpu("attention", q)
+    if device is not None:
+        return device.attention_backward(q, k, v, out, lse, grad, key_mask, bias, scale, dropout_p, seed)
     kernel = compiled("attention", q, k, v, out, lse, grad)
     if kernel is None:
         return attention_backward_numpy(q, k, v, out, lse, grad, key_mask, bias, scale, dropout_p, seed)
