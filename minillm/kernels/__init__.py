@@ -80,7 +80,8 @@ def set_threads(n):
 
 
 def info():
-    """Which twin each kernel runs, the threads the compiled ones use, and the BLAS under them."""
+    """Which twin each kernel runs on host arrays, the threads the compiled ones use, the BLAS under
+    them, and, where there is a GPU, what runs on float32 device arrays ("gpu")."""
     names = ("softmax", "layer_norm", "gelu", "matmul", "attention")
     table = {n: ("compiled" if _mode == "compiled" and load(n) is not None else "numpy") for n in names}
     table["threads"] = threads()
@@ -88,6 +89,10 @@ def info():
         from . import blas
         table["blas"] = blas.describe()
         table["blas_threads"] = blas.threads()
+    from .. import cuda
+    if cuda.is_available():
+        twin = "cuda" if _mode == "compiled" else "numpy"
+        table["gpu"] = {**{n: twin for n in names + ("adamw",)}, "matmul": "cupy.matmul (cuBLAS)"}
     return table
 
 
