@@ -108,16 +108,26 @@ def to_host(array):
 
 def same_device(name, inputs, arrays):
     """The op ``name``'s input arrays, all on one device. Tensors on two devices are an error naming
-    both; plain arrays (constants such as class ids and masks) are copied to the tensors' device."""
+    both; plain arrays (constants such as class ids and masks) are copied to the tensors' device.
+    Runs before every op where CuPy is installed, so it compares plain ints: -1 for the host, else
+    the GPU's number."""
     from .tensor import Tensor
-    devices = {device_of(t.data) for t in inputs if isinstance(t, Tensor)}
-    if len(devices) > 1:
-        raise RuntimeError(f"{name}: expected all tensors on one device, got {' and '.join(sorted(map(str, devices)))}")
-    if not devices:
+    where = None
+    for t in inputs:
+        if isinstance(t, Tensor):
+            here = t.data.device.id if isinstance(t.data, cupy.ndarray) else -1
+            if where is not None and here != where:
+                devices = sorted({str(device_of(t.data)) for t in inputs if isinstance(t, Tensor)})
+                raise RuntimeError(f"{name}: expected all tensors on one device, got {' and '.join(devices)}")
+            where = here
+    if where is None:
         return arrays
-    device = devices.pop()
-    return [to_device(a, device) if isinstance(a, (numpy.ndarray, cupy.ndarray)) and not isinstance(inputs[i], Tensor)
-            and device_of(a) != device else a for i, a in enumerate(arrays)]
+    moved = list(arrays)
+    for i, a in enumerate(arrays):
+        if isinstance(a, (numpy.ndarray, cupy.ndarray)) and not isinstance(inputs[i], Tensor):
+            if (a.device.id if isinstance(a, cupy.ndarray) else -1) != where:
+                moved[i] = to_device(a, "cpu" if where < 0 else f"cuda:{where}")
+    return moved
 
 
 def erf(x):
