@@ -144,6 +144,7 @@ def test_row_kernels_pass_their_declared_arguments(launches):
         gelu.gelu_backward(x, x, approximate)
     p, g, m, v = (device((7,)) for _ in range(4))
     adamw.adamw_step(p, g, m, v, 0.99, 0.9, 0.999, 1e-3, 0.5, 1e-8)
+    adamw.adamw_step_scalars(p, g, m, v, device((adamw.SCALARS,)))
     assert set(launches) == {k.name for k in cuda.Kernel.every if k.source != "attention"}
 
 

@@ -51,3 +51,18 @@ adamw_step(float* __restrict__ p, const float* __restrict__ g, float* __restrict
         adamw_all<1>(p, g, m, v, n, decay, one_minus_beta1, beta2, one_minus_beta2, step_size,
                      bias_correction2_sqrt, eps);
 }
+
+/* The same update with its scalars read from device memory, s = (decay, 1 - beta1, beta2, 1 - beta2,
+ * step_size, bias_correction2_sqrt, eps): a CUDA graph replays each launch with the arguments it was
+ * captured with, so the scalars that change every step (the learning rate in decay and step_size,
+ * the step in the bias corrections) must be read from memory the host rewrites before each replay
+ * (AdamW(capturable=True), minillm/optim/adamw.py). Every thread reads the same 7 floats. */
+extern "C" __global__ void
+adamw_step_scalars(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                   float* __restrict__ v, long long n, const float* __restrict__ s, int vec4)
+{
+    if (vec4)
+        adamw_all<4>(p, g, m, v, n, s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+    else
+        adamw_all<1>(p, g, m, v, n, s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+}

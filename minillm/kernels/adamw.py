@@ -10,8 +10,11 @@ With the bias corrections folded into scalars by the caller,
 The NumPy twin spends eight passes over memory and four temporaries on this; the compiled twin
 (csrc/adamw.pyx) reads each element of p, g, m, v once and writes p, m, v once, across threads.
 That is the whole speed-up: the update is memory-bound, so fewer passes is faster. On the GPU,
-csrc/cuda/adamw.cu does the same in one kernel, rounding each step as the twin does.
+csrc/cuda/adamw.cu does the same in one kernel, rounding each step as the twin does; its variant
+adamw_step_scalars reads the scalars from device memory, so a CUDA graph can replay it each step.
 """
+import numpy
+
 from .. import backend
 from . import compiled, gpu
 
@@ -52,3 +55,23 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, decay, beta1, beta2, step_si
         return adamw_step_numpy(param, grad, exp_avg, exp_avg_sq, *scalars)
     grad = backend.numpy.ascontiguousarray(grad)
     kernel.step(param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1), *scalars)
+
+
+def scalar_row(decay, beta1, beta2, step_size, bias_correction2_sqrt, eps):
+    """adamw_step's scalars as adamw_step_scalars reads them: float32 (decay, 1 - beta1, beta2,
+    1 - beta2, step_size, bias_correction2_sqrt, eps), rounded as the CUDA kernel's arguments are."""
+    return numpy.array([decay, 1 - beta1, beta2, 1 - beta2, step_size, bias_correction2_sqrt, eps], numpy.float32)
+
+
+def adamw_step_scalars(param, grad, exp_avg, exp_avg_sq, scalars):
+    """adamw_step with its scalars in device memory: ``scalars`` is a scalar_row copied to the
+    parameter's GPU. A CUDA graph replays each launch with the arguments it was captured with, so
+    what changes every step (the learning rate, the bias corrections) must be read from memory that
+    the host rewrites before each replay. Float32 CuPy arrays only: the CUDA twin is the one kernel
+    that reads its scalars so; its numbers are adamw_step's (the NumPy twin's) with the same scalars."""
+    _check(param, grad, exp_avg, exp_avg_sq)
+    device = gpu("adamw", param)
+    if device is None:
+        raise TypeError(f"adamw_step_scalars: needs float32 CuPy arrays and the compiled kernels (not "
+                        f"MINILLM_KERNELS=numpy), got a {type(param).__name__} of {param.dtype}")
+    device.adamw_step_scalars(param, grad, exp_avg, exp_avg_sq, scalars)
