@@ -8,10 +8,14 @@ The compiled twin (csrc/matmul.pyx) hands every product to BLAS. It takes each o
 in memory: a transposed or strided view becomes a BLAS transpose flag and leading dimension, a
 broadcast batch axis a zero offset stride, so neither is copied. Only a matrix with no unit stride
 on either axis (e.g. x[:, ::2]) or with a negative one (x[::-1]) is copied first.
+
+On the GPU products go to cupy.matmul (cuBLAS), except while a CUDA graph is captured: CuPy refuses
+to call cuBLAS then, and kernels/cuda/cublas.py makes the same call itself.
 """
 import numpy
 
 from .. import backend
+from ..cuda import is_capturing
 from . import blas, compiled, threads
 
 _INT32 = 2**31 - 1  # scipy's BLAS takes 32-bit sizes and strides
@@ -74,6 +78,10 @@ def _blas_operand(x, transpose, batch):
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b), op(x) = x^T (last two axes) when its flag is set. a, b: (..., M, K), (..., K, N)
     after op, batch axes broadcast; float32 or float64, same dtype."""
+    if backend.on_device(a) and is_capturing():
+        from .cuda import cublas
+        _check(a, b, transpose_a, transpose_b)
+        return cublas.matmul(a.swapaxes(-1, -2) if transpose_a else a, b.swapaxes(-1, -2) if transpose_b else b)
     kernel = compiled("matmul", a, b)
     if kernel is None:
         return matmul_numpy(a, b, transpose_a, transpose_b)
