@@ -20,7 +20,7 @@ import os
 
 import numpy
 
-from .. import backend, checkpoint, pretrained, random
+from .. import backend, checkpoint, cuda, pretrained, random
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, TransformerEncoder, TransformerEncoderLayer
 from ..nn import functional as F
 from ..nn.transformer import ACTIVATIONS
@@ -311,14 +311,16 @@ class BertForSequenceClassification(BertPreTrainedModel):
 
 def _check_inputs(config, input_ids, attention_mask, token_type_ids):
     """The model's inputs as (B, L) integer arrays (on the device they came on), with errors that
-    name the argument at fault. Device inputs are range-checked with one wait for the GPU, not four."""
+    name the argument at fault. Device inputs are range-checked with one wait for the GPU, not four,
+    and not at all inside a CUDA-graph capture, where nothing may wait (the batch was checked on the
+    host with this function: minillm.training.cuda_graph)."""
     ids = _integers(input_ids, "input_ids")
     if ids.shape[1] > config.max_position_embeddings:
         raise ValueError(f"input_ids has {ids.shape[1]} tokens per sequence, more than max_position_embeddings="
                          f"{config.max_position_embeddings}: truncate the input (tokenizer max_length)")
     xp = backend.array_module(ids)
     types = xp.zeros_like(ids) if token_type_ids is None else _integers(token_type_ids, "token_type_ids", ids.shape)
-    if ids.size:
+    if ids.size and not (backend.on_device(ids) and cuda.is_capturing()):
         low, high, types_low, types_high = (int(n) for n in backend.to_host(
             xp.stack([ids.min(), ids.max(), types.min(), types.max()])))
         if low < 0 or high >= config.vocab_size:

@@ -11,6 +11,7 @@ import collections
 import builtins
 
 from .. import backend, random
+from ..cuda import is_capturing
 from ..tensor import Tensor, as_tensor
 from .elementwise import Abs, Add, Cast, Div, Exp, Gelu, Log, Mul, Neg, Pow, Relu, Sqrt, Sub, Tanh, ToDevice, Where
 from .linalg import Linear, MatMul
@@ -144,12 +145,21 @@ def cross_entropy(logits, target, ignore_index=-100):
     if t.shape != (logits.shape[0],):
         raise ValueError(f"cross_entropy: target must be ({logits.shape[0]},) to match logits "
                          f"{logits.shape}, got shape {tuple(t.shape)}")
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {t.dtype}")
-    bad = (t != ignore_index) & ((t < 0) | (t >= logits.shape[1]))
-    if bad.any():  # host targets cost nothing to check; targets on a GPU cost one wait
-        raise IndexError(f"cross_entropy: target {int(t[bad][0])} is out of bounds for {logits.shape[1]} classes")
+    check_class_ids(t, logits.shape[1], ignore_index)
     return CrossEntropy.apply(logits, t, ignore_index=ignore_index)
+
+
+def check_class_ids(target, classes, ignore_index=-100):
+    """cross_entropy's check of integer class ids ``target``: each in [0, classes) or ignore_index.
+    Host targets cost nothing to check, targets on a GPU one wait, and none inside a CUDA-graph
+    capture, where nothing may wait (there the batch was checked on the host, with this function)."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}")
+    if backend.on_device(target) and is_capturing():
+        return
+    bad = (target != ignore_index) & ((target < 0) | (target >= classes))
+    if bad.any():
+        raise IndexError(f"cross_entropy: target {int(target[bad][0])} is out of bounds for {classes} classes")
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -183,7 +193,9 @@ def embedding(ids, weight, padding_idx=None):
     i = ids.data if isinstance(ids, Tensor) else backend.numpy.asarray(ids)
     if i.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {i.dtype}")
-    if i.size:  # one look at the ids (on a GPU, one wait: host ids cost none)
+    # One look at the ids: on a GPU one wait (host ids cost none), and none inside a CUDA-graph
+    # capture, where nothing may wait (there the batch was checked on the host).
+    if i.size and not (backend.on_device(i) and is_capturing()):
         low, high = (int(n) for n in backend.to_host(backend.array_module(i).stack([i.min(), i.max()])))
         if low < 0 or high >= weight.shape[0]:
             raise IndexError(f"embedding: id {high if high >= weight.shape[0] else low} is out of range "

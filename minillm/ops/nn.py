@@ -61,16 +61,16 @@ class CrossEntropy(Function):
         kept = target != ignore_index
         safe_target = xp.where(kept, target, 0)
         picked = xp.take_along_axis(logp, safe_target[:, None], axis=1)[:, 0]
-        count = kept.sum()
+        count = kept.sum().astype(logits.dtype)  # on a GPU it stays there: reading it would wait
         self.save(logp, safe_target, kept, count)
-        return -(picked * kept).sum() / logits.dtype.type(count)
+        return -(picked * kept).sum() / count
 
     def backward(self, g):
         logp, target, kept, count = self.saved
         xp = backend.array_module(logp)
         gx = xp.exp(logp)
         gx[xp.arange(len(target)), target] -= 1
-        gx *= (kept * (g / logp.dtype.type(count)))[:, None]
+        gx *= (kept * (g / count))[:, None]
         return gx, None
 
 
