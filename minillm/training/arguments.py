@@ -12,6 +12,10 @@ class TrainingArguments:
     ``max_grad_norm`` (0 turns clipping off), batches of ``batch_size`` shuffled by ``seed``.
     ``bucket`` groups texts of similar length into batches (faster, different batches).
     ``save_steps``: also checkpoint every that many steps (0: only at the end of each epoch).
+    ``cuda_graph``: capture the training step as a CUDA graph and replay it (minillm.training.cuda_graph;
+    a GPU model without dropout): every batch is padded to the longest training text, the last one
+    filled with rows the loss ignores, so the batches, the steps and the losses stay those of an
+    eager run (to float rounding); the NaN check then comes after a step's update.
     """
     output_dir: str
     epochs: int = 1
@@ -25,6 +29,7 @@ class TrainingArguments:
     eval_batch_size: int = 64
     save_steps: int = 0
     progress: bool = True
+    cuda_graph: bool = False
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -35,8 +40,12 @@ class TrainingArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.warmup_ratio <= 1:
             raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio!r}")
+        if self.cuda_graph and self.bucket:
+            raise ValueError("cuda_graph=True pads every batch to one shape, so bucket=True (batches of similar "
+                             "lengths, to pad less) would only change the batches: choose one of them")
 
     def recipe(self):
-        """The fields that decide the losses: a resumed run must use the same ones."""
+        """The fields that decide the losses: a resumed run must use the same ones (cuda_graph changes
+        how a step runs, not the batches or the steps: a run may resume with or without it)."""
         return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("output_dir", "eval_batch_size", "save_steps", "progress")}
+                if k not in ("output_dir", "eval_batch_size", "save_steps", "progress", "cuda_graph")}

@@ -17,11 +17,13 @@ import time
 import numpy
 from tqdm.auto import tqdm
 
+from .. import backend
 from .. import checkpoint as safetensors_io
 from ..data import DataLoader, pad_batch
 from ..nn.utils import clip_grad_norm_
 from ..optim import AdamW, get_linear_schedule_with_warmup
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .cuda_graph import CapturedStep, check_capturable, full_batch
 from .evaluate import evaluate
 
 logger = logging.getLogger("minillm")
@@ -54,12 +56,14 @@ class Trainer:
     eval_data: evaluated after each epoch (accuracy, loss), if given. tokenizer: saved beside the
     final model so the output folder is a complete Hugging Face model. After ``train()``:
     ``history`` holds one record per step ({"step", "epoch", "loss", "lr"}) and per evaluation.
+    With ``args.cuda_graph`` each train() call captures the step anew (minillm.training.cuda_graph):
+    a resumed run's optimizer state is new arrays, which a graph captured before would not update.
     """
 
     def __init__(self, model, args, train_data, eval_data=None, tokenizer=None):
         self.model, self.args, self.tokenizer = model, args, tokenizer
         self.train_data = train_data
-        pad = getattr(tokenizer, "pad_token_id", 0) or 0
+        self.pad_token_id = pad = getattr(tokenizer, "pad_token_id", 0) or 0
         collate = lambda examples: pad_batch(examples, pad)  # noqa: E731
         self.loader = DataLoader(train_data, args.batch_size, shuffle=True, seed=args.seed, collate_fn=collate,
                                  bucket=args.bucket)
@@ -67,7 +71,9 @@ class Trainer:
                             if eval_data is not None else None)
         self.total_steps = len(self.loader) * args.epochs
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = AdamW(decay_groups(model, args.weight_decay), lr=args.lr)
+        self.optimizer = AdamW(decay_groups(model, args.weight_decay), lr=args.lr, capturable=args.cuda_graph)
+        self.width = self._graph_width() if args.cuda_graph else None  # every batch's length with a graph
+        self.graph = None  # the CapturedStep of this train() call
         self.schedule = get_linear_schedule_with_warmup(self.optimizer, math.ceil(args.warmup_ratio * self.total_steps),
                                                         self.total_steps)
         self.step = 0
@@ -82,6 +88,7 @@ class Trainer:
         os.makedirs(self.args.output_dir, exist_ok=True)
         if resume:
             self._resume()
+        self.graph = None
         self.model.train()
         steps_per_epoch = len(self.loader)
         stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
@@ -112,6 +119,14 @@ class Trainer:
                     return
 
     def _train_step(self, batch):
+        loss = self._graph_step(batch) if self.args.cuda_graph else self._eager_step(batch)
+        self.step += 1
+        self.history.append({"step": self.step, "epoch": (self.step - 1) // len(self.loader) + 1, "loss": loss,
+                             "lr": self.schedule.get_last_lr()[0]})
+        self.schedule.step()
+        return loss
+
+    def _eager_step(self, batch):
         out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"])
         loss = out.loss.item()
         if not math.isfinite(loss):
@@ -122,18 +137,38 @@ class Trainer:
             if not math.isfinite(norm):
                 raise self._diverged(f"the gradient norm is {norm}")
         self.optimizer.step()
-        self.step += 1
-        self.history.append({"step": self.step, "epoch": (self.step - 1) // len(self.loader) + 1, "loss": loss,
-                             "lr": self.schedule.get_last_lr()[0]})
-        self.schedule.step()
         self.optimizer.zero_grad()
         return loss
 
-    def _diverged(self, what):
+    def _graph_step(self, batch):
+        """The step as a replay of the captured one, on the batch padded to (batch_size, width). The
+        loss (and gradient norm) are read once the step has run: one wait for the GPU."""
+        batch = full_batch(batch, self.args.batch_size, self.width, self.pad_token_id)
+        if self.graph is None:
+            self.graph = CapturedStep(self.model, self.optimizer, batch, self.args.max_grad_norm, self.params)
+        values = [v for v in self.graph(batch) if v is not None]
+        loss, *norm = backend.to_host(backend.cupy.stack(values)).tolist()
+        if not math.isfinite(loss):
+            raise self._diverged(f"the loss is {loss}", updated=True)
+        if norm and not math.isfinite(norm[0]):
+            raise self._diverged(f"the gradient norm is {norm[0]}", updated=True)
+        return loss
+
+    def _graph_width(self):
+        """The length every batch is padded to with a CUDA graph: the longest training text's."""
+        check_capturable(self.model)  # before any work: no dropout, float32, on a GPU
+        lengths = getattr(self.train_data, "lengths", None)
+        if lengths is None:
+            lengths = [len(self.train_data[i]["input_ids"]) for i in range(len(self.train_data))]
+        return int(max(lengths))
+
+    def _diverged(self, what, updated=False):
         self.optimizer.zero_grad()
         kept = (f"the last good checkpoint is {self.checkpoint_path} (step {self.saved_step})"
                 if self.saved_step is not None else "no checkpoint had been written yet")
-        return TrainingError(f"step {self.step + 1}: {what}; training stopped before updating the weights, "
+        when = ("after this step updated the weights (a captured CUDA-graph step is checked once it has run)"
+                if updated else "before updating the weights")
+        return TrainingError(f"step {self.step + 1}: {what}; training stopped {when}, "
                              f"and {kept}. Try a lower learning rate, or resume from the checkpoint.")
 
     def _end_epoch(self, epoch):
