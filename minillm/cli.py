@@ -5,6 +5,7 @@
     minillm predict --model sst2-minilm "a charming film" "a dull, lifeless film"
     minillm eval --model sst2-minilm --data glue/SST-2/dev.tsv
     minillm finetune ... --device cuda       (finetune, predict and eval run on a GPU through CuPy)
+    minillm finetune ... --device cuda --cuda-graph   (each training step a replayed CUDA graph)
     minillm inspect --model sst2-minilm "a charming film" --plot attn.png
 
 finetune's --data is a GLUE-style folder (train.tsv, and dev.tsv to evaluate after each epoch) or
@@ -74,6 +75,9 @@ def _parser():
     tune.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     tune.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tune.add_argument("--cuda-graph", action="store_true",
+                      help="capture the training step as a CUDA graph and replay it (--device cuda; turns dropout "
+                           "off, pads every batch to the longest training text)")
     _device_option(tune)
     tune.set_defaults(run=finetune)
 
@@ -109,14 +113,20 @@ def _parser():
 # ---- the commands ------------------------------------------------------------------------------------
 def finetune(args):
     from . import random
-    from .models.bert import BertForSequenceClassification
+    from .models.bert import BertConfig, BertForSequenceClassification
     from .tokenizer import BertTokenizer
     from .training import CHECKPOINT_NAME, Trainer, TrainingArguments
 
     train_file, dev_file = _data_files(args.data)
     _check_output(args.out, args.resume, args.overwrite)
     random.manual_seed(args.seed)  # the classifier's initialization is part of the run
-    model = BertForSequenceClassification.from_pretrained(args.model, num_labels=args.num_labels).to(args.device)
+    config = None
+    if args.cuda_graph:  # a replayed step would repeat the dropout masks drawn when it was captured
+        config = BertConfig.from_pretrained(args.model, num_labels=args.num_labels, hidden_dropout_prob=0.0,
+                                            attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+        logger.info("--cuda-graph: dropout is off (a replayed step would repeat one dropout mask)")
+    model = BertForSequenceClassification.from_pretrained(args.model, num_labels=args.num_labels,
+                                                          config=config).to(args.device)
     tokenizer = BertTokenizer.from_pretrained(args.model)
     max_length = _max_length(args.max_length, model)
     train = _dataset(tokenizer, train_file, args.num_labels, max_length, args.limit)
@@ -124,7 +134,8 @@ def finetune(args):
     options = TrainingArguments(output_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
                                 max_grad_norm=args.max_grad_norm, seed=args.seed, bucket=args.bucket,
-                                save_steps=args.save_steps, progress=not args.no_progress)
+                                save_steps=args.save_steps, progress=not args.no_progress,
+                                cuda_graph=args.cuda_graph)
     if args.overwrite and os.path.exists(os.path.join(args.out, CHECKPOINT_NAME)):
         os.remove(os.path.join(args.out, CHECKPOINT_NAME))  # never resume into another run's state
     trainer = Trainer(model, options, train, dev, tokenizer)
