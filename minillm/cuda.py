@@ -37,7 +37,5 @@ def is_capturing():
     """Whether CuPy's current stream is capturing a CUDA graph (minillm.training.cuda_graph), as
     torch.cuda.is_current_stream_capturing. Then nothing may wait for the GPU or copy between host
     and device, so the input checks that would are skipped (the batch was checked on the host).
-    False without CuPy; ask it only about device arrays, which imply a GPU."""
-    if backend.cupy is None:
-        return False
-    return backend.cupy.cuda.get_current_stream().is_capturing()
+    False without a GPU."""
+    return is_available() and backend.cupy.cuda.get_current_stream().is_capturing()

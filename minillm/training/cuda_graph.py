@@ -54,7 +54,9 @@ class CapturedStep:
 
     Each call copies ``batch`` into the graph's buffers and runs one training step (forward, loss,
     backward, clipping, optimizer.step()). It returns (loss, grad_norm), 0-d float32 device arrays
-    (grad_norm None without clipping) that the next call overwrites: read them before it.
+    (grad_norm None without clipping) that the next call overwrites: read them before it. The graph
+    updates the optimizer state it was captured with: after optimizer.load_state_dict() (new state
+    arrays) build a new CapturedStep; the old one's next call is refused (by prepare_replay).
     """
 
     def __init__(self, model, optimizer, example, max_grad_norm=1.0, params=None, warmup=2):
