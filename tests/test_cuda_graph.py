@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 
-import minillm as mm
 from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
 from minillm import backend, cuda
 from minillm.cli import main
