@@ -22,7 +22,6 @@ from . import check
 
 WORKSPACE_BYTES = 32 * 2**20  # cuBLAS's recommended workspace on Hopper
 # From cuBLAS's headers (cublas_api.h, library_types.h): a stable ABI.
-CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
 CUDA_R_32F = 0
 CUBLAS_COMPUTE_32F = 68
 CUBLAS_GEMM_DEFAULT, CUBLAS_GEMM_DEFAULT_TENSOR_OP = -1, 99  # CuPy passes the latter from compute capability 8.0
@@ -91,8 +90,8 @@ def prepare():
 
 
 def _layout(x, trans):
-    """(x or a C-contiguous copy, its cuBLAS transpose flag, leading dimension) of a matrix read as
-    column-major: CuPy's _mat_to_cublas_contiguous, step for step."""
+    """(x or a C-contiguous copy, its cuBLAS transpose flag: 0 CUBLAS_OP_N, 1 CUBLAS_OP_T, leading
+    dimension) of a matrix read as column-major: CuPy's _mat_to_cublas_contiguous, step for step."""
     if x.flags.f_contiguous:
         return x, trans, max(x.strides[1] // x.itemsize, x.shape[0])
     if not x.flags.c_contiguous:
