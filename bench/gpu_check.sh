@@ -16,7 +16,11 @@
 # returns the end of the output). Exit status 0 when every step passed.
 #
 # Environment: PYTHON (default python3), OUT, GPU_CHECK_TESTS (test files, space-separated, to
-# replace the default list), GPU_CHECK_LIMIT_{VERSIONS,BUILD,TESTS,BENCH} (seconds).
+# replace the default list), GPU_CHECK_LIMIT_{VERSIONS,BUILD,TESTS,BENCH,SST2} (seconds).
+# GPU_CHECK_SST2="MODEL_DIR DATA_DIR" adds a last step, the real fine-tune on the GPU (minillm
+# finetune --device cuda, the recipe of bench/sst2_finetune.py; its dev accuracy is the last line of
+# sst2.log). The GPU machine has no network: carry the model in (the device tool carries 64 MiB; a
+# float16 copy of all-MiniLM-L6-v2 is 44 MiB and loads upcast to float32) and SST-2 beside it.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 SCRIPT=bench/gpu_check.sh
@@ -87,6 +91,21 @@ step_tests() {
     MINILLM_DEVICE=cuda MINILLM_REQUIRE_PARITY=1 "$PYTHON" -m pytest -p no:cacheprovider "${mode[@]}" $TESTS
 }
 
+step_sst2() {
+    local model data
+    read -r model data <<< "$GPU_CHECK_SST2"
+    if [ "$DRY" = 1 ]; then  # the same command on a sliver of the data, on the host
+        "$PYTHON" -m minillm finetune --model "$model" --data "$data" --out "$OUT/sst2-model" --overwrite \
+            --limit 64 --eval-limit 64 --max-length 64 --no-progress
+    else
+        "$PYTHON" -m minillm finetune --model "$model" --data "$data" --out "$OUT/sst2-model" --overwrite \
+            --epochs 1 --batch-size 32 --lr 5e-5 --max-length 64 --seed 42 --no-progress --device cuda
+    fi
+    local status=$?
+    rm -rf "$OUT/sst2-model"  # the weights would not come back anyway (the tool's file limits)
+    return $status
+}
+
 step_bench() {
     local dry=()
     if [ "$DRY" = 1 ]; then dry=(--dry); fi
@@ -151,6 +170,9 @@ run_step tests "${GPU_CHECK_LIMIT_TESTS:-150}"
 TEST_COUNTS=$(grep -E '[0-9]+ (passed|failed|error|tests? collected)' "$OUT/tests.log" | tail -n 1)
 SUMMARY[${#SUMMARY[@]} - 1]+="   $TEST_COUNTS"  # pytest's last line: passed, failed, skipped
 run_step bench "$LIMIT_BENCH"
+if [ -n "${GPU_CHECK_SST2:-}" ]; then
+    run_step sst2 "${GPU_CHECK_LIMIT_SST2:-240}"
+fi
 
 {
     echo
