@@ -65,8 +65,6 @@ def inputs(batch, length, vocab):
 def minillm_step(folder, mode, batch, length, threads):
     import minillm
     from minillm.models.bert import BertConfig, BertForSequenceClassification
-    from minillm.nn.utils import clip_grad_norm_
-    from minillm.optim import AdamW
     minillm.kernels.set_threads(threads)
     config = BertConfig.from_pretrained(folder, num_labels=2, **NO_DROPOUT)
     model = BertForSequenceClassification.from_pretrained(folder, config=config)
@@ -77,6 +75,15 @@ def minillm_step(folder, mode, batch, length, threads):
                 model(ids, mask, types).logits.numpy()
         return step
     model.train()
+    return minillm_train_step(model, (ids, mask, types, labels))
+
+
+def minillm_train_step(model, batch):
+    """One training step of ``model`` on batch = (ids, mask, types, labels), as a function: forward,
+    cross-entropy, backward, clip_grad_norm_(1.0), AdamW step, zero_grad (bench/gpu_bench.py too)."""
+    from minillm.nn.utils import clip_grad_norm_
+    from minillm.optim import AdamW
+    ids, mask, types, labels = batch
     params = list(model.parameters())
     optimizer = AdamW(params, lr=1e-5)
 

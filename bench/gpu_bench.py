@@ -49,7 +49,7 @@ import time
 
 import numpy
 
-from bert_step import BASE_CONFIG, inputs
+from bert_step import BASE_CONFIG, inputs, minillm_train_step
 
 MIB = 2 ** 20
 SIDES = ("minillm", "torch")
@@ -350,8 +350,6 @@ def torch_kernel(kernel, pass_, shape, side):
 def minillm_train(config, batch, length, side, dropout, graph=False):
     import minillm as mm
     from minillm.models.bert import BertConfig, BertForSequenceClassification
-    from minillm.nn.utils import clip_grad_norm_
-    from minillm.optim import AdamW
     mm.manual_seed(0)
     config = BertConfig(num_labels=2, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, **config)
     model = BertForSequenceClassification(config).to(side.device)
@@ -359,15 +357,7 @@ def minillm_train(config, batch, length, side, dropout, graph=False):
     params = list(model.parameters())
     if graph and side.cupy is not None:
         return minillm_graph(model, params, inputs(batch, length, config.vocab_size))
-    ids, mask, types, labels = (mm.tensor(a, device=side.device) for a in inputs(batch, length, config.vocab_size))
-    optimizer = AdamW(params, lr=1e-5)
-
-    def step():
-        model(ids, mask, types, labels=labels).loss.backward()
-        clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-    return step
+    return minillm_train_step(model, [mm.tensor(a, device=side.device) for a in inputs(batch, length, config.vocab_size)])
 
 
 def minillm_graph(model, params, arrays):

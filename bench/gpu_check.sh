@@ -5,6 +5,7 @@
 #   bash bench/gpu_check.sh --skip-build    # reuse the build that is there
 #   bash bench/gpu_check.sh --dry           # on any machine: the same steps with the GPU parts
 #                                           # replaced (pytest --collect-only, gpu_bench.py --dry)
+#   bash bench/gpu_check.sh --only sst2     # one step (versions, build, tests, bench or sst2)
 #
 # Steps: versions (python, numpy, cupy and its CUDA, the GPU, torch and its CUDA, nvcc), build
 # (pip install --no-build-isolation --no-deps -e .), tests (the device-aware test files with
@@ -121,13 +122,20 @@ fi
 # ---- the driver ------------------------------------------------------------------------------------
 DRY=0
 SKIP_BUILD=0
-for arg in "$@"; do
-    case "$arg" in
+ONLY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
         --dry) DRY=1 ;;
         --skip-build) SKIP_BUILD=1 ;;
-        -h | --help) sed -n '2,20p' "$SCRIPT"; exit 0 ;;
-        *) echo "gpu_check.sh: unknown argument $arg (expected --dry, --skip-build)" >&2; exit 2 ;;
+        --only)
+            case "${2:-}" in
+                versions | build | tests | bench | sst2) ONLY=$2; shift ;;
+                *) echo "gpu_check.sh: --only takes versions, build, tests, bench or sst2" >&2; exit 2 ;;
+            esac ;;
+        -h | --help) sed -n '2,25p' "$SCRIPT"; exit 0 ;;
+        *) echo "gpu_check.sh: unknown argument $1 (expected --dry, --skip-build, --only STEP)" >&2; exit 2 ;;
     esac
+    shift
 done
 export DRY PYTHON="${PYTHON:-python3}" OUT="${OUT:-$PWD/gpu-out}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1  # minillm even if the build fails
@@ -148,6 +156,7 @@ SUMMARY=()
 FAILED=()
 run_step() {  # NAME LIMIT_SECONDS: run one step under `timeout`, its output to the screen and NAME.log
     local name=$1 limit=$2 started=$SECONDS status result
+    if [ -n "$ONLY" ] && [ "$name" != "$ONLY" ]; then return; fi
     echo
     echo "=== $name (limit $limit s)"
     timeout -k 5 "$limit" bash "$SCRIPT" --step "$name" 2>&1 | tee "$OUT/$name.log"
@@ -161,17 +170,21 @@ run_step() {  # NAME LIMIT_SECONDS: run one step under `timeout`, its output to 
 }
 
 run_step versions "${GPU_CHECK_LIMIT_VERSIONS:-60}"
-if [ "$SKIP_BUILD" = 1 ]; then
+if [ "$SKIP_BUILD" = 1 ] && [ -z "$ONLY" ]; then
     SUMMARY+=("$(printf '%-9s %-16s' build skipped)")
 else
     run_step build "${GPU_CHECK_LIMIT_BUILD:-120}"
 fi
 run_step tests "${GPU_CHECK_LIMIT_TESTS:-150}"
-TEST_COUNTS=$(grep -E '[0-9]+ (passed|failed|error|tests? collected)' "$OUT/tests.log" | tail -n 1)
-SUMMARY[${#SUMMARY[@]} - 1]+="   $TEST_COUNTS"  # pytest's last line: passed, failed, skipped
+if [ -z "$ONLY" ] || [ "$ONLY" = tests ]; then
+    TEST_COUNTS=$(grep -E '[0-9]+ (passed|failed|error|tests? collected)' "$OUT/tests.log" | tail -n 1)
+    SUMMARY[${#SUMMARY[@]} - 1]+="   $TEST_COUNTS"  # pytest's last line: passed, failed, skipped
+fi
 run_step bench "$LIMIT_BENCH"
 if [ -n "${GPU_CHECK_SST2:-}" ]; then
     run_step sst2 "${GPU_CHECK_LIMIT_SST2:-240}"
+elif [ "$ONLY" = sst2 ]; then
+    echo "gpu_check.sh: --only sst2 needs GPU_CHECK_SST2=\"MODEL_DIR DATA_DIR\"" >&2; exit 2
 fi
 
 {

@@ -93,11 +93,7 @@ def _check(q, k, v, key_mask, bias, scale):
             raise TypeError(f"attention: {name} must be float32 or float64, got {t.dtype}")
         if t.dtype != q.dtype:
             raise TypeError(f"attention: {name} dtype {t.dtype} differs from q dtype {q.dtype}")
-        if t.ndim != 4:
-            raise ValueError(f"attention: {name} must be (B, H, L, D), got shape {t.shape}")
-    if k.shape != v.shape or k.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
-        raise ValueError(f"attention: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit "
-                         "(B, H, L, D), (B, H, S, D), (B, H, S, D)")
+    check_shapes(q, k, v)
     (batch, _, length, _), keys = q.shape, k.shape[2]
     key_bias = None
     if key_mask is not None:
@@ -112,10 +108,20 @@ def _check(q, k, v, key_mask, bias, scale):
         if bias.shape != (length, keys):
             raise ValueError(f"attention: bias must have shape (L, S) = {(length, keys)}, got {bias.shape}")
         bias = numpy.ascontiguousarray(bias)
-    if q.shape[3] == 0:
-        raise ValueError(f"attention: the head dimension D must be at least 1, got shapes q {q.shape}, k {k.shape}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     return _rows_contiguous(q), _rows_contiguous(k), _rows_contiguous(v), key_bias, bias, scale
+
+
+def check_shapes(q, k, v):
+    """A ValueError naming the shapes unless they are (B, H, L, D), (B, H, S, D), (B, H, S, D), D >= 1."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.ndim != 4:
+            raise ValueError(f"attention: {name} must be (B, H, L, D), got shape {t.shape}")
+    if k.shape != v.shape or k.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"attention: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit "
+                         "(B, H, L, D), (B, H, S, D), (B, H, S, D)")
+    if q.shape[3] == 0:
+        raise ValueError(f"attention: the head dimension D must be at least 1, got shapes q {q.shape}, k {k.shape}")
 
 
 def _blas_readable(x):

@@ -16,7 +16,7 @@ import numpy
 
 from ... import backend
 from .. import dropout
-from ..attention import attention_backward_numpy, attention_forward_numpy
+from ..attention import attention_backward_numpy, attention_forward_numpy, check_shapes
 from . import NULL, Kernel, check
 
 TILE = 64          # rows of a tile: TILE in attention.cu
@@ -43,14 +43,8 @@ def _check(q, k, v, key_mask, bias):
     """key_mask and bias made contiguous, or a TypeError/ValueError naming the argument."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         check("attention", name, t)
-        if t.ndim != 4:
-            raise ValueError(f"attention: {name} must be (B, H, L, D), got shape {t.shape}")
-    if k.shape != v.shape or k.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
-        raise ValueError(f"attention: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit "
-                         "(B, H, L, D), (B, H, S, D), (B, H, S, D)")
-    (batch, _, length, d), keys = q.shape, k.shape[2]
-    if d == 0:
-        raise ValueError(f"attention: the head dimension D must be at least 1, got shapes q {q.shape}, k {k.shape}")
+    check_shapes(q, k, v)
+    (batch, _, length, _), keys = q.shape, k.shape[2]
     cupy = backend.cupy
     if key_mask is not None:
         check("attention", "key_mask", key_mask, numpy.bool_)
