@@ -23,7 +23,7 @@ TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vo
 
 def write_float16_model(source, target):
     target.mkdir(parents=True, exist_ok=True)
-    weights = checkpoint.read_safetensors(source / "model.safetensors")
+    weights, _ = checkpoint.read_safetensors(source / "model.safetensors")
     checkpoint.write_safetensors({name: array.astype(numpy.float16) for name, array in weights.items()},
                                  target / "model.safetensors")
     for name in TOKENIZER_FILES:
