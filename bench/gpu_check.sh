@@ -21,7 +21,8 @@
 # GPU_CHECK_SST2="MODEL_DIR DATA_DIR" adds a last step, the real fine-tune on the GPU (minillm
 # finetune --device cuda, the recipe of bench/sst2_finetune.py; its dev accuracy is the last line of
 # sst2.log). The GPU machine has no network: carry the model in (the device tool carries 64 MiB; a
-# float16 copy of all-MiniLM-L6-v2 is 44 MiB and loads upcast to float32) and SST-2 beside it.
+# float16 copy of all-MiniLM-L6-v2 is 44 MiB and loads upcast to float32) and SST-2 beside it:
+# bench/gpu_payload.py writes both to .device/, whose model cache this script then uses as MINILLM_HOME.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 SCRIPT=bench/gpu_check.sh
@@ -140,6 +141,9 @@ done
 export DRY PYTHON="${PYTHON:-python3}" OUT="${OUT:-$PWD/gpu-out}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1  # minillm even if the build fails
 export LIMIT_BENCH="${GPU_CHECK_LIMIT_BENCH:-200}"
+if [ -d .device/home ]; then  # bench/gpu_payload.py's model cache, carried in: the pretrained tests run too
+    export MINILLM_HOME="$PWD/.device/home"
+fi
 mkdir -p "$OUT"
 
 # The GPU tests: every test file with a test that takes the `device` fixture (MINILLM_DEVICE picks
