@@ -24,6 +24,7 @@ from .. import backend, checkpoint, cuda, pretrained, random
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, TransformerEncoder, TransformerEncoderLayer
 from ..nn import functional as F
 from ..nn.transformer import ACTIVATIONS
+from ..ops.nn import Embedding as EmbeddingLookup
 from ..tensor import Tensor
 
 logger = logging.getLogger("minillm")
@@ -165,10 +166,17 @@ class BertEmbeddings(Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids):
+        """The ids were range-checked by _check_inputs (BertModel.forward): the tables are read
+        without F.embedding's own check, which on a GPU would wait once per table."""
         positions = backend.array_module(input_ids).arange(input_ids.shape[1])
-        e = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        e = e + self.position_embeddings(positions)  # (L, E), the same for every sequence of the batch
+        e = _lookup(self.word_embeddings, input_ids) + _lookup(self.token_type_embeddings, token_type_ids)
+        e = e + _lookup(self.position_embeddings, positions)  # (L, E), the same for every sequence of the batch
         return self.dropout(self.LayerNorm(e))
+
+
+def _lookup(table, ids):
+    """table(ids) for ids already checked to be in range."""
+    return EmbeddingLookup.apply(ids, table.weight, padding_idx=table.padding_idx)
 
 
 class BertPooler(Module):
@@ -264,8 +272,10 @@ class BertModel(BertPreTrainedModel):
         is 0, where Hugging Face's would average all positions: every sequence should keep its [CLS]."""
         input_ids, attention_mask, token_type_ids = _check_inputs(self.config, input_ids, attention_mask,
                                                                   token_type_ids)
-        if attention_mask is not None:  # to the model's device once, not once per layer
-            attention_mask = backend.to_device(attention_mask, self.embeddings.word_embeddings.weight.device)
+        device = self.embeddings.word_embeddings.weight.device  # inputs go there once, not once per use
+        input_ids, token_type_ids = backend.to_device(input_ids, device), backend.to_device(token_type_ids, device)
+        if attention_mask is not None:
+            attention_mask = backend.to_device(attention_mask, device)
         h = self.embeddings(input_ids, token_type_ids)
         h, hidden_states, attentions = self.encoder(h, attention_mask, output_hidden_states, output_attentions)
         pooled = self.pooler(h) if self.pooler is not None else None
@@ -296,7 +306,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
     def _loss(self, logits, labels):
         """Hugging Face's choice: mean squared error for one label (regression), cross-entropy for
         integer class ids, binary cross-entropy with logits for float multi-label targets."""
-        y = labels.data if isinstance(labels, Tensor) else numpy.asarray(labels)
+        y = labels.data if isinstance(labels, Tensor) else labels if backend.on_device(labels) else numpy.asarray(labels)
         kind = self.config.problem_type or ("regression" if self.num_labels == 1 else
                                             "single_label_classification" if y.dtype.kind in "iu" else
                                             "multi_label_classification")
