@@ -127,15 +127,18 @@ class Trainer:
         return loss
 
     def _eager_step(self, batch):
+        """Forward, backward, clipping, then one read of the loss and gradient norm (on a GPU, one
+        wait, after the backward is queued), and the update only when both are finite."""
         out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"])
-        loss = out.loss.item()
+        out.loss.backward()
+        values = [out.loss.data]
+        if self.args.max_grad_norm:
+            values.append(clip_grad_norm_(self.params, self.args.max_grad_norm).data)
+        loss, *norm = backend.to_host(backend.array_module(values[0]).stack(values)).tolist()
         if not math.isfinite(loss):
             raise self._diverged(f"the loss is {loss}")
-        out.loss.backward()
-        if self.args.max_grad_norm:
-            norm = clip_grad_norm_(self.params, self.args.max_grad_norm).item()
-            if not math.isfinite(norm):
-                raise self._diverged(f"the gradient norm is {norm}")
+        if norm and not math.isfinite(norm[0]):
+            raise self._diverged(f"the gradient norm is {norm[0]}")
         self.optimizer.step()
         self.optimizer.zero_grad()
         return loss
