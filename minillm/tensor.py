@@ -401,6 +401,14 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     return Tensor(array, requires_grad=requires_grad)
 
 
+def as_array(value):
+    """The array behind ``value``: a Tensor's data, a device array as it is (CuPy refuses
+    numpy.asarray), anything else (lists, scalars, NumPy arrays) as a host array."""
+    if isinstance(value, Tensor):
+        return value.data
+    return value if backend.on_device(value) else numpy.asarray(value)
+
+
 def as_tensor(value, like=None):
     """``value`` as a Tensor; Python scalars take ``like``'s dtype (no float64 upcasts)."""
     if isinstance(value, Tensor):

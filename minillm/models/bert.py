@@ -25,7 +25,7 @@ from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, TransformerEncod
 from ..nn import functional as F
 from ..nn.transformer import ACTIVATIONS
 from ..ops.nn import Embedding as EmbeddingLookup
-from ..tensor import Tensor
+from ..tensor import Tensor, as_array
 
 logger = logging.getLogger("minillm")
 CONFIG_NAME = "config.json"
@@ -306,7 +306,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
     def _loss(self, logits, labels):
         """Hugging Face's choice: mean squared error for one label (regression), cross-entropy for
         integer class ids, binary cross-entropy with logits for float multi-label targets."""
-        y = labels.data if isinstance(labels, Tensor) else labels if backend.on_device(labels) else numpy.asarray(labels)
+        y = as_array(labels)
         kind = self.config.problem_type or ("regression" if self.num_labels == 1 else
                                             "single_label_classification" if y.dtype.kind in "iu" else
                                             "multi_label_classification")
@@ -344,9 +344,7 @@ def _check_inputs(config, input_ids, attention_mask, token_type_ids):
 
 
 def _integers(values, name, shape=None):
-    array = values.data if isinstance(values, Tensor) else values
-    if not backend.on_device(array):
-        array = numpy.asarray(array)
+    array = as_array(values)
     if array.dtype.kind not in "biu":
         raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
     if array.ndim != 2 or (shape is not None and array.shape != shape):

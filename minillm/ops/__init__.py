@@ -12,7 +12,7 @@ import builtins
 
 from .. import backend, random
 from ..cuda import is_capturing
-from ..tensor import Tensor, as_tensor
+from ..tensor import Tensor, as_array, as_tensor
 from .elementwise import Abs, Add, Cast, Div, Exp, Gelu, Log, Mul, Neg, Pow, Relu, Sqrt, Sub, Tanh, ToDevice, Where
 from .linalg import Linear, MatMul
 from .nn import Attention, CrossEntropy, Dropout, Embedding, LayerNorm, LogSoftmax, Softmax
@@ -139,7 +139,7 @@ def log_softmax(x, dim): return LogSoftmax.apply(x, dim=dim)
 
 def cross_entropy(logits, target, ignore_index=-100):
     """Mean negative log-likelihood of integer ``target`` (N,) under softmax(``logits``) (N, C)."""
-    t = _index_array(target)
+    t = as_array(target)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
     if t.shape != (logits.shape[0],):
@@ -147,14 +147,6 @@ def cross_entropy(logits, target, ignore_index=-100):
                          f"{logits.shape}, got shape {tuple(t.shape)}")
     check_class_ids(t, logits.shape[1], ignore_index)
     return CrossEntropy.apply(logits, t, ignore_index=ignore_index)
-
-
-def _index_array(values):
-    """The array of integer ``values`` (class ids, token ids): a Tensor's, a device array as it is
-    (CuPy refuses numpy.asarray), anything else as a host array."""
-    if isinstance(values, Tensor):
-        return values.data
-    return values if backend.on_device(values) else backend.numpy.asarray(values)
 
 
 def check_class_ids(target, classes, ignore_index=-100):
@@ -198,7 +190,7 @@ def dropout(x, p=0.5, training=True):
 def embedding(ids, weight, padding_idx=None):
     """weight[ids]: ids is an integer array or Tensor (...), weight (V, E) -> (..., E).
     The row ``padding_idx`` (if given) receives no gradient, as in torch."""
-    i = _index_array(ids)
+    i = as_array(ids)
     if i.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {i.dtype}")
     # One look at the ids: on a GPU one wait (host ids cost none), and none inside a CUDA-graph
