@@ -57,6 +57,24 @@ __device__ void layer_norm_row(const float* __restrict__ x, const float* __restr
     }
 }
 
+/* dxhat = g * w (g without a weight) and xhat = (x - mean) * rstd at j .. j + VEC: what both passes
+ * of the backward read. */
+template <int VEC>
+__device__ __forceinline__ void load_dxhat_xhat(const float* __restrict__ g, const float* __restrict__ x,
+                                                const float* __restrict__ w, float mean, float rstd, int j,
+                                                float (&dxhat)[VEC], float (&xhat)[VEC])
+{
+    load<VEC>(g + j, dxhat);
+    load<VEC>(x + j, xhat);
+    float wv[VEC];
+    if (w) load<VEC>(w + j, wv);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+        if (w) dxhat[k] *= wv[k];
+        xhat[k] = (xhat[k] - mean) * rstd;
+    }
+}
+
 /* dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = g * w. */
 template <int VEC>
 __device__ void layer_norm_backward_row(const float* __restrict__ g, const float* __restrict__ x,
@@ -65,30 +83,22 @@ __device__ void layer_norm_backward_row(const float* __restrict__ g, const float
 {
     float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
     for (int j = lane * VEC; j < n; j += WARP * VEC) {
-        float gv[VEC], xv[VEC], wv[VEC];
-        load<VEC>(g + j, gv);
-        load<VEC>(x + j, xv);
-        if (w) load<VEC>(w + j, wv);
+        float dxhat[VEC], xhat[VEC];
+        load_dxhat_xhat<VEC>(g, x, w, mean, rstd, j, dxhat, xhat);
 #pragma unroll
         for (int k = 0; k < VEC; ++k) {
-            const float dxhat = w ? gv[k] * wv[k] : gv[k];
-            sum_dxhat += dxhat;
-            sum_dxhat_xhat += dxhat * ((xv[k] - mean) * rstd);
+            sum_dxhat += dxhat[k];
+            sum_dxhat_xhat += dxhat[k] * xhat[k];
         }
     }
     const float mean_dxhat = group_sum(sum_dxhat) / n;           /* the gradient through the mean */
     const float mean_dxhat_xhat = group_sum(sum_dxhat_xhat) / n; /* ... and through rstd */
     for (int j = lane * VEC; j < n; j += WARP * VEC) {
-        float gv[VEC], xv[VEC], wv[VEC];
-        load<VEC>(g + j, gv);
-        load<VEC>(x + j, xv);
-        if (w) load<VEC>(w + j, wv);
+        float dxhat[VEC], xhat[VEC];
+        load_dxhat_xhat<VEC>(g, x, w, mean, rstd, j, dxhat, xhat);
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-            const float dxhat = w ? gv[k] * wv[k] : gv[k];
-            xv[k] = rstd * (dxhat - mean_dxhat - ((xv[k] - mean) * rstd) * mean_dxhat_xhat);
-        }
-        store<VEC>(dx + j, xv);
+        for (int k = 0; k < VEC; ++k) xhat[k] = rstd * (dxhat[k] - mean_dxhat - xhat[k] * mean_dxhat_xhat);
+        store<VEC>(dx + j, xhat);
     }
 }
 

@@ -36,19 +36,28 @@ __device__ __forceinline__ void online_merge(float& m, float& s, float m2, float
     m = top;
 }
 
+/* v = x[j : j + VEC] (+ mask[j : j + VEC] when there is a mask): the scores both passes read. */
+template <int VEC>
+__device__ __forceinline__ void load_scores(const float* __restrict__ x, const float* __restrict__ mask, int j,
+                                            float (&v)[VEC])
+{
+    load<VEC>(x + j, v);
+    if (mask) {
+        float add[VEC];
+        load<VEC>(mask + j, add);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) v[k] += add[k];
+    }
+}
+
 template <int VEC>
 __device__ void softmax_row(const float* __restrict__ x, const float* __restrict__ mask,
                             float* __restrict__ y, int n, int lane)
 {
     float m = MINILLM_NEG_INF, s = 0.0f;
     for (int j = lane * VEC; j < n; j += WARP * VEC) {
-        float v[VEC], add[VEC];
-        load<VEC>(x + j, v);
-        if (mask) {
-            load<VEC>(mask + j, add);
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) v[k] += add[k];
-        }
+        float v[VEC];
+        load_scores<VEC>(x, mask, j, v);
 #pragma unroll
         for (int k = 0; k < VEC; ++k) online_add(m, s, v[k]);
     }
@@ -58,13 +67,8 @@ __device__ void softmax_row(const float* __restrict__ x, const float* __restrict
         online_merge(m, s, m2, s2);
     }
     for (int j = lane * VEC; j < n; j += WARP * VEC) {
-        float v[VEC], add[VEC];
-        load<VEC>(x + j, v);
-        if (mask) {
-            load<VEC>(mask + j, add);
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) v[k] += add[k];
-        }
+        float v[VEC];
+        load_scores<VEC>(x, mask, j, v);
 #pragma unroll
         for (int k = 0; k < VEC; ++k) v[k] = m == MINILLM_NEG_INF ? 0.0f : expf(v[k] - m) / s;
         store<VEC>(y + j, v);
