@@ -111,6 +111,12 @@ def torch_step(folder, mode, batch, length, threads):
                 model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
         return step
     model.train()
+    return torch_train_step(torch, model, (ids, mask, types, labels))
+
+
+def torch_train_step(torch, model, batch):
+    """minillm_train_step's twin for a transformers model and torch tensors (bench/gpu_bench.py too)."""
+    ids, mask, types, labels = batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def step():

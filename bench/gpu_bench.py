@@ -49,7 +49,7 @@ import time
 
 import numpy
 
-from bert_step import BASE_CONFIG, inputs, minillm_train_step
+from bert_step import BASE_CONFIG, inputs, minillm_train_step, torch_train_step
 
 MIB = 2 ** 20
 SIDES = ("minillm", "torch")
@@ -386,16 +386,8 @@ def torch_train(config, batch, length, side, dropout):
     model.train()
     if model.config._attn_implementation != "sdpa":
         raise RuntimeError(f"transformers chose attention {model.config._attn_implementation!r}, not 'sdpa'")
-    ids, mask, types, labels = (torch.as_tensor(a, device=side.device)
-                                for a in inputs(batch, length, config.vocab_size))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-
-    def step():
-        model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-    return step
+    return torch_train_step(torch, model, [torch.as_tensor(a, device=side.device)
+                                           for a in inputs(batch, length, config.vocab_size)])
 
 
 # ---- workers: one side per process; each result is one JSON line, printed as soon as it is known ----------
