@@ -20,7 +20,7 @@ import shutil
 
 import numpy
 
-from minillm import checkpoint, pretrained
+from minillm import pretrained, safetensors_io
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
@@ -28,8 +28,8 @@ TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vo
 
 def write_float16_model(source, target):
     target.mkdir(parents=True, exist_ok=True)
-    weights, _ = checkpoint.read_safetensors(source / "model.safetensors")
-    checkpoint.write_safetensors({name: array.astype(numpy.float16) for name, array in weights.items()},
+    weights, _ = safetensors_io.read_safetensors(source / "model.safetensors")
+    safetensors_io.write_safetensors({name: array.astype(numpy.float16) for name, array in weights.items()},
                                  target / "model.safetensors")
     for name in TOKENIZER_FILES:
         if (source / name).is_file():

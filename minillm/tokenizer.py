@@ -19,7 +19,7 @@ import numpy
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-from . import checkpoint
+from . import safetensors_io
 
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                   "mask_token": "[MASK]"}
@@ -154,13 +154,13 @@ class BertTokenizer:
         """tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json (atomically each),
         loadable by Hugging Face's AutoTokenizer / BertTokenizerFast and by from_pretrained."""
         self._configure(None, None, None)  # save the pipeline, not the last call's padding
-        checkpoint.atomic_write(os.path.join(folder, "tokenizer.json"), self._tokenizer.to_str(pretty=True))
+        safetensors_io.atomic_write(os.path.join(folder, "tokenizer.json"), self._tokenizer.to_str(pretty=True))
         vocab = self._tokenizer.get_vocab(with_added_tokens=True)
         by_id = sorted(vocab, key=vocab.get)
-        checkpoint.atomic_write(os.path.join(folder, "vocab.txt"), "".join(t + "\n" for t in by_id))
+        safetensors_io.atomic_write(os.path.join(folder, "vocab.txt"), "".join(t + "\n" for t in by_id))
         config = {**self.settings, **self.special_tokens, "tokenizer_class": "BertTokenizer"}
-        checkpoint.atomic_write(os.path.join(folder, "tokenizer_config.json"), json.dumps(config, indent=2) + "\n")
-        checkpoint.atomic_write(os.path.join(folder, "special_tokens_map.json"),
+        safetensors_io.atomic_write(os.path.join(folder, "tokenizer_config.json"), json.dumps(config, indent=2) + "\n")
+        safetensors_io.atomic_write(os.path.join(folder, "special_tokens_map.json"),
                                 json.dumps(self.special_tokens, indent=2) + "\n")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm.checkpoint import CheckpointError
+from minillm.safetensors_io import CheckpointError
 from minillm.models.bert import BertConfig, BertForSequenceClassification, BertModel
 
 TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from minillm import checkpoint
-from minillm.checkpoint import CheckpointError, read_safetensors, write_safetensors
+from minillm import safetensors_io
+from minillm.safetensors_io import CheckpointError, read_safetensors, write_safetensors
 from minillm.models.bert import BertConfig, BertForSequenceClassification, BertModel
 
 TINY = dict(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=12,
@@ -152,7 +152,7 @@ def test_missing_config_field(tmp_path, state):
 
 
 def test_legacy_gamma_beta_and_pretraining_heads(tmp_path, state, caplog):
-    renamed = {checkpoint.rename_legacy(k): v for k, v in state.items()}
+    renamed = {safetensors_io.rename_legacy(k): v for k, v in state.items()}
     assert renamed.keys() == state.keys()
     legacy = {("bert." + k).replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"):
               v for k, v in state.items()}
@@ -184,7 +184,7 @@ def test_sharded_checkpoint(tmp_path, state):
     for shard, keys in shards.items():
         write_safetensors({k: state[k] for k in keys}, folder / shard)
     index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
-    (folder / checkpoint.WEIGHTS_INDEX_NAME).write_text(json.dumps(index))
+    (folder / safetensors_io.WEIGHTS_INDEX_NAME).write_text(json.dumps(index))
     model = BertModel.from_pretrained(folder)
     for name, p in model.named_parameters():
         assert np.array_equal(p.numpy(), state[name])
@@ -194,7 +194,7 @@ def test_a_pytorch_bin_folder_says_how_to_convert(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY))
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(CheckpointError, match="pytorch_model.bin.*safe_serialization=True"):
-        checkpoint.read_weights(tmp_path)
+        safetensors_io.read_weights(tmp_path)
 
 
 def test_save_and_load_round_trip_is_exact(tmp_path):
@@ -239,8 +239,8 @@ def test_read_into_fills_the_arrays_in_place(tmp_path, state):
     model = BertModel(BertConfig(**TINY))
     arrays = model.state_dict()
     before = {name: id(array) for name, array in arrays.items()}
-    infos = checkpoint.index_weights(folder)
-    checkpoint.read_into(arrays, {name: infos[name] for name in arrays})
+    infos = safetensors_io.index_weights(folder)
+    safetensors_io.read_into(arrays, {name: infos[name] for name in arrays})
     for name, p in model.named_parameters():
         assert id(p.data) == before[name] and np.array_equal(p.data, state[name]), name
 
@@ -256,7 +256,7 @@ def test_other_float_dtypes_are_converted_on_load(tmp_path, state, dtype):
 def test_a_truncated_model_file_names_the_file_and_the_tensor(tmp_path, state):
     folder = _save_state(tmp_path / "m", state)
     path = folder / "model.safetensors"
-    last = max(read_safetensors(path)[0], key=lambda k: checkpoint.read_header(path)[0][k].offset)
+    last = max(read_safetensors(path)[0], key=lambda k: safetensors_io.read_header(path)[0][k].offset)
     path.write_bytes(path.read_bytes()[:-4])
     with pytest.raises(CheckpointError) as err:
         BertModel.from_pretrained(folder)
@@ -266,9 +266,9 @@ def test_a_truncated_model_file_names_the_file_and_the_tensor(tmp_path, state):
 def test_a_file_cut_short_after_its_header_was_read(tmp_path):
     path = tmp_path / "w.safetensors"
     write_safetensors({"a.weight": np.ones((4, 4), np.float32), "b.weight": np.ones((8, 8), np.float32)}, path)
-    infos = checkpoint.read_header(path)[0]
+    infos = safetensors_io.read_header(path)[0]
     last = max(infos, key=lambda k: infos[k].offset)
     path.write_bytes(path.read_bytes()[:-8])  # as if another process rewrote it meanwhile
     arrays = {name: np.zeros(info.shape, np.float32) for name, info in infos.items()}
     with pytest.raises(CheckpointError, match=rf"w\.safetensors: tensor '{last}': the file ended"):
-        checkpoint.read_into(arrays, infos)
+        safetensors_io.read_into(arrays, infos)

@@ -103,8 +103,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(toy, tmp_path, monkey
 
 
 def _metadata(path):
-    from minillm import checkpoint
-    return checkpoint.read_safetensors(path)[1]["minillm_training_state"]
+    from minillm import safetensors_io
+    return safetensors_io.read_safetensors(path)[1]["minillm_training_state"]
 
 
 def test_decay_groups_leave_biases_and_layer_norm_out(toy):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from finetune_helpers import tiny_tokenizer, toy_texts
-from minillm import checkpoint
+from minillm import safetensors_io
 from minillm.data import TextClassificationDataset, pad_batch
 from minillm.models.bert import BertForSequenceClassification
 from minillm.training import Trainer, TrainingArguments
@@ -69,7 +69,7 @@ def test_thirty_steps_match_torch(torch, transformers, saved, tmp_path):
     np.testing.assert_allclose(ours, theirs, rtol=1e-3)
     assert theirs[-1] < 0.8 * theirs[0]  # the steps did train, so agreeing is not trivial
 
-    initial = checkpoint.read_weights(folder)[0]
+    initial = safetensors_io.read_weights(folder)[0]
     for name, p in model.named_parameters():
         if name.endswith("attention.self.key.bias"):
             # Its true gradient is exactly 0: q.b_k adds the same number to every score of a query,

@@ -20,7 +20,7 @@ import os
 
 import numpy
 
-from .. import backend, checkpoint, cuda, pretrained, random
+from .. import backend, cuda, pretrained, random, safetensors_io
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, TransformerEncoder, TransformerEncoderLayer
 from ..nn import functional as F
 from ..nn.transformer import ACTIVATIONS
@@ -120,7 +120,7 @@ class BertConfig:
                 raise ValueError(f"expected a JSON object, got {type(values).__name__}")
             return cls.from_dict(values, **overrides)
         except (ValueError, TypeError) as err:
-            raise checkpoint.CheckpointError(f"{path}: {err}") from None
+            raise safetensors_io.CheckpointError(f"{path}: {err}") from None
 
     @classmethod
     def from_pretrained(cls, name_or_path, **overrides):
@@ -131,7 +131,7 @@ class BertConfig:
         return cls.from_json_file(path, **overrides)
 
     def save_pretrained(self, folder):
-        checkpoint.atomic_write(os.path.join(folder, CONFIG_NAME), json.dumps(self.to_dict(), indent=2) + "\n")
+        safetensors_io.atomic_write(os.path.join(folder, CONFIG_NAME), json.dumps(self.to_dict(), indent=2) + "\n")
 
     def __repr__(self):
         return f"BertConfig {json.dumps(self.to_dict(), indent=2)}"
@@ -221,10 +221,10 @@ class BertPreTrainedModel(Module):
         if config is None:
             config = BertConfig.from_pretrained(folder, **({} if num_labels is None else {"num_labels": num_labels}))
         model = cls(config, initialize=False)  # every weight but a new head is about to be overwritten
-        tensors = checkpoint.index_weights(folder)
-        weights, new, ignored = checkpoint.match_state_dict(
+        tensors = safetensors_io.index_weights(folder)
+        weights, new, ignored = safetensors_io.match_state_dict(
             model, tensors, cls.base_model_prefix, cls.ignored_heads, cls.ignored_buffers, cls.new_heads)
-        checkpoint.read_into(model.state_dict(), weights)  # from the file into the parameters' own arrays
+        safetensors_io.read_into(model.state_dict(), weights)  # from the file into the parameters' own arrays
         if ignored:
             logger.warning("Some weights of %s were not used by %s (expected for pre-training heads): %s",
                            folder, cls.__name__, ignored)
@@ -240,7 +240,7 @@ class BertPreTrainedModel(Module):
         self.config.extra["architectures"] = [type(self).__name__]
         self.config.extra.pop("torch_dtype", None)
         self.config.extra["dtype"] = "float32"
-        checkpoint.write_safetensors(self.state_dict(), os.path.join(folder, checkpoint.WEIGHTS_NAME),
+        safetensors_io.write_safetensors(self.state_dict(), os.path.join(folder, safetensors_io.WEIGHTS_NAME),
                                      metadata={"format": "pt"})
         self.config.save_pretrained(folder)
 

@@ -7,7 +7,7 @@
     TrainingArguments(..., cuda_graph=True)   # on a GPU: each step a replay of a captured CUDA graph
 """
 from .arguments import TrainingArguments  # noqa: F401
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint  # noqa: F401
+from .training_checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint  # noqa: F401
 from .cuda_graph import CapturedStep  # noqa: F401
 from .evaluate import evaluate, predict_proba  # noqa: F401
 from .loop import Trainer, TrainingError, decay_groups  # noqa: F401

@@ -18,11 +18,11 @@ import numpy
 from tqdm.auto import tqdm
 
 from .. import backend
-from .. import checkpoint as safetensors_io
+from .. import safetensors_io
 from ..data import DataLoader, pad_batch
 from ..nn.utils import clip_grad_norm_
 from ..optim import AdamW, get_linear_schedule_with_warmup
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .training_checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .cuda_graph import CapturedStep, check_capturable, full_batch
 from .evaluate import evaluate
 

@@ -8,12 +8,12 @@ the schedule, minillm's random-generator state (dropout), the recipe and a finge
 The data order needs no state: the batches of epoch e are a function of (seed, e), and the step
 says how far into the epoch the run was.
 
-The file is written to a temporary name and renamed over the old one (minillm.checkpoint), so a
+The file is written to a temporary name and renamed over the old one (minillm.safetensors_io), so a
 crash while saving leaves the previous checkpoint whole.
 """
 import json
 
-from .. import checkpoint as safetensors_io
+from .. import safetensors_io
 from .. import random
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
