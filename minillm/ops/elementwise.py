@@ -2,9 +2,22 @@
 
 Binary ops follow NumPy broadcasting; their backward returns gradients in the broadcast shape
 and the engine (tensor.sum_to) sums them back to each input's shape. ``g`` is dL/d(output).
+Each Function is followed by its function on Tensors (``abs`` and ``pow`` are torch's names here,
+not Python's builtins).
 """
 from .. import backend, kernels
-from ..tensor import Function
+from ..tensor import Function, Tensor, as_tensor
+
+
+def _binary(fn, x, y):
+    """Apply a binary Function; a Python scalar stays a scalar (NumPy keeps the tensor's dtype)."""
+    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+        raise TypeError(f"{fn.__name__.lower()} needs at least one Tensor operand")
+    if not isinstance(x, (Tensor, int, float)):
+        x = as_tensor(x)
+    if not isinstance(y, (Tensor, int, float)):
+        y = as_tensor(y)
+    return fn.apply(x, y)
 
 
 class Add(Function):
@@ -17,6 +30,9 @@ class Add(Function):
         return g, g
 
 
+def add(x, y): return _binary(Add, x, y)
+
+
 class Sub(Function):
     """z = x - y.   dL/dx = g,  dL/dy = -g."""
 
@@ -25,6 +41,9 @@ class Sub(Function):
 
     def backward(self, g):
         return g, (-g if self.needs_grad[1] else None)
+
+
+def sub(x, y): return _binary(Sub, x, y)
 
 
 class Mul(Function):
@@ -37,6 +56,9 @@ class Mul(Function):
     def backward(self, g):
         x, y = self.saved
         return (g * y if self.needs_grad[0] else None), (g * x if self.needs_grad[1] else None)
+
+
+def mul(x, y): return _binary(Mul, x, y)
 
 
 class Div(Function):
@@ -54,6 +76,9 @@ class Div(Function):
         return gx, gy
 
 
+def div(x, y): return _binary(Div, x, y)
+
+
 class Neg(Function):
     """z = -x.   dL/dx = -g."""
 
@@ -62,6 +87,9 @@ class Neg(Function):
 
     def backward(self, g):
         return -g
+
+
+def neg(x): return Neg.apply(x)
 
 
 class Pow(Function):
@@ -77,6 +105,12 @@ class Pow(Function):
         return g * p * x ** (p - 1), None
 
 
+def pow(x, exponent):
+    if isinstance(exponent, Tensor):
+        raise TypeError("pow: the exponent must be a Python number (tensor exponents are not supported)")
+    return Pow.apply(x, exponent)
+
+
 class Exp(Function):
     """z = exp(x).   dL/dx = g * z."""
     float_only = True
@@ -88,6 +122,9 @@ class Exp(Function):
 
     def backward(self, g):
         return g * self.saved[0]
+
+
+def exp(x): return Exp.apply(x)
 
 
 class Log(Function):
@@ -102,6 +139,9 @@ class Log(Function):
         return g / self.saved[0]
 
 
+def log(x): return Log.apply(x)
+
+
 class Sqrt(Function):
     """z = sqrt(x).   dL/dx = g / (2 z)."""
     float_only = True
@@ -113,6 +153,9 @@ class Sqrt(Function):
 
     def backward(self, g):
         return g / (2 * self.saved[0])
+
+
+def sqrt(x): return Sqrt.apply(x)
 
 
 class Tanh(Function):
@@ -129,16 +172,22 @@ class Tanh(Function):
         return g * (1 - z * z)
 
 
+def tanh(x): return Tanh.apply(x)
+
+
 class Abs(Function):
     """z = |x|.   dL/dx = g * sign(x)  (0 at x = 0, as torch)."""
     float_only = True
 
     def forward(self, x):
         self.save(x)
-        return abs(x)
+        return backend.array_module(x).abs(x)
 
     def backward(self, g):
         return g * backend.array_module(g).sign(self.saved[0])
+
+
+def abs(x): return Abs.apply(x)
 
 
 class Relu(Function):
@@ -152,6 +201,9 @@ class Relu(Function):
 
     def backward(self, g):
         return g * (self.saved[0] > 0)
+
+
+def relu(x): return Relu.apply(x)
 
 
 class Gelu(Function):
@@ -173,6 +225,10 @@ class Gelu(Function):
         return kernels.gelu_backward(x, g, approximate)
 
 
+def gelu(x, approximate="none"):
+    return Gelu.apply(x, approximate=approximate)
+
+
 class Where(Function):
     """z = cond ? x : y (cond is a constant boolean array).
     dL/dx = g where cond, else 0;  dL/dy = g where not cond, else 0."""
@@ -189,6 +245,20 @@ class Where(Function):
         return None, gx, gy
 
 
+def where(condition, x, y):
+    """Elementwise ``x`` where ``condition`` else ``y``; ``condition`` is boolean and gets no gradient."""
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    if cond.dtype != bool:
+        raise TypeError(f"where: condition must be boolean, got dtype {cond.dtype}")
+    like = x if isinstance(x, Tensor) else y
+    return Where.apply(cond, as_tensor(x, like), as_tensor(y, like))
+
+
+def masked_fill(x, mask, value):
+    """x with ``value`` wherever the boolean ``mask`` (broadcast to x) is True."""
+    return where(mask, value, x)
+
+
 class Cast(Function):
     """z = x converted to another dtype.   dL/dx = g converted back to x's dtype."""
 
@@ -200,6 +270,9 @@ class Cast(Function):
         return g.astype(self.saved[0]), None
 
 
+def cast(x, dtype): return Cast.apply(x, dtype)
+
+
 class ToDevice(Function):
     """z = x copied to another device (host <-> GPU).   dL/dx = g copied back to x's device."""
 
@@ -209,3 +282,6 @@ class ToDevice(Function):
 
     def backward(self, g):
         return backend.to_device(g, self.saved[0]), None
+
+
+def to_device(x, device): return ToDevice.apply(x, device)

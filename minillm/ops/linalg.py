@@ -1,6 +1,6 @@
 """Matrix products: matmul (batched, broadcast) and linear (x W^T + b, as torch's F.linear)."""
 from .. import kernels
-from ..tensor import Function
+from ..tensor import Function, as_tensor
 
 
 class MatMul(Function):
@@ -43,15 +43,18 @@ class MatMul(Function):
         return gx, gy
 
 
+def matmul(x, y): return MatMul.apply(as_tensor(x), as_tensor(y))
+
+
 class Linear(Function):
-    """z = x @ W^T + b.   x: (..., in), W: (out, in) as in torch and Hugging Face, b: (out,).
+    """z = x @ W^T + b.   x: (..., in), W: (out, in) as in torch and Hugging Face, b: (out,) or None.
 
     The leading axes are flattened into rows, so all three products are single 2-D GEMMs:
         dL/dx = g @ W,   dL/dW = g^T @ x (summed over rows),   dL/db = sum of g over rows.
     """
     float_only = True
 
-    def forward(self, x, weight, bias=None):
+    def forward(self, x, weight, bias):
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(f"input features {x.shape[-1]} != weight in_features {weight.shape[1]} "
                              f"(weight shape {weight.shape} is (out, in))")
@@ -67,5 +70,8 @@ class Linear(Function):
         g = g.reshape(-1, weight.shape[0])
         gx = kernels.matmul(g, weight).reshape(x_shape) if self.needs_grad[0] else None
         gw = kernels.matmul(g, rows, transpose_a=True) if self.needs_grad[1] else None
-        gb = g.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
+        gb = g.sum(axis=0) if self.needs_grad[2] else None
         return gx, gw, gb
+
+
+def linear(x, weight, bias=None): return Linear.apply(x, weight, bias)

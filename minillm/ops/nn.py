@@ -1,7 +1,9 @@
 """The neural-network ops: softmax, log_softmax, cross-entropy, layer norm, dropout, embedding
-and attention. The heavy ones call minillm/kernels, which holds their NumPy and compiled twins."""
+and attention. The heavy ones call minillm/kernels, which holds their NumPy and compiled twins.
+Each Function is followed by its function on Tensors, which checks the arguments."""
 from .. import backend, kernels, random
-from ..tensor import Function
+from ..cuda import is_capturing
+from ..tensor import Function, Tensor, as_array
 
 
 class Softmax(Function):
@@ -20,6 +22,9 @@ class Softmax(Function):
         return gx if last else gx.swapaxes(dim, -1)
 
 
+def softmax(x, dim): return Softmax.apply(x, dim=dim)
+
+
 class LogSoftmax(Function):
     """z = x - logsumexp(x) along ``dim``.   dL/dx = g - softmax(x) * sum(g, dim).
 
@@ -36,6 +41,9 @@ class LogSoftmax(Function):
         z, dim = self.saved
         xp = backend.array_module(g)
         return g - xp.exp(z) * g.sum(axis=dim, keepdims=True)
+
+
+def log_softmax(x, dim): return LogSoftmax.apply(x, dim=dim)
 
 
 def _logsumexp(x, dim):
@@ -74,6 +82,31 @@ class CrossEntropy(Function):
         return gx, None
 
 
+def cross_entropy(logits, target, ignore_index=-100):
+    """Mean negative log-likelihood of integer ``target`` (N,) under softmax(``logits``) (N, C)."""
+    t = as_array(target)
+    if logits.ndim != 2:
+        raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
+    if t.shape != (logits.shape[0],):
+        raise ValueError(f"cross_entropy: target must be ({logits.shape[0]},) to match logits "
+                         f"{logits.shape}, got shape {tuple(t.shape)}")
+    check_class_ids(t, logits.shape[1], ignore_index)
+    return CrossEntropy.apply(logits, t, ignore_index=ignore_index)
+
+
+def check_class_ids(target, classes, ignore_index=-100):
+    """cross_entropy's check of integer class ids ``target``: each in [0, classes) or ignore_index.
+    Host targets cost nothing to check, targets on a GPU one wait, and none inside a CUDA-graph
+    capture, where nothing may wait (there the batch was checked on the host, with this function)."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}")
+    if backend.on_device(target) and is_capturing():
+        return
+    bad = (target != ignore_index) & ((target < 0) | (target >= classes))
+    if bad.any():
+        raise IndexError(f"cross_entropy: target {int(target[bad][0])} is out of bounds for {classes} classes")
+
+
 class LayerNorm(Function):
     """y = (x - mean) / sqrt(var + eps) * w + b over the last axis; see kernels/layer_norm.py
     for the backward, term by term. weight and bias may be None (no affine part)."""
@@ -89,6 +122,22 @@ class LayerNorm(Function):
         rows, weight, mean, rstd, shape = self.saved
         dx, dw, db = kernels.layer_norm_backward(g.reshape(rows.shape), rows, weight, mean, rstd)
         return dx.reshape(shape), dw, db
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalize over the trailing ``normalized_shape`` axes (torch.nn.functional.layer_norm)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if x.shape[x.ndim - len(shape):] != shape:
+        raise ValueError(f"layer_norm: normalized_shape {shape} does not match the trailing dims of input {x.shape}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != shape:
+            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {shape}")
+    if len(shape) != 1:  # several trailing axes: normalize them as one flat axis
+        flat = x.shape[:x.ndim - len(shape)] + (-1,)
+        w = weight.reshape(-1) if weight is not None else None
+        b = bias.reshape(-1) if bias is not None else None
+        return layer_norm(x.reshape(flat), flat[-1:], w, b, eps).reshape(x.shape)
+    return LayerNorm.apply(x, weight, bias, eps=eps)
 
 
 class Dropout(Function):
@@ -115,6 +164,14 @@ class Dropout(Function):
         return g * self.saved[0], None
 
 
+def dropout(x, p=0.5, training=True):
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    return Dropout.apply(x, p)
+
+
 class Embedding(Function):
     """z = weight[ids]: row lookup.   ids: integers (...), weight: (V, E) -> z: (..., E).
     dL/dweight = zeros (V, E) with each g row added at its id (repeated ids add up); the row of
@@ -132,6 +189,22 @@ class Embedding(Function):
         if padding_idx is not None:
             gw[padding_idx] = 0
         return None, gw
+
+
+def embedding(ids, weight, padding_idx=None):
+    """weight[ids]: ids is an integer array or Tensor (...), weight (V, E) -> (..., E).
+    The row ``padding_idx`` (if given) receives no gradient, as in torch."""
+    i = as_array(ids)
+    if i.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got dtype {i.dtype}")
+    # One look at the ids: on a GPU one wait (host ids cost none), and none inside a CUDA-graph
+    # capture, where nothing may wait (there the batch was checked on the host).
+    if i.size and not (backend.on_device(i) and is_capturing()):
+        low, high = (int(n) for n in backend.to_host(backend.array_module(i).stack([i.min(), i.max()])))
+        if low < 0 or high >= weight.shape[0]:
+            raise IndexError(f"embedding: id {high if high >= weight.shape[0] else low} is out of range "
+                             f"for a table of {weight.shape[0]} rows")
+    return Embedding.apply(i, weight, padding_idx=padding_idx)
 
 
 class Attention(Function):
@@ -152,3 +225,16 @@ class Attention(Function):
         q, k, v, out, lse, key_mask, bias, scale, dropout_p, seed = self.saved
         dq, dk, dv = kernels.attention_backward(q, k, v, out, lse, g, key_mask, bias, scale, dropout_p, seed)
         return dq, dk, dv, None, None
+
+
+def attention(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed=None):
+    """Fused dropout(softmax(q k^T * scale + bias + key mask)) v; see Attention above.
+    ``key_mask`` and ``bias`` are constants (no gradient): a bias Tensor that requires grad is refused.
+    dropout_p drops probabilities (pass 0 outside training); the mask comes from ``seed``, and
+    seed=None draws one from minillm's seeded generator, so mm.manual_seed repeats a run."""
+    if isinstance(bias, Tensor) and bias.requires_grad:
+        raise ValueError("attention: bias is an additive mask, a constant that gets no gradient, but this "
+                         "one requires grad; pass bias.detach()")
+    if seed is None:
+        seed = random.draw_seed() if dropout_p else 0
+    return Attention.apply(q, k, v, key_mask, bias, scale=scale, dropout_p=dropout_p, seed=seed)

@@ -2,9 +2,13 @@
 
 A reduction's backward spreads g back over the reduced axes: reshape g to keep the reduced
 axes as size 1 (if keepdim was False), then broadcast it to the input's shape.
+``sum`` and ``max`` here are torch's names for the ops; Python's builtins are ``builtins.max``.
 """
+import builtins
+import collections
+
 from .. import backend
-from ..tensor import Function
+from ..tensor import Function, Tensor
 
 
 def _axes(dim, ndim):
@@ -12,9 +16,9 @@ def _axes(dim, ndim):
         return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     for d in dims:
-        if not -ndim <= d < max(ndim, 1):
+        if not -ndim <= d < builtins.max(ndim, 1):
             raise IndexError(f"dim {d} is out of range for a tensor with {ndim} dims")
-    return tuple(sorted(d % max(ndim, 1) for d in dims))
+    return tuple(sorted(d % builtins.max(ndim, 1) for d in dims))
 
 
 def _expand(g, shape, axes, keepdim):
@@ -36,6 +40,9 @@ class Sum(Function):
         return _expand(g, *self.saved)
 
 
+def sum(x, dim=None, keepdim=False): return Sum.apply(x, dim=dim, keepdim=keepdim)
+
+
 class Mean(Function):
     """z = mean of x over axes (n elements each).   dL/dx = g / n broadcast back."""
     float_only = True
@@ -50,7 +57,10 @@ class Mean(Function):
         count = 1
         for a in axes:
             count *= shape[a]
-        return _expand(g / max(count, 1), shape, axes, keepdim)
+        return _expand(g / builtins.max(count, 1), shape, axes, keepdim)
+
+
+def mean(x, dim=None, keepdim=False): return Mean.apply(x, dim=dim, keepdim=keepdim)
 
 
 class Max(Function):
@@ -68,3 +78,15 @@ class Max(Function):
         winners = x == z
         share = winners / winners.sum(axis=axes, keepdims=True)
         return _expand(g, x.shape, axes, keepdim) * share
+
+
+MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
+
+
+def max(x, dim=None, keepdim=False):
+    """The maximum over all elements, or, given ``dim``, (values, indices) along it, as torch."""
+    values = Max.apply(x, dim=dim, keepdim=keepdim)
+    if dim is None:
+        return values
+    xp = backend.array_module(x.data)
+    return MaxResult(values, Tensor(xp.argmax(x.data, axis=dim, keepdims=keepdim)))

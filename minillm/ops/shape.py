@@ -1,7 +1,7 @@
 """Ops that move elements without changing them: reshape, permute, indexing, cat, stack.
 Each backward moves the gradient back the way the forward moved the data."""
 from .. import backend
-from ..tensor import Function
+from ..tensor import Function, Tensor
 
 
 class Reshape(Function):
@@ -13,6 +13,9 @@ class Reshape(Function):
 
     def backward(self, g):
         return g.reshape(self.saved[0])
+
+
+def reshape(x, shape): return Reshape.apply(x, shape=shape)
 
 
 class Permute(Function):
@@ -31,6 +34,9 @@ class Permute(Function):
         for i, a in enumerate(axes):
             inverse[a] = i
         return g.transpose(inverse)
+
+
+def permute(x, dims): return Permute.apply(x, axes=dims)
 
 
 class GetItem(Function):
@@ -55,6 +61,15 @@ class GetItem(Function):
         return gx, None
 
 
+def getitem(x, index):
+    """x[index]: basic slices, or integer/boolean arrays (a gather); Tensors in the index are unwrapped."""
+    if isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    elif isinstance(index, Tensor):
+        index = index.data
+    return GetItem.apply(x, index)
+
+
 def _is_gather(index):
     """Whether an index holds an integer or boolean array (advanced indexing)."""
     parts = index if isinstance(index, tuple) else (index,)
@@ -76,6 +91,13 @@ class Cat(Function):
         return tuple(xp.split(g, bounds, axis=dim))
 
 
+def cat(tensors, dim=0):
+    """Join tensors along an existing axis ``dim`` (torch.cat)."""
+    tensors = list(tensors)
+    _same_shape_but(tensors, dim, "cat")
+    return Cat.apply(*tensors, dim=dim)
+
+
 class Stack(Function):
     """z = inputs stacked along a new axis ``dim``.   dL/dx_i = g taken at position i of that axis."""
 
@@ -86,3 +108,23 @@ class Stack(Function):
     def backward(self, g):
         dim = self.saved[0]
         return tuple(g.take(i, axis=dim) for i in range(g.shape[dim]))
+
+
+def stack(tensors, dim=0):
+    """Join equally shaped tensors along a new axis ``dim`` (torch.stack)."""
+    tensors = list(tensors)
+    _same_shape_but(tensors, None, "stack")
+    return Stack.apply(*tensors, dim=dim)
+
+
+def _same_shape_but(tensors, dim, name):
+    if not tensors:
+        raise ValueError(f"{name}: expected a non-empty list of tensors")
+    first = tensors[0].shape
+    for i, t in enumerate(tensors[1:], 1):
+        a = [n for d, n in enumerate(first) if dim is None or d != dim % len(first)]
+        b = [n for d, n in enumerate(t.shape) if dim is None or d != dim % max(t.ndim, 1)]
+        if len(first) != t.ndim or a != b:
+            along = "" if dim is None else f" except along dim {dim}"
+            raise ValueError(f"{name}: tensor 0 has shape {first} and tensor {i} has shape {t.shape}; "
+                             f"shapes must match{along}")
