@@ -4,7 +4,8 @@
     python examples/bert_inspect.py "Your sentence." --model path/to/a/bert/folder
 
 Layer 0 is computed by hand from its weights, op by op, and checked against the module; the other
-layers are summarized. Everything runs on minillm alone (no PyTorch).
+layers are summarized; each step names the class of minillm/models/bert.py that computes it (Hugging
+Face's name). Everything runs on minillm alone (no PyTorch).
 """
 import argparse
 import math
@@ -13,7 +14,7 @@ import numpy as np
 
 import minillm as mm
 from minillm.models.bert import BertModel
-from minillm.nn.transformer import ACTIVATIONS
+from minillm.nn.functional import ACTIVATIONS
 from minillm.tokenizer import BertTokenizer
 
 
@@ -47,7 +48,7 @@ def main():
     show("input_ids", ids, "(B=1, L)")
 
     with mm.no_grad():
-        print("\n2. Embeddings: one vector per token = word + position + token type, then LayerNorm")
+        print("\n2. Embeddings (BertEmbeddings): one vector per token = word + position + token type, then LayerNorm")
         emb = model.embeddings
         word = emb.word_embeddings(ids)
         position = emb.position_embeddings(np.arange(L))
@@ -58,7 +59,7 @@ def main():
         x = emb.LayerNorm(word + token_type + position)
         show("LayerNorm(sum)", x, f"mean {x.numpy().mean():+.3f}, std {x.numpy().std():.3f} per token")
 
-        print("\n3. Layer 0 by hand: self-attention")
+        print("\n3. Layer 0 (BertLayer) by hand: self-attention (BertSelfAttention, BertSelfOutput)")
         layer = model.encoder.layer[0]
         attn = layer.attention.self
 
@@ -78,7 +79,7 @@ def main():
         a = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + x)
         show("a = LayerNorm(x + dense(context))", a, "Add & Norm (post-LN)")
 
-        print("\n4. Layer 0 by hand: feed-forward")
+        print("\n4. Layer 0 by hand: feed-forward (BertIntermediate, BertOutput)")
         inner = ACTIVATIONS[config.hidden_act](layer.intermediate.dense(a))
         show(f"{config.hidden_act}(dense(a))", inner, f"(B, L, {config.intermediate_size})")
         y = layer.output.LayerNorm(layer.output.dense(inner) + a)
@@ -86,7 +87,7 @@ def main():
         module_y, _ = layer(x)
         print(f"  the module gives the same: max |difference| = {np.abs(module_y.numpy() - y.numpy()).max():.2e}")
 
-        print("\n5. All layers (the model's forward, with the study outputs)")
+        print("\n5. All layers (BertEncoder), the pooler (BertPooler): BertModel.forward, with study outputs")
         out = model(ids, batch["attention_mask"], types, output_hidden_states=True, output_attentions=True)
         for i, (h, p) in enumerate(zip(out.hidden_states[1:], out.attentions)):
             entropy = -(p.numpy() * np.log(p.numpy() + 1e-12)).sum(-1).mean()

@@ -94,12 +94,12 @@ def test_compiled_kernel_drops_exactly_keep_mask(dtype, block):
 
 
 def test_mask_does_not_depend_on_memory_layout():
-    """BERT's heads (a transposed view made by the module's _split_heads) and a contiguous copy of
+    """BERT's heads (a transposed view made by the module's split_heads) and a contiguous copy of
     them drop the same elements: the mask follows the logical index (b, h, i, j)."""
     rng = np.random.default_rng(1)
     b, n, heads = 2, 16, 4
     module = MultiHeadAttention(heads * n, heads)
-    q = module._split_heads(Tensor(rng.normal(size=(b, n, heads * n)).astype(np.float32))).data
+    q = module.split_heads(Tensor(rng.normal(size=(b, n, heads * n)).astype(np.float32))).data
     assert not q.flags.c_contiguous
     transposed, _ = mask_of_compiled_kernel(q, 77, 0.3)
     contiguous, _ = mask_of_compiled_kernel(np.ascontiguousarray(q), 77, 0.3)
@@ -177,7 +177,7 @@ def test_module_draws_each_seed_from_minillm_generator():
     seed = random.draw_seed()
     mm.manual_seed(0)
     np.testing.assert_array_equal(module(x, key_mask)[0].numpy(), first.numpy())
-    q, k, v = (module._split_heads(proj(x)).data for proj in (module.query, module.key, module.value))
+    q, k, v = (module.split_heads(proj(x)).data for proj in (module.query, module.key, module.value))
     expected, _ = attention_forward(q, k, v, key_mask != 0, None, 0.5, 0.2, seed)
     np.testing.assert_allclose(first.numpy(), expected.transpose(0, 2, 1, 3).reshape(2, 6, 12), rtol=1e-6)
     module.eval()

@@ -1,5 +1,6 @@
 """MultiHeadAttention, TransformerEncoderLayer and TransformerEncoder: against a plain NumPy
-reference, finite differences (float64), and the facts a padding mask must guarantee."""
+reference, finite differences (float64), and the facts a padding mask must guarantee; the fused
+attention op against the module's reference path (the equation in plain ops)."""
 import numpy as np
 import pytest
 
@@ -44,8 +45,41 @@ def test_attention_matches_reference(batch):
     expected, expected_probs = _reference_attention(mha, x, key_mask.astype(bool))
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-10)
     np.testing.assert_allclose(probs.numpy(), expected_probs, atol=1e-10)
-    assert probs.shape == (3, 3, 5, 5) and not probs.requires_grad
+    assert probs.shape == (3, 3, 5, 5) and probs.requires_grad  # from the graph: a loss may use them
     assert np.all(probs.numpy()[1, :, :, 3:] == 0)  # padded keys get no attention
+    fused, _ = mha(mm.tensor(x), key_mask)
+    np.testing.assert_allclose(fused.numpy(), expected, atol=1e-10)
+
+
+def test_fused_attention_is_the_reference_path():
+    """The fused op (every call but output_attentions) against reference_attention, the equation in
+    plain ops that defines it: context and the gradients of q, k and v, in float64, with padding
+    keys and a query row whose keys are all padding (context 0 and no gradient, on both paths)."""
+    rng = np.random.default_rng(4)
+    mha = nn.MultiHeadAttention(12, 3).eval()
+    q, k, v, g = (rng.standard_normal((3, 3, 5, 4)) for _ in range(4))  # (B, H, L, D)
+    key_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], bool)
+    results = []
+    for output_attentions in (False, True):
+        qt, kt, vt = (mm.tensor(t, requires_grad=True) for t in (q, k, v))
+        context, probs = mha.attention(qt, kt, vt, key_mask, output_attentions)
+        assert (probs is not None) == output_attentions
+        context.backward(g)
+        results.append([context.numpy(), qt.grad.numpy(), kt.grad.numpy(), vt.grad.numpy()])
+    for name, fused, reference in zip(("context", "dq", "dk", "dv"), *results):
+        np.testing.assert_allclose(fused, reference, rtol=1e-12, atol=1e-12, err_msg=name)
+        assert np.all(fused[2] == 0) and np.all(reference[2] == 0), name  # the row with no key
+    assert np.all(results[0][2][1, :, 3:] == 0) and np.all(results[0][3][1, :, 3:] == 0)  # padding: no gradient
+
+
+def test_reference_path_drops_with_the_module_dropout(batch):
+    """In training the reference path drops probabilities with the module's nn.Dropout (p = 1: all
+    dropped, context 0); the probabilities it returns are before dropout."""
+    x, key_mask = batch
+    mha = _double(nn.MultiHeadAttention(12, 3, dropout=1.0)).train()
+    context, probs = mha(mm.tensor(x), key_mask, output_attentions=True)
+    assert np.all(context.numpy() == 0)
+    np.testing.assert_allclose(probs.numpy().sum(-1), 1, atol=1e-12)
 
 
 def test_key_mask_accepts_bool_ints_and_tensors(batch):
@@ -142,14 +176,14 @@ def test_encoder_outputs_for_study():
     assert encoder(x)[1:] == (None, None)
 
 
-def test_encoder_layers_are_independent_copies_with_hf_names():
+def test_encoder_layers_are_independent_copies_with_torch_names():
     encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 2)
     names = [n for n, _ in encoder.named_parameters()]
-    assert names[:4] == ["layer.0.attention.self.query.weight", "layer.0.attention.self.query.bias",
-                         "layer.0.attention.self.key.weight", "layer.0.attention.self.key.bias"]
-    assert {"layer.1.attention.output.LayerNorm.weight", "layer.1.intermediate.dense.weight",
-            "layer.1.output.dense.weight", "layer.1.output.LayerNorm.bias"} <= set(names)
-    first, second = encoder.layer[0].intermediate.dense.weight, encoder.layer[1].intermediate.dense.weight
+    assert names[:4] == ["layers.0.self_attn.query.weight", "layers.0.self_attn.query.bias",
+                         "layers.0.self_attn.key.weight", "layers.0.self_attn.key.bias"]
+    assert {"layers.1.out_proj.weight", "layers.1.norm1.weight", "layers.1.linear1.weight",
+            "layers.1.linear2.weight", "layers.1.norm2.bias"} <= set(names)
+    first, second = encoder.layers[0].linear1.weight, encoder.layers[1].linear1.weight
     assert first is not second and first.data is not second.data
     first.data[...] = 0
     assert second.numpy().any()

@@ -1,5 +1,12 @@
-"""Models built from minillm.nn, with Hugging Face's names so their checkpoints load 1:1.
+"""Models built from minillm.nn, with Hugging Face's names so their checkpoints load 1:1:
+
+    bert.py                BERT, as transformers' modeling_bert.py: BertEmbeddings ... BertModel,
+                           BertForSequenceClassification; check_inputs
+    configuration_bert.py  BertConfig, config.json's fields
+    modeling_utils.py      PreTrainedModel: initialization, from_pretrained, save_pretrained
+    modeling_outputs.py    what forward returns (BaseModelOutputWithPooling, SequenceClassifierOutput)
 
     from minillm.models.bert import BertConfig, BertModel, BertForSequenceClassification
 """
-from .bert import BertConfig, BertForSequenceClassification, BertModel  # noqa: F401
+from .bert import BertForSequenceClassification, BertModel  # noqa: F401
+from .configuration_bert import BertConfig  # noqa: F401

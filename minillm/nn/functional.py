@@ -1,5 +1,7 @@
-"""torch.nn.functional's names over minillm's ops: ``import minillm.nn.functional as F``."""
+"""torch.nn.functional's names over minillm's ops: ``import minillm.nn.functional as F``; and
+ACTIVATIONS, the activation functions by the names a Hugging Face config gives them (``hidden_act``)."""
 from .. import backend
+from ..kernels.attention import check_shapes
 from ..ops import cross_entropy, dropout, embedding, layer_norm, linear, log_softmax, relu, softmax  # noqa: F401
 from ..ops import attention, gelu as _gelu
 from ..tensor import Tensor
@@ -10,6 +12,13 @@ def gelu(x, approximate="none"):
     return _gelu(x, approximate)
 
 
+ACTIVATIONS = {
+    "gelu": gelu,                                           # exact: x * Phi(x), BERT's
+    "gelu_new": lambda x: gelu(x, approximate="tanh"),      # the tanh approximation (GPT-2's)
+    "relu": relu,
+}
+
+
 def scaled_dot_product_attention(q, k, v, attn_mask=None, scale=None):
     """softmax(q k^T * scale + mask) v for q (B, H, L, D), k and v (B, H, S, D), fused.
 
@@ -18,12 +27,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, scale=None):
       - a key padding mask, boolean, shaped (B, 1, 1, S) (or broadcastable to it);
       - an additive float mask shaped (L, S) (or broadcastable to it), e.g. causal.
     """
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.ndim != 4:
-            raise ValueError(f"scaled_dot_product_attention: {name} must be (B, H, L, D), got shape {t.shape}")
-    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
-        raise ValueError(f"scaled_dot_product_attention: shapes q {q.shape}, k {k.shape}, v {v.shape} "
-                         "do not fit (B, H, L, D), (B, H, S, D), (B, H, S, D)")
+    check_shapes(q, k, v)
     key_mask, bias = _split_mask(attn_mask, q.shape[0], q.shape[2], k.shape[2], q.dtype)
     return attention(q, k, v, key_mask, bias, scale)
 

@@ -1,111 +1,75 @@
-"""The Transformer encoder as BERT builds it: post-LN layers ("Attention Is All You Need", section 3.1).
+"""A generic Transformer encoder, post-LN ("Attention Is All You Need", section 3.1), for building
+your own models; named as torch.nn.TransformerEncoderLayer and TransformerEncoder (d_model, nhead,
+dim_feedforward; ``self_attn``, ``linear1``, ``norm1``, ``layers``), with tensors batch first.
 
 One layer, x (B, L, E) -> (B, L, E):
 
-    a = LayerNorm(x + Dropout(Dense(SelfAttention(x))))          attention.self, attention.output
-    y = LayerNorm(a + Dropout(Dense(act(Dense(a)))))             intermediate, output
+    a = norm1(x + dropout1(out_proj(self_attn(x))))              attention, then Add & Norm
+    y = norm2(a + dropout2(linear2(activation(linear1(a)))))     feed-forward, then Add & Norm
 
-The sub-modules carry Hugging Face's BERT names, so a layer's weights are found where a reader of a
-BERT checkpoint expects them: ``attention.self.query``, ``attention.output.dense``,
-``attention.output.LayerNorm``, ``intermediate.dense``, ``output.dense``, ``output.LayerNorm``.
-Arguments follow torch.nn.TransformerEncoderLayer's names (d_model, nhead, dim_feedforward); the
-defaults are BERT's (GELU, layer norm eps 1e-12); tensors are batch first.
+It is the layer BERT uses, from the same pieces (models/bert.py writes BERT's out under Hugging
+Face's names, weight for weight as its checkpoints). Unlike torch: self_attn (nn.MultiHeadAttention)
+has no output projection (here ``out_proj`` sits beside it), there is no dropout between the two
+feed-forward products (BERT has none), and the defaults are BERT's (GELU, layer norm eps 1e-12).
 """
 import copy
 
-from . import functional as F
 from .attention import MultiHeadAttention
+from .functional import ACTIVATIONS
 from .layers import Dropout, LayerNorm, Linear
 from .module import Module, ModuleList
 
-ACTIVATIONS = {
-    "gelu": F.gelu,                                           # exact: x * Phi(x), BERT's
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),      # the tanh approximation (GPT-2's)
-    "relu": F.relu,
-}
-
-
-class DenseAddNorm(Module):
-    """y = LayerNorm(residual + Dropout(Dense(x))): a sub-layer's output, the paper's "Add & Norm"
-    (Hugging Face's BertSelfOutput and BertOutput). x: (..., in_features), residual and y: (..., d_model)."""
-
-    def __init__(self, in_features, d_model, dropout, layer_norm_eps):
-        super().__init__()
-        self.dense = Linear(in_features, d_model)
-        self.LayerNorm = LayerNorm(d_model, eps=layer_norm_eps)
-        self.dropout = Dropout(dropout)
-
-    def forward(self, x, residual):
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
-class SelfAttentionBlock(Module):
-    """Self-attention and its Add & Norm: ``self`` (MultiHeadAttention) and ``output`` (DenseAddNorm)."""
-
-    def __init__(self, d_model, nhead, dropout, attention_dropout, layer_norm_eps):
-        super().__init__()
-        self.self = MultiHeadAttention(d_model, nhead, dropout=attention_dropout)
-        self.output = DenseAddNorm(d_model, d_model, dropout, layer_norm_eps)
-
-    def forward(self, x, key_mask=None, output_attentions=False):
-        context, probs = self.self(x, key_mask, output_attentions)
-        return self.output(context, x), probs
-
-
-class Intermediate(Module):
-    """The feed-forward network's first half: act(Dense(x)), (..., d_model) -> (..., dim_feedforward)."""
-
-    def __init__(self, d_model, dim_feedforward, activation):
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation {activation!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
-        self.dense = Linear(d_model, dim_feedforward)
-        self.activation = activation
-
-    def forward(self, x):
-        return ACTIVATIONS[self.activation](self.dense(x))
-
-    def extra_repr(self):
-        return f"activation={self.activation}"
-
 
 class TransformerEncoderLayer(Module):
-    """One post-LN encoder layer (BERT's BertLayer). x: (B, L, d_model) -> (B, L, d_model).
+    """One post-LN encoder layer. x: (B, L, d_model) -> (B, L, d_model).
 
-    dropout: on each sub-layer's output (BERT's hidden_dropout_prob);
-    attention_dropout: on the attention probabilities (attention_probs_dropout_prob), default ``dropout``.
+    dropout: on each sub-layer's output; attention_dropout: on the attention probabilities
+    (default ``dropout``); activation: a name in nn.functional.ACTIVATIONS (gelu, gelu_new, relu).
     """
 
     def __init__(self, d_model, nhead, dim_feedforward, dropout=0.1, activation="gelu", layer_norm_eps=1e-12,
                  attention_dropout=None):
         super().__init__()
-        attention_dropout = dropout if attention_dropout is None else attention_dropout
-        self.attention = SelfAttentionBlock(d_model, nhead, dropout, attention_dropout, layer_norm_eps)
-        self.intermediate = Intermediate(d_model, dim_feedforward, activation)
-        self.output = DenseAddNorm(dim_feedforward, d_model, dropout, layer_norm_eps)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
+        self.self_attn = MultiHeadAttention(d_model, nhead, dropout=dropout if attention_dropout is None
+                                            else attention_dropout)
+        self.out_proj = Linear(d_model, d_model)
+        self.dropout1 = Dropout(dropout)
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
+        self.linear1 = Linear(d_model, dim_feedforward)
+        self.activation = activation
+        self.linear2 = Linear(dim_feedforward, d_model)
+        self.dropout2 = Dropout(dropout)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
 
     def forward(self, x, key_mask=None, output_attentions=False):
-        """key_mask: (B, L), True/1 for real tokens. Returns (y, attention probabilities or None)."""
-        a, probs = self.attention(x, key_mask, output_attentions)
-        return self.output(self.intermediate(a), a), probs
+        """x: (B, L, d_model); key_mask: (B, L), True/1 for real tokens.
+        Returns (y (B, L, d_model), attention probabilities (B, H, L, L) or None)."""
+        context, probs = self.self_attn(x, key_mask, output_attentions)
+        a = self.norm1(x + self.dropout1(self.out_proj(context)))
+        y = self.norm2(a + self.dropout2(self.linear2(ACTIVATIONS[self.activation](self.linear1(a)))))
+        return y, probs
+
+    def extra_repr(self):
+        return f"activation={self.activation}"
 
 
 class TransformerEncoder(Module):
-    """``num_layers`` copies of ``encoder_layer`` applied in turn (as torch.nn.TransformerEncoder),
-    held in ``layer`` so that the third one is ``layer.2`` (BERT's ``encoder.layer.2``).
-    The copies start with equal weights; a model re-initializes them (BertModel does)."""
+    """``num_layers`` copies of ``encoder_layer`` applied in turn, held in ``layers`` (as torch).
+    The copies start with equal weights; re-initialize them if they should differ."""
 
     def __init__(self, encoder_layer, num_layers):
         super().__init__()
-        self.layer = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
+        self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
 
     def forward(self, x, key_mask=None, output_hidden_states=False, output_attentions=False):
         """x: (B, L, E). Returns (last hidden state (B, L, E), hidden_states, attentions) where, when asked,
-        hidden_states = (x, after layer 1, ..., after layer N) and attentions = one (B, H, L, L) per layer,
-        as Hugging Face returns them; otherwise None."""
+        hidden_states = (x, after layer 1, ..., after layer N) and attentions = one (B, H, L, L) per layer;
+        otherwise None."""
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layer:
+        for layer in self.layers:
             x, probs = layer(x, key_mask, output_attentions)
             if output_hidden_states:
                 hidden_states.append(x)

@@ -1,0 +1,76 @@
+"""What every model with a Hugging Face checkpoint shares (transformers' modeling_utils.py): the
+PreTrainedModel mixin, with Hugging Face's initialization, from_pretrained and save_pretrained.
+
+A model class sets ``config_class`` (BertConfig), ``base_model_prefix`` (the attribute holding the
+bare model: ``bert``), and which checkpoint tensors are no weights of its own (``ignored_heads``:
+ignored and listed; ``ignored_buffers``: ignored) and which of its weights a checkpoint may lack
+(``new_heads``: initialized and listed); its __init__ takes (config, initialize=True).
+"""
+import logging
+import os
+
+from .. import pretrained, random, safetensors_io
+from ..nn import Embedding, LayerNorm, Linear, Module
+
+logger = logging.getLogger("minillm")
+
+
+class PreTrainedModel(Module):
+    """A Module with a ``config``, loaded from and saved to a Hugging Face folder."""
+    config_class = None
+    base_model_prefix = ""
+    ignored_heads = ()
+    ignored_buffers = ()
+    new_heads = ()
+
+    def _init_weights(self, module):
+        """As Hugging Face: Linear and Embedding weights ~ N(0, initializer_range), biases 0, the
+        padding row 0; LayerNorm weight 1, bias 0."""
+        std = self.config.initializer_range
+        if isinstance(module, (Linear, Embedding)):
+            module.weight.data[...] = random.normal(module.weight.shape, std=std)
+        if isinstance(module, Linear) and module.bias is not None:
+            module.bias.data[...] = 0
+        if isinstance(module, Embedding) and module.padding_idx is not None:
+            module.weight.data[module.padding_idx] = 0
+        if isinstance(module, LayerNorm):
+            module.weight.data[...], module.bias.data[...] = 1, 0
+
+    def check_batch(self, batch):
+        """Check ``batch`` (a dict of host arrays: forward's keyword arguments) as forward would,
+        raising the same errors, without running the model. A CUDA-graph step calls it on the host,
+        because inside a captured graph nothing may wait for the GPU. Each model defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define check_batch()")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, num_labels=None, config=None, output_loading_info=False):
+        """The model from a Hugging Face folder (config.json + model.safetensors) or a known name
+        (minillm.pretrained.resolve), in eval mode. Weights of heads this model lacks are ignored and
+        a missing new head is initialized, each with a warning; every other mismatch is an error."""
+        folder = pretrained.resolve(name_or_path)
+        if config is None:
+            overrides = {} if num_labels is None else {"num_labels": num_labels}
+            config = cls.config_class.from_pretrained(folder, **overrides)
+        model = cls(config, initialize=False)  # every weight but a new head is about to be overwritten
+        tensors = safetensors_io.index_weights(folder)
+        weights, new, ignored = safetensors_io.match_state_dict(
+            model, tensors, cls.base_model_prefix, cls.ignored_heads, cls.ignored_buffers, cls.new_heads)
+        safetensors_io.read_into(model.state_dict(), weights)  # from the file into the parameters' own arrays
+        if ignored:
+            logger.warning("Some weights of %s were not used by %s (expected for pre-training heads): %s",
+                           folder, cls.__name__, ignored)
+        if new:
+            logger.warning("Some weights of %s were not in %s and are newly initialized: %s. "
+                           "Train the model on a downstream task before using it for predictions.",
+                           cls.__name__, folder, new)
+        model.eval()
+        return (model, {"missing_keys": new, "unexpected_keys": ignored}) if output_loading_info else model
+
+    def save_pretrained(self, folder):
+        """config.json and model.safetensors (float32, Hugging Face's names), each written atomically."""
+        self.config.extra["architectures"] = [type(self).__name__]
+        self.config.extra.pop("torch_dtype", None)
+        self.config.extra["dtype"] = "float32"
+        safetensors_io.write_safetensors(self.state_dict(), os.path.join(folder, safetensors_io.WEIGHTS_NAME),
+                                         metadata={"format": "pt"})
+        self.config.save_pretrained(folder)
