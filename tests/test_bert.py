@@ -7,7 +7,7 @@ import pytest
 
 import minillm as mm
 from minillm.safetensors_io import CheckpointError
-from minillm.models.bert import BertConfig, BertForSequenceClassification, BertModel
+from minillm.models.bert import BertConfig, BertForSequenceClassification, BertModel, check_inputs
 
 TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
             max_position_embeddings=12, type_vocab_size=2)
@@ -87,10 +87,12 @@ def test_forward_api_and_output_shapes():
     assert out.logits.shape == (2, 3) and out.loss.shape == ()
     assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (2, 5, 16)
     assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 5, 5)
+    plain = model(ids, attention_mask=mask).logits.numpy()  # the fused path; output_attentions takes the reference
+    np.testing.assert_allclose(out.logits.numpy(), plain, atol=1e-6)
     as_list = model(ids.tolist(), mask.tolist()).logits.numpy()
     as_tensor = model(mm.tensor(ids), mm.tensor(mask), mm.tensor(np.zeros_like(ids))).logits.numpy()
-    np.testing.assert_array_equal(as_list, out.logits.numpy())
-    np.testing.assert_array_equal(as_tensor, out.logits.numpy())
+    np.testing.assert_array_equal(as_list, plain)
+    np.testing.assert_array_equal(as_tensor, plain)
     base = model.bert(ids, mask)
     assert base.last_hidden_state.shape == (2, 5, 16) and base.pooler_output.shape == (2, 16)
     assert base.hidden_states is None and base.attentions is None
@@ -150,3 +152,30 @@ def test_bad_inputs_name_the_argument(kwargs, error, message):
     model = BertModel(BertConfig(**TINY))
     with pytest.raises(error, match=message):
         model(**kwargs)
+    with pytest.raises(error, match=message):  # the same check, without running the model
+        model.check_batch(kwargs)
+
+
+def test_check_inputs_returns_ids_mask_and_types():
+    config = BertConfig(**TINY)
+    ids, mask, types = check_inputs(config, [[2, 5, 0]], np.array([[1, 1, 0]], np.int32))
+    assert ids.dtype == types.dtype == np.int64 and mask.dtype == bool
+    assert ids.tolist() == [[2, 5, 0]] and mask.tolist() == [[True, True, False]] and types.tolist() == [[0, 0, 0]]
+    assert check_inputs(config, np.ones((1, 3), np.int64))[1] is None
+
+
+def test_check_batch_checks_what_forward_checks():
+    """A batch dict: model(**batch) runs it, model.check_batch(batch) refuses what forward refuses."""
+    model = BertForSequenceClassification(BertConfig(num_labels=3, **TINY)).eval()
+    batch = {"input_ids": np.array([[2, 5, 7], [2, 9, 0]]), "attention_mask": np.array([[1, 1, 1], [1, 1, 0]]),
+             "token_type_ids": np.zeros((2, 3), np.int64), "labels": np.array([0, 2])}
+    model.check_batch(batch)
+    assert model(**batch).loss.shape == ()
+    for labels, message in ((np.array([0, 3]), "target 3 is out of bounds for 3 classes"),
+                            (np.array([-1, 0]), "target -1 is out of bounds")):
+        for check in (model.check_batch, lambda b: model(**b)):
+            with pytest.raises(IndexError, match=message):
+                check({**batch, "labels": labels})
+    model.check_batch({**batch, "labels": np.eye(3, dtype=np.float32)[:2]})  # multi-label targets: no class ids
+    with pytest.raises(ValueError, match="ids from 40 to 40"):
+        model.check_batch({**batch, "input_ids": np.full((2, 3), 40)})

@@ -227,7 +227,7 @@ def test_loading_holds_no_second_copy_of_the_weights(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    # building the model takes its size plus one layer (the template TransformerEncoder copies);
+    # building the model takes its size (BertEncoder's layers are copies of its first);
     # reading the checkpoint into new arrays, then copying them in, would take twice its size
     assert peak < 1.5 * size, f"loading peaked at {peak / size:.2f} x the model's {size} bytes"
     assert np.array_equal(model.encoder.layer[5].output.dense.weight.numpy(),
