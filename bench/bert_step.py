@@ -38,6 +38,7 @@ SHAPES = {  # name: (model, batch, length)
 BASE_CONFIG = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                    intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")  # inputs()' arrays, by name
 
 
 def model_dir(kind):
@@ -79,18 +80,17 @@ def minillm_step(folder, mode, batch, length, threads):
 
 
 def minillm_train_step(model, batch):
-    """One training step of ``model`` on batch = (ids, mask, types, labels), as a function: forward,
-    cross-entropy, backward, clip_grad_norm_(1.0), AdamW step, zero_grad (bench/gpu_bench.py too)."""
-    from minillm.nn.utils import clip_grad_norm_
+    """One training step of ``model`` on batch = (ids, mask, types, labels), as a function: the
+    library's train_step (forward, cross-entropy, backward, clip_grad_norm_(1.0), AdamW step), then
+    zero_grad, as the Trainer runs it (bench/gpu_bench.py too)."""
     from minillm.optim import AdamW
-    ids, mask, types, labels = batch
+    from minillm.training import train_step
+    batch = dict(zip(BATCH_KEYS, batch))
     params = list(model.parameters())
     optimizer = AdamW(params, lr=1e-5)
 
     def step():
-        model(ids, mask, types, labels=labels).loss.backward()
-        clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        train_step(model, batch, optimizer, max_grad_norm=1.0, params=params)
         optimizer.zero_grad()
     return step
 

@@ -49,7 +49,7 @@ import time
 
 import numpy
 
-from bert_step import BASE_CONFIG, inputs, minillm_train_step, torch_train_step
+from bert_step import BASE_CONFIG, BATCH_KEYS, inputs, minillm_train_step, torch_train_step
 
 MIB = 2 ** 20
 SIDES = ("minillm", "torch")
@@ -366,7 +366,7 @@ def minillm_graph(model, params, arrays):
     ``private_mib`` is the graph's own memory pool, which the default pool's peak does not see."""
     from minillm.optim import AdamW
     from minillm.training import CapturedStep
-    batch = dict(zip(("input_ids", "attention_mask", "token_type_ids", "labels"), arrays))
+    batch = dict(zip(BATCH_KEYS, arrays))
     captured = CapturedStep(model, AdamW(params, lr=1e-5, capturable=True), batch, max_grad_norm=1.0)
 
     def step():

@@ -16,10 +16,9 @@ from minillm import backend, cuda
 from minillm.cli import main
 from minillm.data import TextClassificationDataset, pad_batch
 from minillm.nn import Parameter
-from minillm.nn.utils import clip_grad_norm_
 from minillm.optim import AdamW, get_linear_schedule_with_warmup
 from minillm.tensor import Tensor
-from minillm.training import CapturedStep, Trainer, TrainingArguments, cuda_graph
+from minillm.training import CapturedStep, Trainer, TrainingArguments, cuda_graph, train_step
 from minillm.training.loop import decay_groups
 
 
@@ -87,7 +86,7 @@ def test_full_batch_keeps_the_loss_and_gradients(toy):
     for batch in (short, full):
         model = tiny_model(3, dropout=0.0).to(dtype=np.float64)
         model.train()
-        loss = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"]).loss
+        loss = model(**batch).loss
         loss.backward()
         results.append((loss.item(), [p.grad.numpy() for p in model.parameters()]))
     (loss_short, grads_short), (loss_full, grads_full) = results
@@ -103,20 +102,21 @@ def test_host_batch_errors_name_the_key_and_shapes(toy):
     model = tiny_model(dropout=0.0)
     batch = cuda_graph.full_batch(batch_of(train, range(8)), 8, 24)
     like = {key: np.empty_like(value) for key, value in batch.items()}
-    checked = cuda_graph.host_batch(batch, like, model.config)
-    assert all(checked[k].flags.c_contiguous and checked[k].dtype == np.int64 for k in cuda_graph.KEYS)
+    checked = cuda_graph.host_batch(batch, like, model)
+    assert checked.keys() == batch.keys()
+    assert all(a.flags.c_contiguous and a.dtype == np.int64 for a in checked.values())
     with pytest.raises(ValueError, match=r"batch\['input_ids'\] has shape \(8, 20\), the captured step takes \(8, 24"):
-        cuda_graph.host_batch({**batch, "input_ids": batch["input_ids"][:, :20]}, like, model.config)
+        cuda_graph.host_batch({**batch, "input_ids": batch["input_ids"][:, :20]}, like, model)
     with pytest.raises(TypeError, match=r"batch\['labels'\] is float32, the captured step takes int64"):
-        cuda_graph.host_batch({**batch, "labels": batch["labels"].astype(np.float32)}, like, model.config)
+        cuda_graph.host_batch({**batch, "labels": batch["labels"].astype(np.float32)}, like, model)
     with pytest.raises(ValueError, match="has no 'token_type_ids'"):
-        cuda_graph.host_batch({k: v for k, v in batch.items() if k != "token_type_ids"}, like, model.config)
+        cuda_graph.host_batch({k: v for k, v in batch.items() if k != "token_type_ids"}, like, model)
     too_big = batch["input_ids"].copy()
     too_big[0, 0] = model.config.vocab_size
     with pytest.raises(ValueError, match="input_ids holds ids from"):  # the model's own check, on the host
-        cuda_graph.host_batch({**batch, "input_ids": too_big}, like, model.config)
+        cuda_graph.host_batch({**batch, "input_ids": too_big}, like, model)
     with pytest.raises(IndexError, match="target 2 is out of bounds for 2 classes"):
-        cuda_graph.host_batch({**batch, "labels": np.full(8, 2)}, like, model.config)
+        cuda_graph.host_batch({**batch, "labels": np.full(8, 2)}, like, model)
 
 
 def adamw_run(capturable, device="cpu", steps=4):
@@ -213,15 +213,12 @@ def test_captured_steps_match_eager_steps(cupy, toy):
     eager, eager_opt = gpu_setup(capturable=False)
     graph, graph_opt = gpu_setup()
     step = CapturedStep(graph, graph_opt, data[0], max_grad_norm=1.0, warmup=2)
-    for i, batch in enumerate(data):
-        out = eager(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"])
-        out.loss.backward()
-        norm = clip_grad_norm_(list(eager.parameters()), 1.0)
-        eager_opt.step()
+    for i, batch in enumerate(data):  # the same train_step, run eagerly and replayed
+        loss, norm = (float(v) for v in train_step(eager, batch, eager_opt, max_grad_norm=1.0))
         eager_opt.zero_grad()
-        loss, graph_norm = step(batch)
-        assert float(loss) == pytest.approx(out.loss.item(), rel=1e-5), i
-        assert float(graph_norm) == pytest.approx(norm.item(), rel=1e-5), i
+        graph_loss, graph_norm = step(batch)
+        assert float(graph_loss) == pytest.approx(loss, rel=1e-5), i
+        assert float(graph_norm) == pytest.approx(norm, rel=1e-5), i
     assert step.graph is not None and step.calls == 6  # two eager steps, then a capture and four replays
     for (name, a), b in zip(graph.named_parameters(), eager.parameters()):
         np.testing.assert_allclose(a.data.get(), b.data.get(), rtol=1e-5, atol=1e-5, err_msg=name)

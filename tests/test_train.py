@@ -1,13 +1,21 @@
-"""The training loop: determinism, exact resume, checkpoints, a NaN stop, and parity with torch."""
+"""The training step and loop: any model with a loss, determinism, exact resume, checkpoints, a NaN
+stop, and parity with torch."""
+import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
 
+import minillm as mm
+import minillm.nn.functional as F
 from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
-from minillm.data import TextClassificationDataset
-from minillm.training import CHECKPOINT_NAME, Trainer, TrainingArguments, TrainingError, decay_groups, evaluate
+from minillm.data import TextClassificationDataset, pad_batch
+from minillm.nn import Embedding, Linear, Module
+from minillm.nn.utils import clip_grad_norm_
+from minillm.optim import AdamW
+from minillm.training import (CHECKPOINT_NAME, Trainer, TrainingArguments, TrainingError, decay_groups, evaluate,
+                              train_step)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +37,65 @@ def run(toy, out, resume=False, stop_after=None, seed=0, **options):
 
 def losses(history):
     return [h["loss"] for h in history if "loss" in h]
+
+
+@dataclasses.dataclass
+class Output:
+    loss: mm.Tensor
+    logits: mm.Tensor
+
+
+class MeanOfEmbeddings(Module):
+    """Not a BERT: logits from the mean of the token embeddings. It takes the batch's keywords and
+    returns a loss, which is all train_step and the Trainer need of a model."""
+
+    def __init__(self, vocab, classes=2, seed=0):
+        super().__init__()
+        mm.manual_seed(seed)
+        self.embed, self.head = Embedding(vocab, 8), Linear(8, classes)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        logits = self.head(self.embed(input_ids).mean(1))
+        return Output(None if labels is None else F.cross_entropy(logits, labels), logits)
+
+
+def test_train_step_is_forward_backward_clipping_and_update(toy):
+    tokenizer, train, _ = toy
+    batch = pad_batch([train[i] for i in range(8)])
+    ours, theirs = (MeanOfEmbeddings(len(tokenizer)) for _ in range(2))
+    ours_opt, theirs_opt = (AdamW(m.parameters(), lr=0.1) for m in (ours, theirs))
+    loss, norm = train_step(ours, batch, ours_opt, max_grad_norm=0.1)
+    out = theirs(batch["input_ids"], batch["attention_mask"], labels=batch["labels"])  # the step by hand
+    out.loss.backward()
+    expected_norm = clip_grad_norm_(list(theirs.parameters()), 0.1)
+    theirs_opt.step()
+    assert float(loss) == out.loss.item() and float(norm) == expected_norm.item() > 0.1  # the norm before clipping
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    ours_opt.zero_grad()
+    before = [p.data.copy() for p in ours.parameters()]
+
+    def refuse(loss, norm):
+        raise RuntimeError("not finite")
+
+    with pytest.raises(RuntimeError, match="not finite"):  # the check runs before the update: nothing changes
+        train_step(ours, batch, ours_opt, check=refuse)
+    for a, b in zip(ours.parameters(), before):
+        np.testing.assert_array_equal(a.data, b)
+    ours_opt.zero_grad()
+    loss, norm = train_step(ours, batch, ours_opt, max_grad_norm=0, check=lambda loss, norm: (float(loss), norm))
+    assert isinstance(loss, float) and norm is None  # what the check returned; no clipping, no norm
+
+
+def test_the_trainer_trains_any_model_that_returns_a_loss(toy, tmp_path):
+    tokenizer, train, dev = toy
+    model = MeanOfEmbeddings(len(tokenizer))
+    args = TrainingArguments(output_dir=str(tmp_path), epochs=2, batch_size=8, lr=2e-2, progress=False)
+    trainer = Trainer(model, args, train, dev, tokenizer)
+    history = trainer.train(stop_after=5)  # one epoch, evaluated and checkpointed (no save_pretrained here)
+    assert len(losses(history)) == 5 and all(np.isfinite(losses(history)))
+    assert [h["eval_examples"] for h in history if "eval_examples" in h] == [20]
+    assert (tmp_path / CHECKPOINT_NAME).exists()
 
 
 def test_same_seed_same_losses_and_training_helps(toy, tmp_path):
@@ -120,7 +187,7 @@ def test_decay_groups_leave_biases_and_layer_norm_out(toy):
 
 def test_evaluate_accuracy_and_loss(toy):
     tokenizer, _, dev = toy
-    from minillm.data import DataLoader, pad_batch
+    from minillm.data import DataLoader
     model = tiny_model(0)
     model.train()
     metrics = evaluate(model, DataLoader(dev, 7, collate_fn=pad_batch))

@@ -1,5 +1,6 @@
-"""Fine-tuning: the training loop, its checkpoints, evaluation and prediction.
+"""Fine-tuning: the training step, the training loop, its checkpoints, evaluation and prediction.
 
+    loss, grad_norm = train_step(model, batch, optimizer)   # forward, backward, clip, update (step.py)
     args = TrainingArguments(output_dir="out", epochs=1, batch_size=32, lr=5e-5)
     trainer = Trainer(model, args, train_data, eval_data, tokenizer)
     trainer.train()                  # or trainer.train(resume=True) after an interruption
@@ -7,6 +8,7 @@
     TrainingArguments(..., cuda_graph=True)   # on a GPU: each step a replay of a captured CUDA graph
 """
 from .arguments import TrainingArguments  # noqa: F401
+from .step import train_step  # noqa: F401
 from .training_checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint  # noqa: F401
 from .cuda_graph import CapturedStep  # noqa: F401
 from .evaluate import evaluate, predict_proba  # noqa: F401

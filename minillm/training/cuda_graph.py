@@ -1,5 +1,6 @@
-"""A whole training step captured as a CUDA graph and replayed: forward, cross-entropy, backward,
-gradient clipping and the AdamW update in one launch, for batches of one fixed shape.
+"""A whole training step captured as a CUDA graph and replayed: train_step (minillm/training/step.py:
+forward, loss, backward, gradient clipping and the AdamW update) in one launch, for batches of one
+fixed shape.
 
 A MiniLM training step on the GPU is about a thousand kernel launches, each costing the host
 microseconds of Python and CuPy; a replayed graph costs about a microsecond a kernel and no Python.
@@ -16,9 +17,9 @@ A graph fixes at capture what each launch reads and writes, so:
   reads them from device memory, written before each replay (optimizer.prepare_replay()).
 - The host. Nothing may wait for the GPU or copy between host and device inside a capture: the
   model's input checks skip there (minillm.cuda.is_capturing()), and each call first checks its
-  host batch with those same functions. Dropout draws its seed on the host, so a replay would
-  repeat its masks forever: a model with dropout is refused. CuPy will not call cuBLAS while
-  capturing, so products go through kernels/cuda/cublas.py then.
+  host batch with the model's own checks (model.check_batch). Dropout draws its seed on the host,
+  so a replay would repeat its masks forever: a model with dropout is refused. CuPy will not call
+  cuBLAS while capturing, so products go through kernels/cuda/cublas.py then.
 
 The first ``warmup`` calls run eagerly (they compile every kernel and create the optimizer's state
 and scalar table: made inside a capture, those would be re-zeroed by every replay); the next call
@@ -34,25 +35,24 @@ MemoryPointer and UnownedMemory.
 """
 import numpy
 
-from .. import backend, ops
+from .. import backend
 from ..kernels.cuda import cublas
-from ..models.bert import _check_inputs
 from ..nn import Dropout
-from ..nn.utils import clip_grad_norm_
 from ..tensor import Tensor
-
-KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+from .step import train_step
 
 
 class CapturedStep:
     """step = CapturedStep(model, optimizer, example); loss, grad_norm = step(batch)
 
-    model: a BERT sequence classifier (minillm.models.bert, single-label) on a GPU, float32, with
-    every dropout at 0. optimizer: AdamW(capturable=True) over its parameters. example: a batch (a
-    dict of host arrays with KEYS, as pad_batch makes) whose shapes and dtypes every batch has.
-    params: what clip_grad_norm_ clips at max_grad_norm (default every parameter; 0: no clipping).
+    model: a single-label classifier on a GPU, float32, with every dropout at 0 (check_capturable),
+    that checks a host batch with ``model.check_batch(arrays)``. optimizer: AdamW(capturable=True)
+    over its parameters. example: a batch whose shapes and dtypes every batch has: a dict of host
+    arrays, the model's keyword arguments with integer "labels" (pad_batch's batches, grown to one
+    shape by full_batch). params: what clip_grad_norm_ clips at max_grad_norm (default every
+    parameter; 0: no clipping).
 
-    Each call copies ``batch`` into the graph's buffers and runs one training step (forward, loss,
+    Each call copies ``batch`` into the graph's buffers and runs train_step on them (forward, loss,
     backward, clipping, optimizer.step()). It returns (loss, grad_norm), 0-d float32 device arrays
     (grad_norm None without clipping) that the next call overwrites: read them before it. The graph
     updates the optimizer state it was captured with: after optimizer.load_state_dict() (new state
@@ -67,10 +67,9 @@ class CapturedStep:
         if not (isinstance(warmup, int) and warmup >= 1):
             raise ValueError(f"CapturedStep: warmup must be an integer >= 1, got {warmup!r}: the optimizer's state "
                              "must exist before a capture (made inside it, every replay would zero it again)")
-        missing = [key for key in KEYS if key not in example]
-        if missing:
-            raise ValueError(f"CapturedStep: the example batch has no {missing[0]!r} (it needs {', '.join(KEYS)})")
-        like = {key: numpy.asarray(example[key]) for key in KEYS}
+        if "labels" not in example:
+            raise ValueError("CapturedStep: the example batch has no 'labels' (the class ids the loss is taken on)")
+        like = {key: numpy.asarray(value) for key, value in example.items()}
         if like["labels"].dtype.kind not in "iu":
             raise TypeError(f"CapturedStep: labels must be class ids (integers), got {like['labels'].dtype}")
         self.model, self.optimizer, self.max_grad_norm, self.warmup = model, optimizer, max_grad_norm, warmup
@@ -82,7 +81,7 @@ class CapturedStep:
         self.graph = self.pool = self.outputs = None
 
     def __call__(self, batch):
-        arrays = host_batch(batch, self.inputs, self.model.config)
+        arrays = host_batch(batch, self.inputs, self.model)
         with backend.use_device(self.device):
             stream = backend.cupy.cuda.get_current_stream()
             for key, array in arrays.items():
@@ -100,14 +99,8 @@ class CapturedStep:
         return outputs
 
     def _step(self):
-        """The step on the static buffers: what the graph captures."""
-        inputs = self.inputs
-        out = self.model(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
-                         labels=Tensor(inputs["labels"]))
-        out.loss.backward()
-        norm = clip_grad_norm_(self.params, self.max_grad_norm).data if self.max_grad_norm else None
-        self.optimizer.step()
-        return out.loss.data, norm
+        """train_step on the static buffers: what the graph captures."""
+        return train_step(self.model, self.inputs, self.optimizer, self.max_grad_norm, self.params)
 
     def _capture(self):
         """Record one step into self.graph, on a side stream with the private pool. Nothing runs:
@@ -135,18 +128,21 @@ class CapturedStep:
 
 def check_capturable(model):
     """A ValueError unless a training step of ``model`` can be captured: a single-label classifier
-    (the batches' filler rows need cross-entropy's ignore_index), no dropout (a replay would repeat
-    the masks drawn at capture), float32 parameters (the CUDA kernels), on a GPU."""
+    (``num_labels`` >= 2 and a config's ``problem_type`` None or "single_label_classification", as
+    Hugging Face's classifiers have: the batches' filler rows need cross-entropy's ignore_index), no
+    dropout (a replay would repeat the masks drawn at capture), float32 parameters (the CUDA
+    kernels), on a GPU."""
     labels, problem = getattr(model, "num_labels", None), getattr(getattr(model, "config", None), "problem_type", None)
     if labels is None or labels < 2 or problem not in (None, "single_label_classification"):
-        raise ValueError("CUDA-graph capture trains single-label classifiers (BertForSequenceClassification, "
-                         f"cross-entropy over class ids); this model has num_labels={labels}, problem_type={problem}")
+        raise ValueError("CUDA-graph capture trains single-label classifiers (cross-entropy over class ids, whose "
+                         "ignore_index the filler rows of a padded batch need); this model has "
+                         f"num_labels={labels}, problem_type={problem}")
     dropping = [f"{name} (p={m.p})" for name, m in model.named_modules() if isinstance(m, Dropout) and m.p > 0]
     if dropping:
         raise ValueError("CUDA-graph capture needs a model without dropout: a captured step would replay the dropout "
                          f"masks drawn at capture in every step. Dropout here: {', '.join(dropping)}. Build the model "
-                         "with hidden_dropout_prob=0 and attention_probs_dropout_prob=0 (and classifier_dropout=0) in "
-                         "its config")
+                         "with every dropout probability 0 in its config (a BERT's: hidden_dropout_prob=0 and "
+                         "attention_probs_dropout_prob=0, and classifier_dropout=0)")
     wrong = [f"{name} is {p.dtype}" for name, p in model.named_parameters() if p.dtype != numpy.float32]
     if wrong:
         raise ValueError(f"CUDA-graph capture needs float32 parameters (the CUDA kernels): {wrong[0]}")
@@ -155,10 +151,10 @@ def check_capturable(model):
         raise ValueError(f"CUDA-graph capture needs the model on a GPU (model.to('cuda')); it is on {device}")
 
 
-def host_batch(batch, like, config):
+def host_batch(batch, like, model):
     """``batch`` as C-contiguous host arrays shaped and typed as the arrays of ``like`` (the graph's
-    buffers), checked as the model checks its inputs, which it cannot inside the graph: errors name
-    the key, the expected and the actual shape or dtype."""
+    buffers), checked by ``model.check_batch`` as the model checks its inputs, which it cannot inside
+    the graph: errors name the key, the expected and the actual shape or dtype."""
     arrays = {}
     for key, buffer in like.items():
         if key not in batch:
@@ -174,8 +170,7 @@ def host_batch(batch, like, config):
         if not numpy.can_cast(array.dtype, buffer.dtype, casting="same_kind"):
             raise TypeError(f"CapturedStep: batch[{key!r}] is {array.dtype}, the captured step takes {buffer.dtype}")
         arrays[key] = numpy.ascontiguousarray(array, dtype=buffer.dtype)
-    _check_inputs(config, arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"])
-    ops.check_class_ids(arrays["labels"], config.num_labels)
+    model.check_batch(arrays)
     return arrays
 
 

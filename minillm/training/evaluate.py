@@ -6,8 +6,9 @@ from ..tensor import no_grad
 
 
 def _logits(model, batch):
-    out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    return out.logits
+    """The logits of ``model`` called with the batch's model inputs as keyword arguments (the labels
+    left out: evaluate scores the logits itself)."""
+    return model(**{key: value for key, value in batch.items() if key != "labels"}).logits
 
 
 @no_grad()

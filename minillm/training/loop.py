@@ -1,4 +1,4 @@
-"""The training loop: batches -> loss -> gradients -> clipped AdamW step -> schedule, with
+"""The training loop: batches -> train_step (loss, gradients, clipped AdamW update) -> schedule, with
 per-epoch evaluation, atomic checkpoints, exact resume and a stop on a NaN or infinite loss.
 
 One number locates a run: ``step``, the optimizer steps done. Every epoch has the same
@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 from .. import backend
 from .. import safetensors_io
 from ..data import DataLoader, pad_batch
-from ..nn.utils import clip_grad_norm_
 from ..optim import AdamW, get_linear_schedule_with_warmup
 from .training_checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .cuda_graph import CapturedStep, check_capturable, full_batch
 from .evaluate import evaluate
+from .step import train_step
 
 logger = logging.getLogger("minillm")
 NO_DECAY = ("bias", "LayerNorm.weight")  # the BERT recipe decays neither
@@ -51,7 +51,9 @@ def fingerprint(dataset):
 
 
 class Trainer:
-    """Fine-tune ``model`` (a sequence classifier) on ``train_data`` with the recipe in ``args``.
+    """Fine-tune ``model`` on ``train_data`` with the recipe in ``args``: any model called with a
+    batch's keyword arguments (pad_batch's input_ids, token_type_ids, attention_mask, labels) whose
+    output has a ``.loss``, such as a sequence classifier.
 
     eval_data: evaluated after each epoch (accuracy, loss), if given. tokenizer: saved beside the
     final model so the output folder is a complete Hugging Face model. After ``train()``:
@@ -119,43 +121,44 @@ class Trainer:
                     return
 
     def _train_step(self, batch):
-        loss = self._graph_step(batch) if self.args.cuda_graph else self._eager_step(batch)
+        """One step (train_step, minillm/training/step.py) and its record. Eagerly the loss and the
+        gradient norm are read once, after the backward is queued (on a GPU, one wait), and the
+        update runs only when both are finite; a captured step is read, and so checked, once it has run."""
+        if self.args.cuda_graph:
+            loss = self._finite(*self._replay(batch), updated=True)
+        else:
+            loss = train_step(self.model, batch, self.optimizer, self.args.max_grad_norm, self.params,
+                              check=self._finite)
+            self.optimizer.zero_grad()
         self.step += 1
         self.history.append({"step": self.step, "epoch": (self.step - 1) // len(self.loader) + 1, "loss": loss,
                              "lr": self.schedule.get_last_lr()[0]})
         self.schedule.step()
         return loss
 
-    def _eager_step(self, batch):
-        """Forward, backward, clipping, then one read of the loss and gradient norm (on a GPU, one
-        wait, after the backward is queued), and the update only when both are finite."""
-        out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"])
-        out.loss.backward()
-        values = [out.loss.data]
-        if self.args.max_grad_norm:
-            values.append(clip_grad_norm_(self.params, self.args.max_grad_norm).data)
-        loss, *norm = backend.to_host(backend.array_module(values[0]).stack(values)).tolist()
-        if not math.isfinite(loss):
-            raise self._diverged(f"the loss is {loss}")
-        if norm and not math.isfinite(norm[0]):
-            raise self._diverged(f"the gradient norm is {norm[0]}")
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        return loss
-
-    def _graph_step(self, batch):
-        """The step as a replay of the captured one, on the batch padded to (batch_size, width). The
-        loss (and gradient norm) are read once the step has run: one wait for the GPU."""
+    def _replay(self, batch):
+        """The step as a replay of the captured one, on the batch padded to (batch_size, width)."""
         batch = full_batch(batch, self.args.batch_size, self.width, self.pad_token_id)
         if self.graph is None:
             self.graph = CapturedStep(self.model, self.optimizer, batch, self.args.max_grad_norm, self.params)
-        values = [v for v in self.graph(batch) if v is not None]
-        loss, *norm = backend.to_host(backend.cupy.stack(values)).tolist()
-        if not math.isfinite(loss):
-            raise self._diverged(f"the loss is {loss}", updated=True)
-        if norm and not math.isfinite(norm[0]):
-            raise self._diverged(f"the gradient norm is {norm[0]}", updated=True)
-        return loss
+        return self.graph(batch)
+
+    def _finite(self, loss, grad_norm, updated=False):
+        """The loss as a float, read with the gradient norm (None: no clipping) in one copy to the
+        host; a TrainingError if either is not finite. updated: the step has already updated the
+        weights (a captured step, checked once it has run)."""
+        values = [loss] if grad_norm is None else [loss, grad_norm]
+        read = backend.to_host(backend.array_module(loss).stack(values)).tolist()
+        for what, value in zip(("the loss", "the gradient norm"), read):
+            if not math.isfinite(value):
+                self.optimizer.zero_grad()
+                kept = (f"the last good checkpoint is {self.checkpoint_path} (step {self.saved_step})"
+                        if self.saved_step is not None else "no checkpoint had been written yet")
+                when = ("after this step updated the weights (a captured CUDA-graph step is checked once it has run)"
+                        if updated else "before updating the weights")
+                raise TrainingError(f"step {self.step + 1}: {what} is {value}; training stopped {when}, "
+                                    f"and {kept}. Try a lower learning rate, or resume from the checkpoint.")
+        return read[0]
 
     def _graph_width(self):
         """The length every batch is padded to with a CUDA graph: the longest training text's."""
@@ -164,15 +167,6 @@ class Trainer:
         if lengths is None:
             lengths = [len(self.train_data[i]["input_ids"]) for i in range(len(self.train_data))]
         return int(max(lengths))
-
-    def _diverged(self, what, updated=False):
-        self.optimizer.zero_grad()
-        kept = (f"the last good checkpoint is {self.checkpoint_path} (step {self.saved_step})"
-                if self.saved_step is not None else "no checkpoint had been written yet")
-        when = ("after this step updated the weights (a captured CUDA-graph step is checked once it has run)"
-                if updated else "before updating the weights")
-        return TrainingError(f"step {self.step + 1}: {what}; training stopped {when}, "
-                             f"and {kept}. Try a lower learning rate, or resume from the checkpoint.")
 
     def _end_epoch(self, epoch):
         if self.eval_loader is not None:
