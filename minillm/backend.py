@@ -69,17 +69,34 @@ def device_of(array):
     return Device(f"cuda:{array.device.id}") if on_device(array) else CPU
 
 
+def gpu_unavailable_reason():
+    """None when a GPU is usable, else a sentence saying what is missing: CuPy, or a CUDA device
+    under it (minillm.cuda.unavailable_reason)."""
+    if cupy is None:
+        return ("CuPy is not installed; install minillm with the extra that matches your CUDA "
+                "(pip install -e '.[cuda12]' or '.[cuda13]')")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDARuntimeError: no driver, no device, ...
+        return f"CuPy is installed but finds no CUDA device ({err})"
+    return None if count > 0 else "CuPy is installed but finds no CUDA device"
+
+
+def gpu_count():
+    """How many CUDA devices CuPy can use (0 without CuPy or a GPU)."""
+    return cupy.cuda.runtime.getDeviceCount() if gpu_unavailable_reason() is None else 0
+
+
 def module_for(device):
     """The array module of ``device``; a RuntimeError saying what is missing when it has none."""
     spec, device = device, Device(device)
     if device.type == "cpu":
         return numpy
-    from . import cuda
-    reason = cuda.unavailable_reason()
+    reason = gpu_unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"device {str(spec)!r} is not available: {reason}")
-    if device.index >= cuda.device_count():
-        raise RuntimeError(f"device {str(spec)!r} is not available: there are {cuda.device_count()} CUDA devices")
+    if device.index >= gpu_count():
+        raise RuntimeError(f"device {str(spec)!r} is not available: there are {gpu_count()} CUDA devices")
     return cupy
 
 
@@ -104,30 +121,6 @@ def to_device(array, device, dtype=None):
 def to_host(array):
     """A NumPy array of ``array`` (a device array is copied to the host)."""
     return array.get() if on_device(array) else array
-
-
-def same_device(name, inputs, arrays):
-    """The op ``name``'s input arrays, all on one device. Tensors on two devices are an error naming
-    both; plain arrays (constants such as class ids and masks) are copied to the tensors' device.
-    Runs before every op where CuPy is installed, so it compares plain ints: -1 for the host, else
-    the GPU's number."""
-    from .tensor import Tensor
-    where = None
-    for t in inputs:
-        if isinstance(t, Tensor):
-            here = t.data.device.id if isinstance(t.data, cupy.ndarray) else -1
-            if where is not None and here != where:
-                devices = sorted({str(device_of(t.data)) for t in inputs if isinstance(t, Tensor)})
-                raise RuntimeError(f"{name}: expected all tensors on one device, got {' and '.join(devices)}")
-            where = here
-    if where is None:
-        return arrays
-    moved = list(arrays)
-    for i, a in enumerate(arrays):
-        if isinstance(a, (numpy.ndarray, cupy.ndarray)) and not isinstance(inputs[i], Tensor):
-            if (a.device.id if isinstance(a, cupy.ndarray) else -1) != where:
-                moved[i] = to_device(a, "cpu" if where < 0 else f"cuda:{where}")
-    return moved
 
 
 def erf(x):

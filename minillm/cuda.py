@@ -3,28 +3,15 @@
 minillm runs on a GPU through CuPy (the extras ``cuda12`` / ``cuda13``). Two things can be missing:
 CuPy itself, or a working CUDA device under it. ``unavailable_reason()`` says which, and every
 ``device="cuda"`` request raises it as a RuntimeError rather than failing somewhere deep in an op.
+The answers come from minillm/backend.py (which knows arrays and devices); this module gives them
+torch.cuda's names.
 """
 from . import backend
-
-
-def unavailable_reason():
-    """None when a GPU is usable, else a sentence saying what is missing."""
-    if backend.cupy is None:
-        return ("CuPy is not installed; install minillm with the extra that matches your CUDA "
-                "(pip install -e '.[cuda12]' or '.[cuda13]')")
-    try:
-        count = backend.cupy.cuda.runtime.getDeviceCount()
-    except Exception as err:  # CUDARuntimeError: no driver, no device, ...
-        return f"CuPy is installed but finds no CUDA device ({err})"
-    return None if count > 0 else "CuPy is installed but finds no CUDA device"
+from .backend import gpu_count as device_count, gpu_unavailable_reason as unavailable_reason  # noqa: F401
 
 
 def is_available():
     return unavailable_reason() is None
-
-
-def device_count():
-    return backend.cupy.cuda.runtime.getDeviceCount() if is_available() else 0
 
 
 def synchronize():

@@ -12,6 +12,9 @@ Three rules keep the engine small and correct:
   gradient whose shape differs from its input's. Ops never un-broadcast by hand.
 - The graph is walked in topological order found by an explicit stack, never by recursion, so a
   12-layer BERT (tens of thousands of nodes) or 10,000 chained ops cannot hit a recursion limit.
+
+The engine checks what each backward returns (one gradient per input; for an input that requires
+grad, an array whose shape the input broadcasts to), and gives every ``.grad`` an array of its own.
 """
 import contextlib
 import operator
@@ -42,13 +45,17 @@ def is_grad_enabled():
     return _grad_enabled
 
 
-def sum_to(grad, shape):
+def sum_to(grad, shape, name="sum_to"):
     """Sum a gradient of a broadcast result back to the input's ``shape``.
 
     Broadcasting copies an input along new leading axes and along axes of size 1; each copy
-    contributed to the output, so the input's gradient is the sum over those axes.
+    contributed to the output, so the input's gradient is the sum over those axes. A gradient whose
+    shape the input does not broadcast to is a ValueError, headed by ``name`` (the op's).
     """
     lead = grad.ndim - len(shape)
+    if lead < 0 or any(n != 1 and n != m for n, m in zip(shape, grad.shape[lead:])):
+        raise ValueError(f"{name}: a gradient of shape {tuple(grad.shape)} cannot be summed to the input's "
+                         f"shape {tuple(shape)}, which does not broadcast to it")
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     if axes:
@@ -62,7 +69,8 @@ class Function:
     Subclasses implement
       forward(self, *arrays, **params) -> array      (may call self.save(...) for backward)
       backward(self, grad) -> one gradient per input  (None where no gradient is needed)
-    ``self.needs_grad[i]`` says whether input i wants a gradient, so backward can skip work.
+    ``self.needs_grad[i]`` says whether input i wants a gradient, so backward can skip work; where
+    it is True, backward must return an array of the input's shape or one it broadcasts to.
     Set ``float_only = True`` on ops that are only defined for floating-point inputs.
     """
     float_only = False
@@ -85,7 +93,7 @@ class Function:
         fn = cls()
         arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
         if backend.cupy is not None:  # where there can be two devices, there must be one per op
-            arrays = backend.same_device(fn.name, inputs, arrays)
+            arrays = same_device(fn.name, inputs, arrays)
         if cls.float_only:  # checks Tensors only: raw arrays are constants (class ids, masks)
             for t in inputs:
                 if isinstance(t, Tensor) and not backend.is_floating(t.data.dtype):
@@ -94,9 +102,9 @@ class Function:
             _notify("start", fn, "forward")
         try:
             out = fn.forward(*arrays, **params)
-        except ValueError as err:  # name the op and the shapes, whatever the array library said
+        except ValueError as err:  # name the op and the shapes; the frames that failed stay in __cause__
             shapes = ", ".join(str(tuple(a.shape)) for a in arrays if hasattr(a, "shape"))
-            raise ValueError(f"{fn.name}: {err} (input shapes {shapes})") from None
+            raise ValueError(f"{fn.name}: {err} (input shapes {shapes})") from err
         needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
         result = Tensor(out)
         if _grad_enabled and any(needs):
@@ -247,15 +255,15 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, tensor has shape {self.shape}")
 
         grads = {id(self): grad}  # id(tensor) -> dL/d(tensor), dropped once used
+        kept = {}  # id -> array: the memory behind each .grad set by this backward (and grad's)
+        _keep(grad, kept)
         order = _topological_order(self)
         while order:  # popping lets each tensor be freed as soon as backward is past it
             t = order.pop()
-            g = grads.pop(id(t), None)
-            if g is None:
-                continue
+            g = grads.pop(id(t))  # every tensor in the order has one: each backward is checked
             fn = t._ctx
             if fn is None or t._retains_grad:
-                t._accumulate_grad(g)
+                t._accumulate_grad(g, kept)
             if fn is None:
                 continue
             if fn.saved is None:
@@ -268,24 +276,31 @@ class Tensor:
                 in_grads = (in_grads,)
             if observers:
                 _notify("finish", fn, "backward", (g,), in_grads)
-            for x, gx, needed in zip(fn.inputs, in_grads, fn.needs_grad):
-                if not needed or gx is None:
+            if len(in_grads) != len(fn.inputs):
+                raise RuntimeError(f"{fn.name}: backward returned {len(in_grads)} gradients for "
+                                   f"{len(fn.inputs)} inputs")
+            for i, (x, gx, needed) in enumerate(zip(fn.inputs, in_grads, fn.needs_grad)):
+                if not needed:
                     continue
-                if gx.shape != x.data.shape:
-                    gx = sum_to(gx, x.data.shape)
+                if gx is None or gx.shape != x.data.shape:
+                    gx = _input_grad(fn, i, x, gx)
                 key = id(x)
                 grads[key] = grads[key] + gx if key in grads else gx
             if not retain_graph:
                 fn.release()
 
-    def _accumulate_grad(self, g):
+    def _accumulate_grad(self, g, kept):
+        """Add g to ``.grad``. A new ``.grad`` takes g itself, unless g's memory is already behind
+        another ``.grad`` of this backward (``kept``; Add hands one array to both its inputs) or g
+        is a view the user may not write (a broadcast): then it takes a copy."""
         xp = backend.array_module(g)
         if g.dtype != self.data.dtype:
             g = g.astype(self.data.dtype)
         if self.grad is None:
             g = xp.asarray(g)
-            if not g.flags.c_contiguous or not getattr(g.flags, "writeable", True):
-                g = g.copy()  # a broadcast view becomes a real array the user may modify
+            if _memory(g) in kept or not g.flags.c_contiguous or not getattr(g.flags, "writeable", True):
+                g = g.copy()
+            _keep(g, kept)
             self.grad = Tensor(g)
         else:
             self.grad = Tensor(self.grad.data + g)
@@ -351,6 +366,50 @@ class Tensor:
     def log_softmax(self, dim): return ops.log_softmax(self, dim)
     def masked_fill(self, mask, value): return ops.masked_fill(self, mask, value)
     def contiguous(self): return self
+
+
+def same_device(name, inputs, arrays):
+    """The op ``name``'s input arrays, all on one device. Tensors on two devices are an error naming
+    both; plain arrays (constants such as class ids and masks) are copied to the tensors' device.
+    Runs before every op where CuPy is installed, so it compares plain ints: -1 for the host, else
+    the GPU's number."""
+    cupy, where = backend.cupy, None
+    for t in inputs:
+        if isinstance(t, Tensor):
+            here = t.data.device.id if isinstance(t.data, cupy.ndarray) else -1
+            if where is not None and here != where:
+                devices = sorted({str(backend.device_of(t.data)) for t in inputs if isinstance(t, Tensor)})
+                raise RuntimeError(f"{name}: expected all tensors on one device, got {' and '.join(devices)}")
+            where = here
+    if where is None:
+        return arrays
+    moved = list(arrays)
+    for i, a in enumerate(arrays):
+        if isinstance(a, (numpy.ndarray, cupy.ndarray)) and not isinstance(inputs[i], Tensor):
+            if (a.device.id if isinstance(a, cupy.ndarray) else -1) != where:
+                moved[i] = backend.to_device(a, "cpu" if where < 0 else f"cuda:{where}")
+    return moved
+
+
+def _input_grad(fn, i, x, gx):
+    """What ``fn.backward`` returned for its input ``i`` (Tensor ``x``, which requires grad), summed
+    to x's shape; a RuntimeError naming the op and the input where there is none or it cannot be."""
+    if gx is None:
+        raise RuntimeError(f"{fn.name}: backward returned None for input {i} (shape {x.shape}), "
+                           "which requires grad")
+    try:
+        return sum_to(gx, x.data.shape, f"{fn.name}: backward's gradient for input {i}")
+    except ValueError as err:
+        raise RuntimeError(str(err)) from err
+
+
+def _memory(array):
+    """The id of the array that owns ``array``'s memory (itself, or the base it is a view of)."""
+    return id(array if array.base is None else array.base)
+
+
+def _keep(array, kept):
+    kept[_memory(array)] = array if array.base is None else array.base
 
 
 def _notify(event, fn, phase, *arrays):
@@ -419,4 +478,6 @@ def as_tensor(value, like=None):
     return Tensor(numpy.asarray(value))
 
 
-from . import ops  # noqa: E402  (ops import Tensor and Function from this module)
+# The one import that points up: Tensor's methods and operators call the ops, and the ops' files
+# import Tensor and Function from this module, so ops are imported last, once both classes exist.
+from . import ops  # noqa: E402

@@ -14,6 +14,7 @@ import minillm as mm
 from minillm import backend, cuda
 from minillm.models.bert import BertConfig, BertForSequenceClassification
 from minillm.optim import AdamW
+from minillm.tensor import same_device
 
 from conftest import REPO
 
@@ -107,7 +108,7 @@ def test_an_op_on_two_devices_names_both(fake_gpu):
 def test_plain_arrays_follow_the_tensors_device(fake_gpu):
     gpu = mm.Tensor(np.ones((2, 3), np.float32).view(FakeDeviceArray))
     target = np.array([0, 2])
-    arrays = backend.same_device("cross_entropy", (gpu, target), [gpu.data, target])
+    arrays = same_device("cross_entropy", (gpu, target), [gpu.data, target])
     assert arrays[0] is gpu.data and isinstance(arrays[1], FakeDeviceArray)
     np.testing.assert_array_equal(arrays[1], target)
 

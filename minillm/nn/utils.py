@@ -52,6 +52,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if backend.on_device(coef) or coef < 1:
         with numpy.errstate(invalid="ignore"):  # an infinite norm gives NaN gradients, as in torch
             for g in grads:
-                # a new array, not g *= coef: backward may have handed one array to two leaves
+                # a new array, not g *= coef: backward gives each .grad an array of its own, but
+                # gradients set by hand may share one, which in place would be scaled twice
                 g.data = g.data * coef.astype(g.data.dtype)
     return Tensor(xp.asarray(total, dtype=numpy.float32))
