@@ -7,10 +7,11 @@ One layer, x (B, L, E) -> (B, L, E):
     a = norm1(x + dropout1(out_proj(self_attn(x))))              attention, then Add & Norm
     y = norm2(a + dropout2(linear2(activation(linear1(a)))))     feed-forward, then Add & Norm
 
-It is the layer BERT uses, from the same pieces (models/bert.py writes BERT's out under Hugging
-Face's names, weight for weight as its checkpoints). Unlike torch: self_attn (nn.MultiHeadAttention)
-has no output projection (here ``out_proj`` sits beside it), there is no dropout between the two
-feed-forward products (BERT has none), and the defaults are BERT's (GELU, layer norm eps 1e-12).
+It computes what BERT's layer computes, from the same pieces; BERT itself is written out in
+minillm/models/bert.py under Hugging Face's names, so that its checkpoints load. Unlike torch:
+self_attn (nn.MultiHeadAttention) has no output projection (``out_proj`` sits beside it), there is
+no dropout between the two feed-forward products (BERT has none), and the defaults are BERT's
+(GELU, layer norm eps 1e-12).
 """
 import copy
 
