@@ -201,3 +201,28 @@ def test_bad_inputs_are_named():
         mha(mm.randn(2, 3, 8), np.ones((2, 4)))
     with pytest.raises(TypeError, match="key_mask must be boolean or 0/1 integers, got dtype float64"):
         mha(mm.randn(2, 3, 8), np.ones((2, 3)))
+
+
+def test_encoder_layer_computes_bert_layer():
+    """nn.TransformerEncoderLayer (torch's names) and models.bert.BertLayer (Hugging Face's) are the
+    same computation: with one's weights copied into the other, the same outputs and probabilities."""
+    from minillm.models.bert import BertConfig, BertLayer
+
+    torch_to_hf = {"self_attn.": "attention.self.", "out_proj.": "attention.output.dense.",
+                   "norm1.": "attention.output.LayerNorm.", "linear1.": "intermediate.dense.",
+                   "linear2.": "output.dense.", "norm2.": "output.LayerNorm."}
+    config = BertConfig(vocab_size=10, hidden_size=12, num_hidden_layers=1, num_attention_heads=3,
+                        intermediate_size=20, max_position_embeddings=8, type_vocab_size=1, hidden_act="gelu_new")
+    bert_layer = _double(BertLayer(config)).eval()
+    layer = _double(nn.TransformerEncoderLayer(12, 3, 20, activation="gelu_new")).eval()
+    hf = dict(bert_layer.named_parameters())
+    assert len(hf) == len(list(layer.parameters())) == 16
+    for name, p in layer.named_parameters():
+        prefix = next(k for k in torch_to_hf if name.startswith(k))
+        p.data = hf[torch_to_hf[prefix] + name[len(prefix):]].data.copy()
+    x, key_mask = np.random.default_rng(5).standard_normal((2, 5, 12)), np.array([[1] * 5, [1, 1, 1, 0, 0]])
+    for output_attentions in (False, True):
+        ours, probs = layer(mm.tensor(x), key_mask, output_attentions)
+        theirs, bert_probs = bert_layer(mm.tensor(x), key_mask, output_attentions)
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+        assert probs is bert_probs is None or np.array_equal(probs.numpy(), bert_probs.numpy())
