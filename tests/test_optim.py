@@ -11,6 +11,7 @@ from minillm.kernels.adamw import adamw_step
 from minillm.nn import Parameter
 from minillm.nn.utils import clip_grad_norm_
 from minillm.optim import SGD, AdamW, LambdaLR, get_linear_schedule_with_warmup
+from minillm.optim.adamw import adamw_update, update
 
 SHAPES = [(40, 30), (30,), (70_000,)]  # the last is big enough for the kernel's threaded path
 MODES = ["compiled", "numpy"]
@@ -93,21 +94,37 @@ def test_adamw_matches_its_formula_in_float64(mode):
         np.testing.assert_allclose(a, expected, rtol=1e-12, atol=1e-13)
 
 
-def test_adamw_fused_kernel_equals_numpy_twin():
+def test_adamw_fused_kernel_equals_the_python_update():
+    """kernels.adamw_step (csrc/adamw.pyx) against adamw_update, the update as optim/adamw.py writes it."""
     assert kernels.load("adamw") is not None, "the compiled AdamW kernel (csrc/adamw.pyx) is not built"
     rng = np.random.default_rng(3)
     start = [rng.standard_normal(100_003).astype(np.float32) for _ in range(2)] + [
         rng.random(100_003).astype(np.float32) for _ in range(2)]  # p, g, m, v (v >= 0)
-    results = []
-    for mode in MODES:
-        p, g, m, v = (a.copy() for a in start)
-        with kernels.use(mode):
-            adamw_step(p, g, m, v, decay=0.999, beta1=0.9, beta2=0.999, step_size=1e-2,
-                       bias_correction2_sqrt=0.3, eps=1e-8)
-        results.append((p, m, v))
-    for ours, twin, before in zip(*results, [start[0], start[2], start[3]]):
-        assert not np.array_equal(ours, before)
-        np.testing.assert_allclose(ours, twin, rtol=2e-6, atol=1e-7)
+    scalars = dict(decay=0.999, beta1=0.9, beta2=0.999, step_size=1e-2, bias_correction2_sqrt=0.3, eps=1e-8)
+    fused, python = ([a.copy() for a in start] for _ in range(2))
+    adamw_step(*fused, **scalars)
+    adamw_update(*python, **scalars)
+    for i in (0, 2, 3):  # p, m, v
+        assert not np.array_equal(fused[i], start[i])
+        np.testing.assert_allclose(fused[i], python[i], rtol=2e-6, atol=1e-7)
+
+
+def test_adamw_runs_the_python_update_in_numpy_mode(monkeypatch):
+    """The optimizer's update is the fused kernel in compiled mode and adamw_update in numpy mode;
+    kernels.adamw_step alone has no NumPy twin."""
+    calls = []
+    monkeypatch.setattr(update, "numpy", lambda *args: calls.append(args) or adamw_update(*args))
+    p = Parameter(np.ones(5, np.float32))
+    p.grad = mm.Tensor(np.ones(5, np.float32))
+    optimizer = AdamW([p])
+    optimizer.step()
+    assert not calls
+    with kernels.use("numpy"):
+        optimizer.step()
+        assert len(calls) == 1
+        with pytest.raises(TypeError, match="adamw_step: no fused twin"):
+            adamw_step(p.data, p.grad.data, p.data.copy(), p.data.copy(), decay=1.0, beta1=0.9, beta2=0.999,
+                       step_size=1e-3, bias_correction2_sqrt=1.0, eps=1e-8)
 
 
 def test_adamw_zero_lr_and_zero_grad_leave_weights_alone():

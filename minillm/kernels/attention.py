@@ -21,31 +21,14 @@ backward recomputes p = exp(s - lse) and m, and then, with g = dL/dout:
 rowsum(dp * p) = rowsum(dpd * pd) = rowsum(g * out) holds with dropout too, since out = pd v.
 A query row whose keys are all masked attends to nothing: out = 0, lse = -inf, gradients 0.
 The NumPy twin below builds whole (L, S) matrices: clear, but memory grows with L^2; the compiled
-twin walks key blocks so memory grows with L only.
+twin (csrc/attention.pyx, after the input checks here) walks key blocks so memory grows with L only,
+and so does the CUDA twin (csrc/cuda/attention.cu, through minillm/kernels/cuda/attention.py).
 """
 import numpy
 
 from .. import backend
-from . import blas, compiled, dropout, gpu, threads
-
-
-def _scores(q, k, key_mask, bias, scale):
-    xp = backend.array_module(q)
-    s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * q.dtype.type(scale)
-    if bias is not None:
-        s = s + bias
-    if key_mask is not None:
-        s = xp.where(key_mask[:, None, None, :], s, -xp.inf)
-    return s
-
-
-def _dropout_scale(p, dropout_p, seed):
-    """m = keep / (1 - dropout_p), the same shape as p (B, H, L, S), or None without dropout."""
-    if dropout_p == 0:
-        return None
-    xp = backend.array_module(p)
-    keep = dropout.keep_mask(seed, p.shape, dropout_p, xp)
-    return keep * p.dtype.type(dropout.keep_scale(dropout_p))
+from . import blas, dispatch, dropout
+from .softmax import stable_softmax
 
 
 def attention_forward_numpy(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed=0,
@@ -54,11 +37,7 @@ def attention_forward_numpy(q, k, v, key_mask=None, bias=None, scale=None, dropo
     xp = backend.array_module(q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     s = _scores(q, k, key_mask, bias, scale)
-    row_max = s.max(axis=-1, keepdims=True)
-    row_max = xp.where(xp.isfinite(row_max), row_max, 0)
-    e = xp.exp(s - row_max)
-    total = e.sum(axis=-1, keepdims=True)
-    p = e / xp.where(total == 0, 1, total)
+    p, total, row_max = stable_softmax(s)
     with backend.numpy.errstate(divide="ignore"):
         lse = (xp.log(total) + row_max)[..., 0]
     m = _dropout_scale(p, dropout_p, seed)
@@ -85,31 +64,23 @@ def attention_backward_numpy(q, k, v, out, lse, grad, key_mask=None, bias=None, 
     return dq, dk, dv
 
 
-def _check(q, k, v, key_mask, bias, scale):
-    """Validated (q, k, v, key_bias, bias, scale) for the compiled twin, or a TypeError/ValueError
-    naming the argument. key_mask (B, S) bool becomes key_bias (B, S): 0 where True, -inf where False."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dtype not in (numpy.float32, numpy.float64):
-            raise TypeError(f"attention: {name} must be float32 or float64, got {t.dtype}")
-        if t.dtype != q.dtype:
-            raise TypeError(f"attention: {name} dtype {t.dtype} differs from q dtype {q.dtype}")
-    check_shapes(q, k, v)
-    (batch, _, length, _), keys = q.shape, k.shape[2]
-    key_bias = None
-    if key_mask is not None:
-        if key_mask.dtype != bool:
-            raise TypeError(f"attention: key_mask must be bool (True = attend), got {key_mask.dtype}")
-        if key_mask.shape != (batch, keys):
-            raise ValueError(f"attention: key_mask must have shape (B, S) = {(batch, keys)}, got {key_mask.shape}")
-        key_bias = numpy.where(key_mask, q.dtype.type(0), q.dtype.type(-numpy.inf))
+def _scores(q, k, key_mask, bias, scale):
+    xp = backend.array_module(q)
+    s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * q.dtype.type(scale)
     if bias is not None:
-        if bias.dtype != q.dtype:
-            raise TypeError(f"attention: bias dtype {bias.dtype} differs from q dtype {q.dtype}")
-        if bias.shape != (length, keys):
-            raise ValueError(f"attention: bias must have shape (L, S) = {(length, keys)}, got {bias.shape}")
-        bias = numpy.ascontiguousarray(bias)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return _rows_contiguous(q), _rows_contiguous(k), _rows_contiguous(v), key_bias, bias, scale
+        s = s + bias
+    if key_mask is not None:
+        s = xp.where(key_mask[:, None, None, :], s, -xp.inf)
+    return s
+
+
+def _dropout_scale(p, dropout_p, seed):
+    """m = keep / (1 - dropout_p), the same shape as p (B, H, L, S), or None without dropout."""
+    if dropout_p == 0:
+        return None
+    xp = backend.array_module(p)
+    keep = dropout.keep_mask(seed, p.shape, dropout_p, xp)
+    return keep * p.dtype.type(dropout.keep_scale(dropout_p))
 
 
 def check_shapes(q, k, v):
@@ -122,6 +93,59 @@ def check_shapes(q, k, v):
                          "(B, H, L, D), (B, H, S, D), (B, H, S, D)")
     if q.shape[3] == 0:
         raise ValueError(f"attention: the head dimension D must be at least 1, got shapes q {q.shape}, k {k.shape}")
+
+
+def _check(q, k, v, key_mask, bias):
+    """A TypeError or ValueError naming the argument unless q, k, v are float arrays of one dtype and
+    fitting shapes, key_mask (B, S) bool and bias (L, S) of q's dtype (each or None), all in one place."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        dispatch.check_float("attention", name, t)
+        if t.dtype != q.dtype:
+            raise TypeError(f"attention: {name} dtype {t.dtype} differs from q dtype {q.dtype}")
+    dispatch.one_place("attention", q, k=k, v=v, key_mask=key_mask, bias=bias)
+    check_shapes(q, k, v)
+    (batch, _, length, _), keys = q.shape, k.shape[2]
+    if key_mask is not None:
+        if key_mask.dtype != bool:
+            raise TypeError(f"attention: key_mask must be bool (True = attend), got {key_mask.dtype}")
+        if key_mask.shape != (batch, keys):
+            raise ValueError(f"attention: key_mask must have shape (B, S) = {(batch, keys)}, got {key_mask.shape}")
+    if bias is not None:
+        if bias.dtype != q.dtype:
+            raise TypeError(f"attention: bias dtype {bias.dtype} differs from q dtype {q.dtype}")
+        if bias.shape != (length, keys):
+            raise ValueError(f"attention: bias must have shape (L, S) = {(length, keys)}, got {bias.shape}")
+
+
+@dispatch.kernel("attention", numpy=attention_forward_numpy)
+def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed=0,
+                      return_probs=False):
+    """Returns (out, lse) or, with return_probs, (out, lse, p), p before dropout. q: (B, H, L, D),
+    k, v: (B, H, S, D); out is laid out in memory like q (a transposed-heads q gives a
+    transposed-heads out). dropout_p in [0, 1] and seed in [0, 2^63): the dropout on p (training)."""
+    dropout_p, seed = dropout.check(dropout_p, seed, "attention")
+    _check(q, k, v, key_mask, bias)
+    return q, k, v, key_mask, bias, _scale(q, scale), dropout_p, seed, return_probs
+
+
+@dispatch.kernel("attention", numpy=attention_backward_numpy)
+def attention_backward(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=None, dropout_p=0.0,
+                       seed=0):
+    """Returns (dq, dk, dv) from the forward's inputs (dropout_p and seed included), out, lse and
+    g = dL/dout; dq is laid out like q, dk like k, dv like v."""
+    dropout_p, seed = dropout.check(dropout_p, seed, "attention backward")
+    _check(q, k, v, key_mask, bias)
+    dispatch.one_place("attention backward", q, out=out, lse=lse, grad=grad)
+    for name, t, shape in (("out", out, q.shape), ("grad", grad, q.shape), ("lse", lse, q.shape[:3])):
+        if t.dtype != q.dtype or t.shape != shape:
+            raise ValueError(f"attention backward: {name} must be {q.dtype} of shape {shape}, "
+                             f"got {t.dtype} {t.shape}")
+    return q, k, v, out, lse, grad, key_mask, bias, _scale(q, scale), dropout_p, seed
+
+
+def _scale(q, scale):
+    """The scores' scale: 1 / sqrt(D) unless given."""
+    return q.shape[-1] ** -0.5 if scale is None else float(scale)
 
 
 def _blas_readable(x):
@@ -158,19 +182,15 @@ def _dropout_args(dropout_p, seed):
     return seed, dropout.threshold(dropout_p), dropout.keep_scale(dropout_p)
 
 
-def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed=0,
-                      return_probs=False):
-    """Returns (out, lse) or, with return_probs, (out, lse, p), p before dropout. q: (B, H, L, D),
-    k, v: (B, H, S, D); out is laid out in memory like q (a transposed-heads q gives a
-    transposed-heads out). dropout_p in [0, 1] and seed in [0, 2^63): the dropout on p (training)."""
-    dropout_p, seed = dropout.check(dropout_p, seed, "attention")
-    device = gpu("attention", q)
-    if device is not None:
-        return device.attention_forward(q, k, v, key_mask, bias, scale, dropout_p, seed, return_probs)
-    kernel = compiled("attention", q, k, v)
-    if kernel is None:
-        return attention_forward_numpy(q, k, v, key_mask, bias, scale, dropout_p, seed, return_probs)
-    q, k, v, key_bias, bias, scale = _check(q, k, v, key_mask, bias, scale)
+def _key_bias(key_mask, q):
+    """key_mask (B, S) bool as the compiled twin's additive key_bias (B, S): 0 where True, -inf where False."""
+    return None if key_mask is None else numpy.where(key_mask, q.dtype.type(0), q.dtype.type(-numpy.inf))
+
+
+@attention_forward.compiled
+def _attention_forward_compiled(compiled, q, k, v, key_mask, bias, scale, dropout_p, seed, return_probs):
+    q, k, v = _rows_contiguous(q), _rows_contiguous(k), _rows_contiguous(v)
+    key_bias, bias = _key_bias(key_mask, q), None if bias is None else numpy.ascontiguousarray(bias)
     (batch, heads, length, _), keys = q.shape, k.shape[2]
     out = _empty_like(q)
     lse = numpy.empty((batch, heads, length), q.dtype)
@@ -179,37 +199,25 @@ def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0
         out[...], lse[...] = 0, -numpy.inf
     else:
         block = _block(keys)
-        scratch = numpy.empty((threads(), block * keys), q.dtype)
+        scratch = numpy.empty((dispatch.threads(), block * keys), q.dtype)
         blas.single_threaded()
-        kernel.forward(q, k, v, key_bias, bias, scale, _dropout_args(dropout_p, seed), out, lse, probs,
-                       scratch, block)
+        compiled.forward(q, k, v, key_bias, bias, scale, _dropout_args(dropout_p, seed), out, lse, probs,
+                         scratch, block)
     return (out, lse, probs) if return_probs else (out, lse)
 
 
-def attention_backward(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=None, dropout_p=0.0,
-                       seed=0):
-    """Returns (dq, dk, dv) from the forward's inputs (dropout_p and seed included), out, lse and
-    g = dL/dout; dq is laid out like q, dk like k, dv like v."""
-    dropout_p, seed = dropout.check(dropout_p, seed, "attention backward")
-    device = gpu("attention", q)
-    if device is not None:
-        return device.attention_backward(q, k, v, out, lse, grad, key_mask, bias, scale, dropout_p, seed)
-    kernel = compiled("attention", q, k, v, out, lse, grad)
-    if kernel is None:
-        return attention_backward_numpy(q, k, v, out, lse, grad, key_mask, bias, scale, dropout_p, seed)
-    q, k, v, key_bias, bias, scale = _check(q, k, v, key_mask, bias, scale)
-    for name, t, shape in (("out", out, q.shape), ("grad", grad, q.shape), ("lse", lse, q.shape[:3])):
-        if t.dtype != q.dtype or t.shape != shape:
-            raise ValueError(f"attention backward: {name} must be {q.dtype} of shape {shape}, "
-                             f"got {t.dtype} {t.shape}")
+@attention_backward.compiled
+def _attention_backward_compiled(compiled, q, k, v, out, lse, grad, key_mask, bias, scale, dropout_p, seed):
+    q, k, v = _rows_contiguous(q), _rows_contiguous(k), _rows_contiguous(v)
+    key_bias, bias = _key_bias(key_mask, q), None if bias is None else numpy.ascontiguousarray(bias)
     out, grad, lse = _rows_contiguous(out), _rows_contiguous(grad), numpy.ascontiguousarray(lse)
     dq, dk, dv = _empty_like(q), _empty_like(k), _empty_like(v)
     if dq.size == 0 or dk.size == 0:  # no queries or no keys: no gradient flows
         dq[...], dk[...], dv[...] = 0, 0, 0
     else:
         block = _block(k.shape[2])
-        scratch = numpy.empty((threads(), 2 * block * k.shape[2]), q.dtype)
+        scratch = numpy.empty((dispatch.threads(), 2 * block * k.shape[2]), q.dtype)
         blas.single_threaded()
-        kernel.backward(q, k, v, out, lse, grad, key_bias, bias, scale, _dropout_args(dropout_p, seed),
-                        dq, dk, dv, scratch, block)
+        compiled.backward(q, k, v, out, lse, grad, key_bias, bias, scale, _dropout_args(dropout_p, seed),
+                          dq, dk, dv, scratch, block)
     return dq, dk, dv

@@ -8,12 +8,12 @@ Backward, per row, with g = dL/dy:
     dxhat = g * w
     dL/dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
 (the two means are the gradient flowing through mu and through rstd.)
-The compiled twins are csrc/layer_norm.pyx and, on the GPU, csrc/cuda/layer_norm.cu.
+NumPy twins first; the compiled twins are csrc/layer_norm.pyx and, on the GPU, csrc/cuda/layer_norm.cu.
 """
 import numpy
 
 from .. import backend
-from . import compiled, gpu, threads
+from . import dispatch
 
 _CHUNKS = 64  # the backward's fixed chunks of rows: plenty to share out, few partial sums to add
 
@@ -40,58 +40,69 @@ def layer_norm_backward_numpy(grad, x, weight, mean, rstd):
     return dx, (grad * xhat).sum(axis=0), grad.sum(axis=0)
 
 
-def _check(x, name, dtype=None, shape=None):
-    if x.dtype not in (numpy.float32, numpy.float64):
-        raise TypeError(f"layer_norm: {name} must be float32 or float64, got {x.dtype}")
-    if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"layer_norm: {name} dtype {x.dtype} differs from input dtype {dtype}")
-    if shape is not None and x.shape != shape:
-        raise ValueError(f"layer_norm: {name} must have shape {shape}, got {x.shape}")
-    return backend.array_module(x).ascontiguousarray(x)
+def _check(kernel, name, a, x, shape):
+    """A TypeError or ValueError naming ``name`` unless ``a`` is an array of x's dtype, place and ``shape``."""
+    dispatch.check_float("layer_norm", name, a)
+    dispatch.one_place(kernel, x, **{name: a})
+    if a.dtype != x.dtype:
+        raise TypeError(f"layer_norm: {name} dtype {a.dtype} differs from input dtype {x.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"layer_norm: {name} must have shape {shape}, got {a.shape}")
 
 
-def layer_norm_forward(x, weight, bias, eps):
-    """x: (R, N); weight, bias: (N,) or None. Returns y (R, N), mean (R,), rstd (R,)."""
-    device = gpu("layer_norm", x)
-    if device is not None:
-        return device.layer_norm_forward(x, weight, bias, eps)
-    kernel = compiled("layer_norm", x, *(t for t in (weight, bias) if t is not None))
-    if kernel is None:
-        return layer_norm_forward_numpy(x, weight, bias, eps)
+def _check_x(kernel, x):
     if x.ndim != 2:
-        raise ValueError(f"layer_norm: x must be (rows, features), got shape {x.shape}")
-    x = _check(x, "x")
-    weight = _check(weight, "weight", x.dtype, x.shape[1:]) if weight is not None else None
-    bias = _check(bias, "bias", x.dtype, x.shape[1:]) if bias is not None else None
+        raise ValueError(f"{kernel}: x must be (rows, features), got shape {x.shape}")
+    dispatch.check_float("layer_norm", "x", x)
+
+
+@dispatch.kernel("layer_norm", numpy=layer_norm_forward_numpy)
+def layer_norm_forward(x, weight, bias, eps):
+    """x: (R, N) float32 or float64; weight, bias: (N,) of x's dtype, or None; eps >= 0.
+    Returns y (R, N), mean (R,), rstd (R,)."""
+    _check_x("layer_norm", x)
+    for name, a in (("weight", weight), ("bias", bias)):
+        if a is not None:
+            _check("layer_norm", name, a, x, x.shape[1:])
     if not eps >= 0:
         raise ValueError(f"layer_norm: eps must be >= 0, got {eps}")
+    return x, weight, bias, eps
+
+
+@dispatch.kernel("layer_norm", numpy=layer_norm_backward_numpy)
+def layer_norm_backward(grad, x, weight, mean, rstd):
+    """grad, x: (R, N); weight (N,) or None; mean, rstd: (R,), all of x's dtype. Returns dx, dweight, dbias."""
+    _check_x("layer_norm backward", x)
+    _check("layer_norm backward", "grad", grad, x, x.shape)
+    if weight is not None:
+        _check("layer_norm backward", "weight", weight, x, x.shape[1:])
+    _check("layer_norm backward", "mean", mean, x, x.shape[:1])
+    _check("layer_norm backward", "rstd", rstd, x, x.shape[:1])
+    return grad, x, weight, mean, rstd
+
+
+def _contiguous(a):
+    return None if a is None else numpy.ascontiguousarray(a)
+
+
+@layer_norm_forward.compiled
+def _layer_norm_forward_compiled(compiled, x, weight, bias, eps):
     if x.shape[1] == 0:  # nothing to normalize: the twin's NaN mean and rstd
         return layer_norm_forward_numpy(x, weight, bias, eps)
+    x, weight, bias = _contiguous(x), _contiguous(weight), _contiguous(bias)
     y = numpy.empty_like(x)
     mean, rstd = numpy.empty(len(x), x.dtype), numpy.empty(len(x), x.dtype)
-    kernel.forward(x, weight, bias, float(eps), y, mean, rstd)
+    compiled.forward(x, weight, bias, float(eps), y, mean, rstd)
     return y, mean, rstd
 
 
-def layer_norm_backward(grad, x, weight, mean, rstd):
-    """grad, x: (R, N); weight (N,) or None; mean, rstd: (R,). Returns dx, dweight, dbias."""
-    device = gpu("layer_norm", x)
-    if device is not None:
-        return device.layer_norm_backward(grad, x, weight, mean, rstd)
-    kernel = compiled("layer_norm", grad, x, mean, rstd)
-    if kernel is None:
-        return layer_norm_backward_numpy(grad, x, weight, mean, rstd)
-    if x.ndim != 2:
-        raise ValueError(f"layer_norm backward: x must be (rows, features), got shape {x.shape}")
-    x = _check(x, "x")
-    grad = _check(grad, "grad", x.dtype, x.shape)
-    weight = _check(weight, "weight", x.dtype, x.shape[1:]) if weight is not None else None
-    mean = _check(mean, "mean", x.dtype, x.shape[:1])
-    rstd = _check(rstd, "rstd", x.dtype, x.shape[:1])
+@layer_norm_backward.compiled
+def _layer_norm_backward_compiled(compiled, grad, x, weight, mean, rstd):
     if x.size == 0:
         return layer_norm_backward_numpy(grad, x, weight, mean, rstd)
+    grad, x, weight, mean, rstd = (_contiguous(a) for a in (grad, x, weight, mean, rstd))
     dx = numpy.empty_like(x)
     parts = numpy.zeros((2, min(len(x), _CHUNKS), x.shape[1]), x.dtype)  # dweight, dbias per chunk of rows
-    xhat = numpy.empty((threads(), x.shape[1]), x.dtype)  # one scratch row per thread
-    kernel.backward(grad, x, weight, mean, rstd, dx, parts[0], parts[1], xhat)
+    xhat = numpy.empty((dispatch.threads(), x.shape[1]), x.dtype)  # one scratch row per thread
+    compiled.backward(grad, x, weight, mean, rstd, dx, parts[0], parts[1], xhat)
     return dx, parts[0].sum(axis=0), parts[1].sum(axis=0)

@@ -10,13 +10,12 @@ broadcast batch axis a zero offset stride, so neither is copied. Only a matrix w
 on either axis (e.g. x[:, ::2]) or with a negative one (x[::-1]) is copied first.
 
 On the GPU products go to cupy.matmul (cuBLAS), except while a CUDA graph is captured: CuPy refuses
-to call cuBLAS then, and kernels/cuda/cublas.py makes the same call itself.
+to call cuBLAS then, and kernels/cuda/cublas.py makes the same call itself (kernels/cuda/matmul.py).
 """
 import numpy
 
 from .. import backend
-from ..cuda import is_capturing
-from . import blas, compiled, threads
+from . import blas, dispatch
 
 _INT32 = 2**31 - 1  # scipy's BLAS takes 32-bit sizes and strides
 
@@ -30,25 +29,34 @@ def matmul_numpy(a, b, transpose_a=False, transpose_b=False):
     return xp.matmul(a, b)
 
 
-def _check(a, b, transpose_a, transpose_b):
-    """The output's batch shape and (M, K, N), or a TypeError/ValueError naming the argument."""
-    for name, x in (("a", a), ("b", b)):
-        if x.dtype not in (numpy.float32, numpy.float64):
-            raise TypeError(f"matmul: {name} must be float32 or float64, got {x.dtype}")
-        if x.ndim < 2:
-            raise ValueError(f"matmul: {name} must have at least 2 dimensions, got shape {x.shape}")
-    if a.dtype != b.dtype:
-        raise TypeError(f"matmul: a and b must have the same dtype, got {a.dtype} and {b.dtype}")
+def _sizes(a, b, transpose_a, transpose_b):
+    """The output's batch shape and (M, K, N) of op(a) @ op(b), or a ValueError naming the shapes."""
     m, k = a.shape[-2:][::-1] if transpose_a else a.shape[-2:]
     k_b, n = b.shape[-2:][::-1] if transpose_b else b.shape[-2:]
     if k != k_b:
         raise ValueError(f"matmul: inner dimensions differ: op(a) is {m}x{k}, op(b) is {k_b}x{n} "
                          f"(a {a.shape}, b {b.shape}, transpose_a={transpose_a}, transpose_b={transpose_b})")
+    if a.shape[:-2] == b.shape[:-2]:
+        return a.shape[:-2], (m, k, n)
     try:
-        batch = numpy.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        return numpy.broadcast_shapes(a.shape[:-2], b.shape[:-2]), (m, k, n)
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast") from None
-    return batch, (m, k, n)
+
+
+@dispatch.kernel("matmul", numpy=matmul_numpy)
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """op(a) @ op(b), op(x) = x^T (last two axes) when its flag is set. a, b: (..., M, K), (..., K, N)
+    after op, batch axes broadcast; float32 or float64, same dtype."""
+    for name, x in (("a", a), ("b", b)):
+        dispatch.check_float("matmul", name, x)
+        if x.ndim < 2:
+            raise ValueError(f"matmul: {name} must have at least 2 dimensions, got shape {x.shape}")
+    dispatch.one_place("matmul", a, b=b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul: a and b must have the same dtype, got {a.dtype} and {b.dtype}")
+    _sizes(a, b, transpose_a, transpose_b)
+    return a, b, transpose_a, transpose_b
 
 
 def _blas_operand(x, transpose, batch):
@@ -75,17 +83,9 @@ def _blas_operand(x, transpose, batch):
     return flat, offsets.reshape(-1), rs, cs
 
 
-def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b), op(x) = x^T (last two axes) when its flag is set. a, b: (..., M, K), (..., K, N)
-    after op, batch axes broadcast; float32 or float64, same dtype."""
-    if backend.on_device(a) and is_capturing():
-        from .cuda import cublas
-        _check(a, b, transpose_a, transpose_b)
-        return cublas.matmul(a.swapaxes(-1, -2) if transpose_a else a, b.swapaxes(-1, -2) if transpose_b else b)
-    kernel = compiled("matmul", a, b)
-    if kernel is None:
-        return matmul_numpy(a, b, transpose_a, transpose_b)
-    batch, (m, k, n) = _check(a, b, transpose_a, transpose_b)
+@matmul.compiled
+def _matmul_compiled(compiled, a, b, transpose_a, transpose_b):
+    batch, (m, k, n) = _sizes(a, b, transpose_a, transpose_b)
     if max(m, k, n) > _INT32:
         raise ValueError(f"matmul: sizes {m}x{k} @ {k}x{n} exceed BLAS's 32-bit range")
     out = numpy.empty(batch + (m, n), dtype=a.dtype)
@@ -98,9 +98,9 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     # about 4 tasks per thread, so a thread the OS pauses holds up a quarter of its share, not all
     # of it (measured with another process busy on one of 2 cores: 104 ms, not 140, for a MiniLM
     # Linear forward + backward; 2% slower on an idle machine); no chunks for small products
-    chunks = -(-4 * threads() // count) if m * n * k >= 64**3 else 1
+    chunks = -(-4 * dispatch.threads() // count) if m * n * k >= 64**3 else 1
     blas.single_threaded()
-    kernel.gemm_batched(a_flat, a_offsets, a_rs, a_cs, b_flat, b_offsets, b_rs, b_cs,
-                        out.reshape(count, m, n), k, chunks)
+    compiled.gemm_batched(a_flat, a_offsets, a_rs, a_cs, b_flat, b_offsets, b_rs, b_cs,
+                          out.reshape(count, m, n), k, chunks)
     return out
 

@@ -4,51 +4,89 @@
 
 Subtracting the row maximum c changes nothing mathematically and keeps exp from overflowing.
 A row whose entries are all -inf (fully masked) has no maximum; it gives zeros, not NaN.
+``stable_softmax`` writes this once; the softmax and attention twins and log-softmax's and
+cross-entropy's ``logsumexp`` (log sum_j exp(x_j) = c + log sum_j exp(x_j - c)) all use it.
 
 Backward (y = softmax(x), g = dL/dy):  dL/dx_i = y_i * (g_i - sum_j g_j y_j)
-NumPy twins below; the compiled twins are csrc/softmax.pyx and, on the GPU, csrc/cuda/softmax.cu.
+NumPy twins first; the compiled twins are csrc/softmax.pyx and, on the GPU, csrc/cuda/softmax.cu.
 """
 import numpy
 
 from .. import backend
-from . import compiled, gpu
+from . import dispatch
+
+
+def _shifted_exp(x, axis):
+    """(exp(x - c), total = sum exp(x - c), c) along ``axis`` with keepdims, c the row maximum, or 0
+    where the row has none (all -inf: exp(-inf) = 0, so total = 0). The masked stable softmax, once."""
+    xp = backend.array_module(x)
+    row_max = x.max(axis=axis, keepdims=True)
+    row_max = xp.where(xp.isfinite(row_max), row_max, 0)
+    e = xp.exp(x - row_max)
+    return e, e.sum(axis=axis, keepdims=True), row_max
+
+
+def stable_softmax(x, axis=-1):
+    """(p, total, c): p = softmax(x) along ``axis`` (zeros for an all -inf row, not NaN), and with
+    keepdims c and total as _shifted_exp gives them: log(total) + c is log sum exp(x), -inf for an
+    all -inf row (the attention twin's lse)."""
+    e, total, row_max = _shifted_exp(x, axis)
+    return e / backend.array_module(x).where(total == 0, 1, total), total, row_max
+
+
+def logsumexp(x, axis=-1):
+    """log sum exp(x) along ``axis``, with keepdims: stable for large x, 0 for an all -inf row."""
+    xp = backend.array_module(x)
+    _, total, row_max = _shifted_exp(x, axis)
+    return xp.log(xp.where(total > 0, total, 1)) + row_max
 
 
 def softmax_forward_numpy(x, mask=None):
-    xp = backend.array_module(x)
     if mask is not None:
         x = x + mask
     if x.size == 0:  # max has nothing to reduce
-        return xp.zeros_like(x)
-    row_max = x.max(axis=-1, keepdims=True)
-    row_max = xp.where(xp.isfinite(row_max), row_max, 0)  # an all -inf row: exp(-inf) = 0 below
-    e = xp.exp(x - row_max)
-    total = e.sum(axis=-1, keepdims=True)
-    return e / xp.where(total == 0, 1, total)
+        return backend.array_module(x).zeros_like(x)
+    return stable_softmax(x)[0]
 
 
 def softmax_backward_numpy(y, grad):
     return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
 
 
-def _check_float(x, name):
-    if x.dtype not in (numpy.float32, numpy.float64):
-        raise TypeError(f"softmax: {name} must be float32 or float64, got {x.dtype}")
+@dispatch.kernel("softmax", numpy=softmax_forward_numpy)
+def softmax_forward(x, mask=None):
+    """softmax(x + mask) over the last axis. x: (..., N) float32 or float64; mask: additive,
+    broadcastable to x, same dtype. The compiled twins never materialize a broadcast mask at x's size."""
+    dispatch.check_float("softmax", "input", x)
+    if x.ndim == 0:
+        raise ValueError("softmax: input must have at least one dimension")
+    if mask is not None:
+        dispatch.one_place("softmax", x, mask=mask)
+        if mask.dtype != x.dtype:
+            raise TypeError(f"softmax: mask dtype {mask.dtype} differs from input dtype {x.dtype}")
+        try:
+            if numpy.broadcast_shapes(mask.shape, x.shape) != x.shape:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"softmax: mask of shape {mask.shape} does not broadcast to input shape {x.shape}") from None
+    return x, mask
+
+
+@dispatch.kernel("softmax", numpy=softmax_backward_numpy)
+def softmax_backward(y, grad):
+    """dL/dx from y = softmax(x) and dL/dy, both (..., N) of one float dtype."""
+    dispatch.check_float("softmax", "output", y)
+    dispatch.one_place("softmax backward", y, grad=grad)
+    if grad.shape != y.shape or grad.dtype != y.dtype:
+        raise ValueError(f"softmax backward: grad {grad.shape} {grad.dtype} must match output {y.shape} {y.dtype}")
+    if y.ndim == 0:
+        raise ValueError("softmax backward: output must have at least one dimension")
+    return y, grad
 
 
 def _rows(x):
     """x as a C-contiguous (rows, n) array (a copy only if x is not C-contiguous)."""
     return backend.array_module(x).ascontiguousarray(x).reshape(-1, x.shape[-1])
-
-
-def _check_mask(mask, shape, dtype):
-    if mask.dtype != dtype:
-        raise TypeError(f"softmax: mask dtype {mask.dtype} differs from input dtype {dtype}")
-    try:
-        if numpy.broadcast_shapes(mask.shape, shape) != shape:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"softmax: mask of shape {mask.shape} does not broadcast to input shape {shape}") from None
 
 
 def _mask_rows(mask, shape):
@@ -65,45 +103,22 @@ def _mask_rows(mask, shape):
     return values.reshape(-1), xp.ascontiguousarray(xp.broadcast_to(first, shape[:-1]).reshape(-1))
 
 
-def softmax_forward(x, mask=None):
-    """softmax(x + mask) over the last axis. x: (..., N); mask: additive, broadcastable to x,
-    same dtype. The compiled twins never materialize a broadcast mask at x's size."""
-    device = gpu("softmax", x)
-    if device is not None:
-        return device.softmax_forward(x, mask)
-    kernel = compiled("softmax", x)
-    if kernel is None:
-        return softmax_forward_numpy(x, mask)
-    _check_float(x, "input")
-    if x.ndim == 0:
-        raise ValueError("softmax: input must have at least one dimension")
-    if mask is not None:
-        _check_mask(mask, x.shape, x.dtype)
+@softmax_forward.compiled
+def _softmax_forward_compiled(compiled, x, mask):
     if x.size == 0:
         return numpy.zeros_like(x)
     values, offsets = _mask_rows(mask, x.shape) if mask is not None else (None, None)
     rows = _rows(x)
     y = numpy.empty_like(rows)
-    kernel.forward(rows, values, offsets, y)
+    compiled.forward(rows, values, offsets, y)
     return y.reshape(x.shape)
 
 
-def softmax_backward(y, grad):
-    """dL/dx from y = softmax(x) and dL/dy, both (..., N)."""
-    device = gpu("softmax", y, grad)
-    if device is not None:
-        return device.softmax_backward(y, grad)
-    kernel = compiled("softmax", y, grad)
-    if kernel is None:
-        return softmax_backward_numpy(y, grad)
-    _check_float(y, "output")
-    if grad.shape != y.shape or grad.dtype != y.dtype:
-        raise ValueError(f"softmax backward: grad {grad.shape} {grad.dtype} must match output {y.shape} {y.dtype}")
-    if y.ndim == 0:
-        raise ValueError("softmax backward: output must have at least one dimension")
+@softmax_backward.compiled
+def _softmax_backward_compiled(compiled, y, grad):
     if y.size == 0:
         return numpy.zeros_like(y)
     rows = _rows(y)
     out = numpy.empty_like(rows)
-    kernel.backward(rows, _rows(grad), out)
+    compiled.backward(rows, _rows(grad), out)
     return out.reshape(y.shape)

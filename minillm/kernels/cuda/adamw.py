@@ -14,7 +14,7 @@ SCALARS = 7  # decay, 1 - beta1, beta2, 1 - beta2, step_size, bias_correction2_s
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, decay, beta1, beta2, step_size, bias_correction2_sqrt, eps):
     """Update float32 CuPy ``param``, ``exp_avg`` and ``exp_avg_sq`` in place from ``grad``; the
-    dispatch (kernels/adamw.py) has checked shapes, dtypes and that the state is C-contiguous."""
+    dispatcher (kernels/adamw.py) has checked shapes, dtypes and that the state is C-contiguous."""
     for name, a in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
         check("adamw_step", name, a)
     grad = backend.cupy.ascontiguousarray(grad)
@@ -31,7 +31,7 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, decay, beta1, beta2, step_size,
 def adamw_step_scalars(param, grad, exp_avg, exp_avg_sq, scalars):
     """adamw_step with its scalars read by the kernel from ``scalars``, a float32 CuPy array of
     SCALARS values (kernels.adamw.scalar_row) on the parameter's GPU, so that a CUDA graph can
-    replay the launch with new ones; the dispatch (kernels/adamw.py) has checked the rest."""
+    replay the launch with new ones; kernels/adamw.py has checked the rest."""
     for name, a in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq), ("scalars", scalars)):
         check("adamw_step_scalars", name, a)
     if scalars.shape != (SCALARS,) or not scalars.flags.c_contiguous:

@@ -8,7 +8,8 @@ long as D is contiguous; outputs are laid out like the input they belong to.
 
 Head sizes up to 128 run the kernels (compiled for head-size tiles of 32, 64 and 128); larger
 ones, and ``return_probs`` (whose (B, H, L, S) output is quadratic anyway), run the NumPy twin on
-the GPU.
+the GPU. The dispatcher (kernels/attention.py) has checked shapes, dtypes and the dropout arguments;
+the wrappers here check only that each array is float32 (key_mask bool) on the GPU.
 """
 import math
 
@@ -16,7 +17,7 @@ import numpy
 
 from ... import backend
 from .. import dropout
-from ..attention import attention_backward_numpy, attention_forward_numpy, check_shapes
+from ..attention import _scale, attention_backward_numpy, attention_forward_numpy
 from . import NULL, Kernel, check
 
 TILE = 64          # rows of a tile: TILE in attention.cu
@@ -39,24 +40,16 @@ _backward_dkdv = {d: Kernel("attention", f"attention_backward_dkdv_{d}", _shared
 _backward_dot = Kernel("attention", "attention_backward_dot")
 
 
-def _check(q, k, v, key_mask, bias):
-    """key_mask and bias made contiguous, or a TypeError/ValueError naming the argument."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check("attention", name, t)
-    check_shapes(q, k, v)
-    (batch, _, length, _), keys = q.shape, k.shape[2]
-    cupy = backend.cupy
-    if key_mask is not None:
-        check("attention", "key_mask", key_mask, numpy.bool_)
-        if key_mask.shape != (batch, keys):
-            raise ValueError(f"attention: key_mask must have shape (B, S) = {(batch, keys)}, got {key_mask.shape}")
-        key_mask = cupy.ascontiguousarray(key_mask)
-    if bias is not None:
-        check("attention", "bias", bias)
-        if bias.shape != (length, keys):
-            raise ValueError(f"attention: bias must have shape (L, S) = {(length, keys)}, got {bias.shape}")
-        bias = cupy.ascontiguousarray(bias)
-    return key_mask, bias
+def _on_gpu(kernel, **arrays):
+    """A TypeError naming the first of the arrays (None skipped) that is not float32 on the GPU (a
+    key_mask: bool): what the kernels read. The dispatcher (kernels/attention.py) has checked shapes."""
+    for name, a in arrays.items():
+        if a is not None:
+            check(kernel, name, a, numpy.bool_ if name == "key_mask" else numpy.float32)
+
+
+def _contiguous(a):
+    return None if a is None else backend.cupy.ascontiguousarray(a)
 
 
 def _rows_contiguous(x):
@@ -89,10 +82,9 @@ def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0
     """Returns (out, lse) or, with return_probs, (out, lse, p), p before dropout. q: float32 CuPy
     (B, H, L, D), k, v: (B, H, S, D); key_mask (B, S) bool; bias (L, S); dropout_p in [0, 1] and
     seed in [0, 2^63): dropout on p by the counter-based mask of kernels/dropout.py."""
-    dropout_p, seed = dropout.check(dropout_p, seed, "attention")
-    key_mask, bias = _check(q, k, v, key_mask, bias)
+    _on_gpu("attention", q=q, k=k, v=v, key_mask=key_mask, bias=bias)
+    key_mask, bias, scale = _contiguous(key_mask), _contiguous(bias), _scale(q, scale)
     (batch, heads, length, d), keys = q.shape, k.shape[2]
-    scale = d ** -0.5 if scale is None else float(scale)
     if return_probs or d > HEAD_TILES[-1]:
         return attention_forward_numpy(q, k, v, key_mask, bias, scale, dropout_p, seed, return_probs)
     cupy = backend.cupy
@@ -112,14 +104,9 @@ def attention_forward(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0
 def attention_backward(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed=0):
     """Returns (dq, dk, dv) from the forward's inputs (dropout_p and seed included), its out and lse,
     and grad = dL/dout; dq is laid out like q, dk like k, dv like v."""
-    dropout_p, seed = dropout.check(dropout_p, seed, "attention")
-    key_mask, bias = _check(q, k, v, key_mask, bias)
-    for name, t, shape in (("out", out, q.shape), ("grad", grad, q.shape), ("lse", lse, q.shape[:3])):
-        check("attention backward", name, t)
-        if t.shape != shape:
-            raise ValueError(f"attention backward: {name} must have shape {shape}, got {t.shape}")
+    _on_gpu("attention backward", q=q, k=k, v=v, out=out, lse=lse, grad=grad, key_mask=key_mask, bias=bias)
+    key_mask, bias, scale = _contiguous(key_mask), _contiguous(bias), _scale(q, scale)
     (batch, heads, length, d), keys = q.shape, k.shape[2]
-    scale = d ** -0.5 if scale is None else float(scale)
     if d > HEAD_TILES[-1]:
         return attention_backward_numpy(q, k, v, out, lse, grad, key_mask, bias, scale, dropout_p, seed)
     cupy = backend.cupy

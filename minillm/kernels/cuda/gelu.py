@@ -2,11 +2,12 @@
 
 Beyond the host twins' signature, ``bias`` fuses a Linear layer's bias add: gelu(x + bias) with
 bias (N,) added along x's last axis, without x + bias ever going to memory. The backward then
-gives the gradient of the pre-activation x + bias; the bias's own is that summed over the rows."""
+gives the gradient of the pre-activation x + bias; the bias's own is that summed over the rows.
+The dispatcher (kernels/gelu.py) has checked x, grad and approximate for the calls it makes."""
 import numpy
 
 from ... import backend
-from ..gelu import _check, _flat
+from ..gelu import _flat
 from . import NULL, Kernel, blocks, check, float4_ok
 
 THREADS = 256
@@ -33,9 +34,8 @@ def _geometry(n, bias, columns, *arrays):
 
 def gelu_forward(x, approximate="none", bias=None):
     """gelu(x + bias) elementwise; x float32 CuPy of any shape, bias (x.shape[-1],) or None."""
-    _check(approximate)
     bias = _bias(x, bias, "gelu")
-    flat = _flat(x, "input")
+    flat = _flat(x)
     y = backend.cupy.empty_like(flat)
     n, columns = flat.size, x.shape[-1] if bias is not None else 1
     if n:
@@ -47,9 +47,8 @@ def gelu_forward(x, approximate="none", bias=None):
 
 def gelu_backward(x, grad, approximate="none", bias=None):
     """grad * gelu'(x + bias) elementwise; x and grad float32 CuPy of one shape, bias as forward."""
-    _check(approximate)
     bias = _bias(x, bias, "gelu backward")
-    flat, grad_flat = _flat(x, "input"), _flat(check("gelu backward", "grad", grad), "grad", x.dtype, x.shape)
+    flat, grad_flat = _flat(x), _flat(check("gelu backward", "grad", grad))
     dx = backend.cupy.empty_like(flat)
     n, columns = flat.size, x.shape[-1] if bias is not None else 1
     if n:

@@ -1,10 +1,11 @@
 """Layer norm on the GPU: csrc/cuda/layer_norm.cu. Rows get a warp each (forward, and dx in the
 backward); dweight and dbias, sums down the columns, get 32 columns and one chunk of rows a block,
-then one thread a column adds the chunks' partial sums in order."""
+then one thread a column adds the chunks' partial sums in order. The dispatcher (kernels/layer_norm.py)
+has checked shapes and dtypes."""
 import numpy
 
 from ... import backend
-from ..layer_norm import _check, layer_norm_backward_numpy, layer_norm_forward_numpy
+from ..layer_norm import layer_norm_backward_numpy, layer_norm_forward_numpy
 from . import NULL, Kernel, blocks, check, float4_ok
 
 ROWS_PER_BLOCK = 8  # WARPS_PER_BLOCK in layer_norm.cu
@@ -16,22 +17,16 @@ _columns = Kernel("layer_norm", "layer_norm_backward_columns")
 _finish = Kernel("layer_norm", "layer_norm_backward_finish")
 
 
-def _operands(x, weight, name="layer_norm"):
-    if x.ndim != 2:
-        raise ValueError(f"{name}: x must be (rows, features), got shape {x.shape}")
-    x = _check(x, "x")
-    if weight is not None:
-        weight = _check(check(name, "weight", weight), "weight", x.dtype, x.shape[1:])
-    return x, weight
+def _on_gpu(kernel, **arrays):
+    """The arrays (None kept) as contiguous float32 CuPy arrays, or a TypeError naming one that is not
+    float32 on the GPU; the dispatcher (kernels/layer_norm.py) has checked their shapes."""
+    cupy = backend.cupy
+    return [None if a is None else cupy.ascontiguousarray(check(kernel, name, a)) for name, a in arrays.items()]
 
 
 def layer_norm_forward(x, weight, bias, eps):
     """x: float32 CuPy (R, N); weight, bias: (N,) or None. Returns y (R, N), mean (R,), rstd (R,)."""
-    x, weight = _operands(x, weight)
-    if bias is not None:
-        bias = _check(check("layer_norm", "bias", bias), "bias", x.dtype, x.shape[1:])
-    if not eps >= 0:
-        raise ValueError(f"layer_norm: eps must be >= 0, got {eps}")
+    x, weight, bias = _on_gpu("layer_norm", x=x, weight=weight, bias=bias)
     rows, n = x.shape
     if n == 0:  # nothing to normalize: the twin's NaN mean and rstd
         return layer_norm_forward_numpy(x, weight, bias, eps)
@@ -47,10 +42,7 @@ def layer_norm_forward(x, weight, bias, eps):
 
 def layer_norm_backward(grad, x, weight, mean, rstd):
     """grad, x: float32 CuPy (R, N); weight (N,) or None; mean, rstd (R,). Returns dx, dweight, dbias."""
-    x, weight = _operands(x, weight, "layer_norm backward")
-    grad = _check(check("layer_norm backward", "grad", grad), "grad", x.dtype, x.shape)
-    mean = _check(check("layer_norm backward", "mean", mean), "mean", x.dtype, x.shape[:1])
-    rstd = _check(check("layer_norm backward", "rstd", rstd), "rstd", x.dtype, x.shape[:1])
+    grad, x, weight, mean, rstd = _on_gpu("layer_norm backward", grad=grad, x=x, weight=weight, mean=mean, rstd=rstd)
     if x.size == 0:
         return layer_norm_backward_numpy(grad, x, weight, mean, rstd)
     cupy = backend.cupy
