@@ -255,7 +255,7 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, tensor has shape {self.shape}")
 
         grads = {id(self): grad}  # id(tensor) -> dL/d(tensor), dropped once used
-        kept = {}  # id -> array: the memory behind each .grad set by this backward (and grad's)
+        kept = {}  # id -> array: the memory behind grad and behind each .grad this backward sets
         _keep(grad, kept)
         order = _topological_order(self)
         while order:  # popping lets each tensor be freed as soon as backward is past it
