@@ -33,7 +33,7 @@ class LogSoftmax(Function):
     float_only = True
 
     def forward(self, x, dim=-1):
-        z = x - _logsumexp(x, dim)
+        z = x - kernels.logsumexp(x, dim)
         self.save(z, dim)
         return z
 
@@ -46,15 +46,6 @@ class LogSoftmax(Function):
 def log_softmax(x, dim): return LogSoftmax.apply(x, dim=dim)
 
 
-def _logsumexp(x, dim):
-    """log(sum(exp(x), dim)) with keepdims, stable for large x, 0 for an all -inf row."""
-    xp = backend.array_module(x)
-    row_max = x.max(axis=dim, keepdims=True)
-    row_max = xp.where(xp.isfinite(row_max), row_max, 0)
-    total = xp.exp(x - row_max).sum(axis=dim, keepdims=True)
-    return xp.log(xp.where(total > 0, total, 1)) + row_max
-
-
 class CrossEntropy(Function):
     """loss = mean over kept rows i of -log softmax(x_i)[t_i];  x: (N, C) logits, t: (N,) classes.
 
@@ -65,7 +56,7 @@ class CrossEntropy(Function):
 
     def forward(self, logits, target, ignore_index=-100):
         xp = backend.array_module(logits)
-        logp = logits - _logsumexp(logits, -1)
+        logp = logits - kernels.logsumexp(logits, -1)
         kept = target != ignore_index
         safe_target = xp.where(kept, target, 0)
         picked = xp.take_along_axis(logp, safe_target[:, None], axis=1)[:, 0]
