@@ -48,12 +48,15 @@ class BertEmbeddings(Module):
         self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids):
+    def forward(self, input_ids, token_type_ids, inputs_embeds=None):
         """The ids were range-checked by check_inputs (BertModel.forward), so the tables are read
-        with checked=True: no second look at the ids, which on a GPU would wait once per table."""
+        with checked=True: no second look at the ids, which on a GPU would wait once per table.
+        inputs_embeds (B, L, E), as Hugging Face's: used in place of word_embeddings(input_ids), e.g.
+        points between two sentences' word embeddings (minillm/explain.py); input_ids is then unread."""
         position_ids = backend.array_module(input_ids).arange(input_ids.shape[1])  # (L,)
-        embeddings = (self.word_embeddings(input_ids, checked=True)
-                      + self.token_type_embeddings(token_type_ids, checked=True))
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids, checked=True)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids, checked=True)
         embeddings = embeddings + self.position_embeddings(position_ids, checked=True)  # (L, E): every sequence's
         return self.dropout(self.LayerNorm(embeddings))
 
@@ -219,20 +222,24 @@ class BertModel(BertPreTrainedModel):
         if initialize:
             self.apply(self._init_weights)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_attentions=False,
-                output_hidden_states=False):
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, output_attentions=False,
+                output_hidden_states=False, inputs_embeds=None):
         """input_ids (B, L) integers; attention_mask (B, L): 1 for tokens, 0 for padding (default all 1);
         token_type_ids (B, L): 0 for the first segment, 1 for the second (default all 0).
         Padded keys get no attention (Hugging Face adds a large negative number to their scores; the
         fused kernel skips them). A row whose mask is all 0 attends to nothing and its attention output
-        is 0, where Hugging Face's would average all positions: every sequence should keep its [CLS]."""
+        is 0, where Hugging Face's would average all positions: every sequence should keep its [CLS].
+        inputs_embeds (B, L, E), a Tensor, instead of input_ids: the word embeddings themselves (Hugging
+        Face's argument); positions and token types are added to them as to word_embeddings(input_ids)."""
+        if inputs_embeds is not None:
+            input_ids = _embeds_shape(self.config, input_ids, inputs_embeds)
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
                                                                  token_type_ids)
         device = self.embeddings.word_embeddings.weight.device  # inputs go there once, not once per use
         input_ids, token_type_ids = backend.to_device(input_ids, device), backend.to_device(token_type_ids, device)
         if attention_mask is not None:
             attention_mask = backend.to_device(attention_mask, device)
-        embedding_output = self.embeddings(input_ids, token_type_ids)
+        embedding_output = self.embeddings(input_ids, token_type_ids, inputs_embeds)
         sequence_output, hidden_states, attentions = self.encoder(embedding_output, attention_mask,
                                                                   output_hidden_states, output_attentions)
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
@@ -251,12 +258,12 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self._init_weights(self.classifier)  # always: a checkpoint of the bare model has none
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, output_attentions=False,
-                output_hidden_states=False):
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                output_attentions=False, output_hidden_states=False, inputs_embeds=None):
         """As BertModel; labels (B,): class ids (or floats for regression / multi-label) -> .loss.
         ``model(**batch)`` takes a batch dict with these keys."""
         outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states)
+                            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds)
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
@@ -314,6 +321,18 @@ def check_inputs(config, input_ids, attention_mask=None, token_type_ids=None):
                              f"type_vocab_size={config.type_vocab_size} (ids 0..{config.type_vocab_size - 1})")
     mask = None if attention_mask is None else _integers(attention_mask, "attention_mask", ids.shape) != 0
     return ids, mask, types
+
+
+def _embeds_shape(config, input_ids, inputs_embeds):
+    """Zeros (B, L) in place of the ids, after checking that ``inputs_embeds`` is a (B, L, E) Tensor and
+    comes alone: check_inputs then checks the mask and token types against (B, L), as it would the ids'."""
+    if input_ids is not None:
+        raise ValueError("pass input_ids or inputs_embeds, not both")
+    if not isinstance(inputs_embeds, Tensor) or inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != config.hidden_size:
+        shape = getattr(inputs_embeds, "shape", None)
+        raise ValueError(f"inputs_embeds must be a Tensor (batch, sequence length, hidden_size={config.hidden_size}), "
+                         f"got {type(inputs_embeds).__name__} of shape {shape}")
+    return backend.array_module(inputs_embeds.data).zeros(inputs_embeds.shape[:2], numpy.int64)
 
 
 def _integers(values, name, shape=None):
