@@ -1,4 +1,4 @@
-"""The command line: ``minillm finetune``, ``predict``, ``eval`` and ``inspect`` (also ``python -m minillm``).
+"""The command line: ``minillm finetune``, ``predict``, ``eval``, ``inspect`` and ``explain`` (also ``python -m minillm``).
 
     minillm finetune --model all-MiniLM-L6-v2 --data glue/SST-2 --epochs 1 --batch-size 32 --lr 5e-5 \\
                      --max-length 64 --seed 42 --out sst2-minilm
@@ -7,6 +7,7 @@
     minillm finetune ... --device cuda       (finetune, predict and eval run on a GPU through CuPy)
     minillm finetune ... --device cuda --cuda-graph   (each training step a replayed CUDA graph)
     minillm inspect --model sst2-minilm "a charming film" --plot attn.png
+    minillm explain --model sst2-minilm "the acting was wooden but the plot was great" --html why.html
 
 finetune's --data is a GLUE-style folder (train.tsv, and dev.tsv to evaluate after each epoch) or
 one TSV file. The output folder is a Hugging Face model (config.json, model.safetensors, tokenizer
@@ -96,6 +97,7 @@ def _parser():
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N rows")
     _device_option(evaluate)
     evaluate.set_defaults(run=eval_command)
+    _embedding_commands(commands)
 
     look = commands.add_parser("inspect", help="what every layer and attention head does with one sentence",
                                description="Print the tokens, each layer's hidden-state statistics, each head's "
@@ -107,6 +109,22 @@ def _parser():
     look.add_argument("--top", type=int, default=3, help="strongest attention links shown per layer")
     look.add_argument("sentence")
     look.set_defaults(run=inspect_command)
+
+    why = commands.add_parser("explain", help="which words decided a classifier's prediction",
+                              description="Print the prediction and each word's attribution to a class: integrated "
+                                          "gradients from a [PAD] baseline (with its completeness gap), gradient x "
+                                          "input, or attention rollout; --html and --plot keep them.")
+    why.add_argument("--model", required=True, help="a fine-tuned classifier folder")
+    why.add_argument("--method", choices=("ig", "gxi", "rollout"), default="ig",
+                     help="ig: integrated gradients (default), gxi: gradient x input, rollout: attention rollout")
+    why.add_argument("--steps", type=int, default=50, help="integrated gradients: points on the path (default 50)")
+    why.add_argument("--target", type=int, default=None, help="the class to explain (default: the predicted one)")
+    why.add_argument("--pair", metavar="TEXT", help="the second text of a pair (e.g. RTE's hypothesis)")
+    why.add_argument("--html", metavar="FILE", help="write a self-contained page with the coloured words")
+    why.add_argument("--plot", metavar="PNG", help="write a bar chart of the words' attributions (needs "
+                                                   "matplotlib: pip install 'minillm[plot]')")
+    why.add_argument("sentence")
+    why.set_defaults(run=explain_command)
     return parser
 
 
@@ -180,10 +198,114 @@ def eval_command(args):
     return 0
 
 
+def _embedding_commands(commands):
+    """embed, search and train-embeddings: sentence embeddings (minillm.embeddings)."""
+    model_help = "a sentence-transformers or Hugging Face folder, or a known name (default %(default)s)"
+    embed = commands.add_parser("embed", help="sentence embeddings of a file's lines, as a .npy array",
+                                description="Embed each line of a text file with a sentence encoder (mean pooling "
+                                            "and normalization as the model folder says): an (N, E) float32 array.")
+    embed.add_argument("--model", default="all-MiniLM-L6-v2", help=model_help)
+    embed.add_argument("texts", metavar="TEXTS.txt", help="one text per line")
+    embed.add_argument("--out", required=True, help="the .npy file to write (row i: line i)")
+    embed.add_argument("--batch-size", type=int, default=32)
+    embed.set_defaults(run=embed_command)
+
+    search = commands.add_parser("search", help="the corpus lines nearest a query, by cosine similarity",
+                                 description="Embed the corpus once (cached beside it, keyed by the model and the "
+                                             "file) and print the top-k lines for each query.")
+    search.add_argument("--model", default="all-MiniLM-L6-v2", help=model_help)
+    search.add_argument("--corpus", required=True, help="one text per line")
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--batch-size", type=int, default=32)
+    search.add_argument("queries", nargs="+", metavar="QUERY")
+    search.set_defaults(run=search_command)
+
+    train = commands.add_parser("train-embeddings", help="train a sentence encoder on (anchor, positive) pairs",
+                                description="Contrastive training with in-batch negatives (sentence-transformers' "
+                                            "MultipleNegativesRankingLoss) through the Trainer; the result is a "
+                                            "sentence-transformers folder.")
+    train.add_argument("--model", default="all-MiniLM-L6-v2", help=model_help)
+    train.add_argument("--data", required=True, help="a file of anchor<TAB>positive lines")
+    train.add_argument("--out", required=True, help="output folder (a sentence-transformers model when done)")
+    train.add_argument("--epochs", type=int, default=1)
+    train.add_argument("--batch-size", type=int, default=32, help="pairs per batch: each anchor's negatives are "
+                                                                  "the other positives")
+    train.add_argument("--lr", type=float, default=2e-5)
+    train.add_argument("--scale", type=float, default=20.0, help="cosine similarities times this (1 / temperature)")
+    train.add_argument("--warmup-ratio", type=float, default=0.1)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=train_embeddings_command)
+
+
+def embed_command(args):
+    import io
+
+    import numpy
+
+    from .embeddings import SentenceEncoder
+    from .embeddings.search import read_texts
+    from .safetensors_io import atomic_write
+
+    encoder = SentenceEncoder.from_pretrained(args.model)
+    vectors = encoder.encode(read_texts(args.texts), batch_size=args.batch_size)
+    buffer = io.BytesIO()
+    numpy.save(buffer, vectors)
+    atomic_write(args.out, buffer.getvalue())
+    print(f"wrote {vectors.shape[0]} embeddings of {vectors.shape[1]} numbers to {args.out}")
+    return 0
+
+
+def search_command(args):
+    from . import pretrained
+    from .embeddings import SentenceEncoder, corpus_embeddings, semantic_search
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    folder = pretrained.resolve(args.model)
+    encoder = SentenceEncoder.from_pretrained(folder)
+    texts, corpus, cached = corpus_embeddings(encoder, folder, args.corpus, args.batch_size)
+    logger.info("%s: %d texts, embeddings %s", args.corpus, len(texts), "from the cache" if cached else "computed")
+    hits = semantic_search(encoder.encode(args.queries, show_progress_bar=False), corpus, args.top_k)
+    for query, found in zip(args.queries, hits):
+        print(f"query: {query}")
+        for rank, hit in enumerate(found, 1):
+            line = hit["corpus_id"]
+            print(f"  {rank}. {hit['score']:.4f}  line {line + 1}: {texts[line]}")
+    return 0
+
+
+def train_embeddings_command(args):
+    from . import random
+    from .embeddings import MultipleNegativesRankingLoss, PairDataset, SentenceEncoder
+    from .training import Trainer, TrainingArguments
+
+    _check_output(args.out, False, args.overwrite)
+    random.manual_seed(args.seed)  # dropout's masks are part of the run
+    encoder = SentenceEncoder.from_pretrained(args.model)
+    pairs = PairDataset.from_tsv(encoder, args.data)
+    options = TrainingArguments(output_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                warmup_ratio=args.warmup_ratio, seed=args.seed, progress=not args.no_progress)
+    trainer = Trainer(MultipleNegativesRankingLoss(encoder, scale=args.scale), options, pairs,
+                      data_collator=pairs.collate)
+    logger.info("training %s on %d pairs (%s): %d epochs of %d steps", args.model, len(pairs), args.data,
+                args.epochs, len(trainer.loader))
+    trainer.train()
+    print(f"saved the sentence encoder to {args.out}")
+    return 0
+
+
 def inspect_command(args):
     from .inspect import main as inspect
 
     return inspect(args.model, args.sentence, args.plot, args.top)
+
+
+def explain_command(args):
+    from .explain.render import main as explain
+
+    return explain(args.model, args.sentence, args.pair, args.method, args.target, args.steps, args.html, args.plot)
 
 
 # ---- helpers -----------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ class BertEmbeddings(Module):
         """The ids were range-checked by check_inputs (BertModel.forward), so the tables are read
         with checked=True: no second look at the ids, which on a GPU would wait once per table.
         inputs_embeds (B, L, E), as Hugging Face's: used in place of word_embeddings(input_ids), e.g.
-        points between two sentences' word embeddings (minillm/explain.py); input_ids is then unread."""
+        points between two sentences' word embeddings (minillm/explain/attributions.py); input_ids is then unread."""
         position_ids = backend.array_module(input_ids).arange(input_ids.shape[1])  # (L,)
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids, checked=True)
