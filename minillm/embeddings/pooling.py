@@ -95,6 +95,12 @@ def normalize(x, eps=NORMALIZE_EPS):
     return x / ops.where(norm.data > eps, norm, eps)
 
 
+def cos_sim(a, b):
+    """Cosine similarities of every row of a (N, E) with every row of b (M, E): (N, M) Tensor,
+    normalize(a) @ normalize(b)^T (sentence_transformers.util.cos_sim)."""
+    return normalize(a) @ normalize(b).transpose(0, 1)
+
+
 class Normalize(Module):
     """sentence-transformers' Normalize module: each sentence vector scaled to unit length."""
 

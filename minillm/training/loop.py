@@ -62,11 +62,13 @@ class Trainer:
     a resumed run's optimizer state is new arrays, which a graph captured before would not update.
     """
 
-    def __init__(self, model, args, train_data, eval_data=None, tokenizer=None):
+    def __init__(self, model, args, train_data, eval_data=None, tokenizer=None, data_collator=None):
         self.model, self.args, self.tokenizer = model, args, tokenizer
         self.train_data = train_data
         self.pad_token_id = pad = getattr(tokenizer, "pad_token_id", 0) or 0
-        collate = lambda examples: pad_batch(examples, pad)  # noqa: E731
+        # data_collator: list of examples -> the model's keyword arguments, as in transformers' Trainer
+        # (default pad_batch; minillm.embeddings.PairDataset.collate batches (anchor, positive) pairs)
+        collate = data_collator or (lambda examples: pad_batch(examples, pad))  # noqa: E731
         self.loader = DataLoader(train_data, args.batch_size, shuffle=True, seed=args.seed, collate_fn=collate,
                                  bucket=args.bucket)
         self.eval_loader = (DataLoader(eval_data, args.eval_batch_size, collate_fn=collate)
