@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, missing
 from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
 from minillm.cli import main
 
@@ -144,3 +144,32 @@ def test_output_folder_loads_in_transformers(base, tmp_path, transformers, torch
     with torch.no_grad():
         logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
+def test_explain_prints_the_words_and_keeps_a_page_and_a_chart(base, tmp_path, capsys):
+    folder, _ = base
+    page, chart = tmp_path / "why.html", tmp_path / "why.png"
+    assert main(["explain", "--model", str(folder), "--steps", "8", "--html", str(page), "a good movie"]) == 0
+    out = capsys.readouterr().out
+    assert "\033[" not in out  # not a terminal: plain text
+    assert out.startswith("prediction: ") and "integrated gradients of the logit" in out
+    total = float(re.search(r"sum of attributions ([-+][0-9.]+)", out).group(1))
+    words = re.findall(r"^  (\S+) +([-+][0-9.]+)$", out, re.M)
+    assert [w for w, _ in words] == ["[CLS]", "a", "good", "movie", "[SEP]"]
+    assert sum(float(v) for _, v in words) == pytest.approx(total, abs=3e-4)
+    assert page.read_text().startswith("<!DOCTYPE html>") and ">good</span>" in page.read_text()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        missing("matplotlib (pip install -e '.[plot]')", "MINILLM_REQUIRE_PARITY")
+    assert main(["explain", "--model", str(folder), "--method", "rollout", "--plot", str(chart), "a good movie"]) == 0
+    assert chart.read_bytes().startswith(b"\x89PNG") and "attention rollout" in capsys.readouterr().out
+
+
+def test_explain_refuses_a_model_without_a_classifier(base, tmp_path, capsys):
+    folder, _ = base
+    bare = tmp_path / "bare"
+    tiny_model(0).bert.save_pretrained(bare)
+    tiny_tokenizer(tmp_path).save_pretrained(bare)
+    assert main(["explain", "--model", str(bare), "a good movie"]) == 1
+    assert "is not a classifier" in capsys.readouterr().err

@@ -1,5 +1,8 @@
 """minillm.explain against its oracles: Captum's LayerIntegratedGradients and torch's gradients on the same
 checkpoint loaded in transformers; completeness; rollout, path weights and word grouping by hand."""
+import io
+import re
+
 import numpy as np
 import pytest
 
@@ -7,6 +10,7 @@ import minillm as mm
 from conftest import missing
 from finetune_helpers import tiny_model, tiny_tokenizer
 from minillm import explain
+from minillm.explain import render
 from minillm.models.bert import BertForSequenceClassification
 from minillm.tokenizer import BertTokenizer
 
@@ -220,3 +224,30 @@ def test_word_pieces_grouped_into_words():
     assert [(w, v) for w, v, _ in words] == [("[CLS]", 0), ("unwatchable", 1.25), (",", 0.1), ("mess", 2.0),
                                              ("[SEP]", 0)]
     assert words[1][2] == [("un", 0.5), ("##watch", -0.25), ("##able", 1.0)]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_colours_on_a_terminal_only(tiny, monkeypatch):
+    _, _, folder = tiny
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    terminal, plain = _Terminal(), io.StringIO()
+    assert render.main(folder, TEXT, steps=4, out=terminal) == 0 and render.main(folder, TEXT, steps=4, out=plain) == 0
+    assert "\033[48;2;" in terminal.getvalue() and "\033[" not in plain.getvalue()
+    assert re.sub(r"\033\[[0-9;]*m", "", terminal.getvalue()) == plain.getvalue()  # the same text, painted
+    monkeypatch.setenv("NO_COLOR", "1")
+    terminal = _Terminal()
+    render.main(folder, TEXT, steps=4, out=terminal)
+    assert terminal.getvalue() == plain.getvalue()
+
+
+def test_report_shows_pieces_and_the_gap():
+    e = explain.Explanation("integrated gradients", ["[CLS]", "over", "##long", "[SEP]"], np.array([0, 0.25, 0.5, 0]),
+                            np.array([0.2, 0.8]), 1, "positive", "logit", f_input=1.0, f_baseline=0.2, steps=50)
+    text = render.report(e)
+    assert "prediction: 1  p(0)=0.2000  p(1)=0.8000" in text
+    assert "difference +0.800000; sum of attributions +0.750000; gap -5.00e-02 (6.250% of the difference)" in text
+    assert re.search(r"^  overlong +\+0\.7500  = over \+0\.2500 ##long \+0\.5000$", text, re.M)
