@@ -173,3 +173,28 @@ def test_explain_refuses_a_model_without_a_classifier(base, tmp_path, capsys):
     tiny_tokenizer(tmp_path).save_pretrained(bare)
     assert main(["explain", "--model", str(bare), "a good movie"]) == 1
     assert "is not a classifier" in capsys.readouterr().err
+
+
+def test_embed_search_and_train_embeddings(base, tmp_path, capsys):
+    folder, _ = base
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a good movie\nthe plot was very dull .\nthe acting was charming\n")
+    assert main(["embed", "--model", str(folder), str(corpus), "--out", str(tmp_path / "v.npy")]) == 0
+    vectors = np.load(tmp_path / "v.npy")
+    assert vectors.shape == (3, 16) and vectors.dtype == np.float32 and "wrote 3 embeddings" in capsys.readouterr().out
+    query = ["search", "--model", str(folder), "--corpus", str(corpus), "--top-k", "2", "a good movie"]
+    assert main(query) == 0
+    first = capsys.readouterr()
+    assert "embeddings computed" in first.err and "1. 1.0000  line 1: a good movie" in first.out
+    assert main(query) == 0
+    second = capsys.readouterr()
+    assert "from the cache" in second.err and second.out == first.out
+    (tmp_path / "pairs.tsv").write_text("a good movie\ta great film\nthe plot was dull\tthe story was boring\n")
+    out = tmp_path / "encoder"
+    assert main(["train-embeddings", "--model", str(folder), "--data", str(tmp_path / "pairs.tsv"), "--out", str(out),
+                 "--batch-size", "2", "--no-progress"]) == 0
+    assert (out / "modules.json").is_file() and (out / "1_Pooling" / "config.json").is_file()
+    assert main(["search", "--model", str(out), "--corpus", str(corpus), "a good movie"]) == 0
+    assert "embeddings computed" in capsys.readouterr().err  # another model: the cache is not reused
+    assert main(["search", "--model", str(folder), "--corpus", str(corpus), "--top-k", "0", "x"]) == 1
+    assert "--top-k must be at least 1" in capsys.readouterr().err
