@@ -12,7 +12,9 @@ Face's ``attention_mask``) where a key is a real token and False (0) where it is
 The equation is computed two ways, with the same numbers up to rounding:
   - ``reference_attention``: the equation in plain ops (matmul, masked_fill, softmax, dropout),
     which keeps the (B, H, L, L) probabilities in the graph. ``output_attentions=True`` takes this
-    path (the probabilities are what it returns), and the tests hold the fused kernel to it.
+    path (the probabilities are what it returns), and the tests hold the fused kernel to it. It is
+    written once, as ``F.reference_attention`` in minillm/nn/functional.py, for any mask torch takes:
+    F.scaled_dot_product_attention runs it too, for the masks the fused op does not take.
   - the fused op ``minillm.ops.attention`` (kernels/attention.py): one kernel, dropout inside, that
     never keeps the (L, L) probabilities for backward. Every other call, training included, takes it.
 
@@ -80,13 +82,12 @@ class MultiHeadAttention(Module):
         return ops.attention(q, k, v, key_mask, None, self.scale, dropout_p), None  # seed: minillm's generator
 
     def reference_attention(self, q, k, v, key_mask=None):
-        """The equation in plain ops. q, k, v: (B, H, L, D); key_mask: (B, L) bool or None.
+        """The equation in plain ops, as ``F.reference_attention`` (minillm/nn/functional.py) writes
+        it: ``F.attention_probs`` with the key mask as a (B, 1, 1, L) boolean mask and the module's
+        scale, then the module's nn.Dropout. q, k, v: (B, H, L, D); key_mask: (B, L) bool or None.
         Returns (context (B, H, L, D), probabilities (B, H, L, L), before dropout). A query whose
         keys are all masked gets probabilities 0 and a context of 0 (softmax's rule for a row of -inf)."""
-        scores = q @ k.transpose(-2, -1) * self.scale                          # (B, H, L, L)
-        if key_mask is not None:
-            scores = scores.masked_fill(~key_mask[:, None, None, :], -math.inf)  # padding keys: -inf
-        probs = F.softmax(scores, -1)                                          # each row sums to 1
+        probs = F.attention_probs(q, k, None if key_mask is None else key_mask[:, None, None, :], self.scale)
         return self.dropout(probs) @ v, probs
 
     def check_inputs(self, x, key_mask):

@@ -51,6 +51,9 @@ class CrossEntropy(Function):
 
     Rows whose target equals ``ignore_index`` are left out of the sum and of the count n.
     dL/dx_i = g * (softmax(x_i) - onehot(t_i)) / n for kept rows, 0 for ignored ones.
+    With no row kept (n = 0: every target ignored, a batch where masked-LM chose no token) the
+    loss is NaN, the mean of nothing, as in torch, and the gradient is 0, as in torch: nothing to
+    learn. n stays an array (on a GPU, reading it would wait), so neither is a branch on it.
     """
     float_only = True
 
@@ -61,15 +64,17 @@ class CrossEntropy(Function):
         safe_target = xp.where(kept, target, 0)
         picked = xp.take_along_axis(logp, safe_target[:, None], axis=1)[:, 0]
         count = kept.sum().astype(logits.dtype)  # on a GPU it stays there: reading it would wait
-        self.save(logp, safe_target, kept, count)
-        return -(picked * kept).sum() / count
+        divisor = xp.maximum(count, 1)           # n, or 1 where n = 0 (the sum is 0 then): no 0 / 0
+        self.save(logp, safe_target, kept, divisor)
+        loss = -xp.where(kept, picked, 0).sum() / divisor
+        return xp.where(count > 0, loss, logits.dtype.type(xp.nan))
 
     def backward(self, g):
-        logp, target, kept, count = self.saved
+        logp, target, kept, divisor = self.saved
         xp = backend.array_module(logp)
         gx = xp.exp(logp)
         gx[xp.arange(len(target)), target] -= 1
-        gx *= (kept * (g / count))[:, None]
+        gx *= (kept * (g / divisor))[:, None]   # ignored rows times 0; with n = 0, every row
         return gx, None
 
 

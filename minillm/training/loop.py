@@ -1,5 +1,7 @@
 """The training loop: batches -> train_step (loss, gradients, clipped AdamW update) -> schedule, with
-per-epoch evaluation, atomic checkpoints, exact resume and a stop on a NaN or infinite loss.
+per-epoch evaluation, atomic checkpoints, exact resume and a stop on a NaN or infinite loss. A batch
+whose every label is cross-entropy's ignore_index carries no loss (its NaN is the mean of nothing):
+it is skipped, not stopped on.
 
 One number locates a run: ``step``, the optimizer steps done. Every epoch has the same
 len(loader) batches, so step // len(loader) is the epoch and step % len(loader) the next batch
@@ -21,6 +23,7 @@ from .. import backend
 from .. import safetensors_io
 from ..data import DataLoader, pad_batch
 from ..optim import AdamW, get_linear_schedule_with_warmup
+from ..tensor import Tensor
 from .training_checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .cuda_graph import CapturedStep, check_capturable, full_batch
 from .evaluate import evaluate
@@ -28,6 +31,7 @@ from .step import train_step
 
 logger = logging.getLogger("minillm")
 NO_DECAY = ("bias", "LayerNorm.weight")  # the BERT recipe decays neither
+IGNORE_INDEX = -100  # cross-entropy's ignore_index (minillm.ops.cross_entropy), the one the models' losses use
 
 
 class TrainingError(RuntimeError):
@@ -48,6 +52,19 @@ def fingerprint(dataset):
     for ids in dataset.input_ids:
         digest.update(ids.tobytes())
     return digest.hexdigest()[:16]
+
+
+def carries_targets(batch):
+    """False where the batch's labels are integer class ids, every one IGNORE_INDEX: cross-entropy
+    keeps none of them, so the loss is NaN (the mean of nothing, as torch's) and the gradient 0.
+    Counted on the host, where the Trainer's batches are (no GPU wait); True where there is nothing
+    to count there (no labels, float labels, labels already on a GPU): the loss decides."""
+    labels = batch.get("labels") if hasattr(batch, "get") else None
+    labels = labels.data if isinstance(labels, Tensor) else labels
+    if labels is None or backend.on_device(labels):
+        return True
+    labels = numpy.asarray(labels)
+    return labels.dtype.kind not in "iu" or bool((labels != IGNORE_INDEX).any())
 
 
 class Trainer:
@@ -116,7 +133,8 @@ class Trainer:
                 loss = self._train_step(self.loader.collate_fn([self.train_data[int(i)] for i in indices]))
                 seen += len(indices)
                 bar.update(1)
-                bar.set_postfix({"loss": f"{loss:.4f}", "ex/s": f"{seen / (time.perf_counter() - began):.1f}"})
+                bar.set_postfix({"loss": "none" if loss is None else f"{loss:.4f}",
+                                 "ex/s": f"{seen / (time.perf_counter() - began):.1f}"})
                 if self.args.save_steps and self.step % self.args.save_steps == 0:
                     self.save()
                 if self.step >= stop_at:
@@ -125,16 +143,26 @@ class Trainer:
     def _train_step(self, batch):
         """One step (train_step, minillm/training/step.py) and its record. Eagerly the loss and the
         gradient norm are read once, after the backward is queued (on a GPU, one wait), and the
-        update runs only when both are finite; a captured step is read, and so checked, once it has run."""
-        if self.args.cuda_graph:
+        update runs only when both are finite; a captured step is read, and so checked, once it has run.
+        A batch that carries no targets (carries_targets: every label ignored, counted on the host)
+        has nothing to learn: no step runs on it (no forward, no update), it is logged, its record has
+        no loss, and it returns None; the step count and the schedule move on, so a resume lines up."""
+        record = {"step": self.step + 1, "epoch": self.step // len(self.loader) + 1}
+        if not carries_targets(batch):
+            loss = None
+            record["skipped"] = f"every label is {IGNORE_INDEX} (ignored): no loss, no update"
+            logger.info("step %d: every label of the batch is %d (ignored), so it carries no loss: skipped, "
+                        "the weights are not updated", self.step + 1, IGNORE_INDEX)
+        elif self.args.cuda_graph:
             loss = self._finite(*self._replay(batch), updated=True)
         else:
             loss = train_step(self.model, batch, self.optimizer, self.args.max_grad_norm, self.params,
                               check=self._finite)
             self.optimizer.zero_grad()
+        if loss is not None:
+            record["loss"] = loss
         self.step += 1
-        self.history.append({"step": self.step, "epoch": (self.step - 1) // len(self.loader) + 1, "loss": loss,
-                             "lr": self.schedule.get_last_lr()[0]})
+        self.history.append({**record, "lr": self.schedule.get_last_lr()[0]})
         self.schedule.step()
         return loss
 
