@@ -165,7 +165,7 @@ def group_words(tokens, values):
             words[-1] = (word + token[2:], total + value, pieces + [(token, value)])
         else:
             words.append((token, value, [(token, value)]))
-    return [(word, float(total), pieces) for word, total, pieces in words]
+    return [(word, float(total), [(piece, float(v)) for piece, v in pieces]) for word, total, pieces in words]
 
 
 # ---- the passes ------------------------------------------------------------------------------------
