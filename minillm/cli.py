@@ -1,4 +1,5 @@
-"""The command line: ``minillm finetune``, ``predict``, ``eval``, ``inspect`` and ``explain`` (also ``python -m minillm``).
+"""The command line: ``minillm finetune``, ``predict``, ``eval``, ``inspect``, ``explain``, ``embed``, ``search``
+and ``train-embeddings`` (also ``python -m minillm``).
 
     minillm finetune --model all-MiniLM-L6-v2 --data glue/SST-2 --epochs 1 --batch-size 32 --lr 5e-5 \\
                      --max-length 64 --seed 42 --out sst2-minilm
@@ -8,6 +9,9 @@
     minillm finetune ... --device cuda --cuda-graph   (each training step a replayed CUDA graph)
     minillm inspect --model sst2-minilm "a charming film" --plot attn.png
     minillm explain --model sst2-minilm "the acting was wooden but the plot was great" --html why.html
+    minillm embed --model all-MiniLM-L6-v2 texts.txt --out vectors.npy
+    minillm search --model all-MiniLM-L6-v2 --corpus texts.txt "a query" --top-k 5
+    minillm train-embeddings --model all-MiniLM-L6-v2 --data pairs.tsv --out my-encoder
 
 finetune's --data is a GLUE-style folder (train.tsv, and dev.tsv to evaluate after each epoch) or
 one TSV file. The output folder is a Hugging Face model (config.json, model.safetensors, tokenizer
