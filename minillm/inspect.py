@@ -161,15 +161,22 @@ def plot(inspection, path, dpi=100):
     return path
 
 
+def has_matplotlib(command):
+    """Whether --plot can run (matplotlib is the plot extra); if not, says so on stderr. Commands
+    check it before the model loads, not after."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(f"minillm {command}: error: --plot needs matplotlib: pip install 'minillm[plot]'", file=sys.stderr)
+        return False
+    return True
+
+
 def main(model="all-MiniLM-L6-v2", text="The movie was not good at all.", plot_path=None, top=3, out=None):
     """``minillm inspect``: print the report, write the heatmaps if ``plot_path``; returns an exit status."""
     out = out or sys.stdout
-    if plot_path is not None:
-        try:
-            import matplotlib  # noqa: F401  (checked before the model loads, not after)
-        except ImportError:
-            print("minillm inspect: error: --plot needs matplotlib: pip install 'minillm[plot]'", file=sys.stderr)
-            return 1
+    if plot_path is not None and not has_matplotlib("inspect"):
+        return 1
     if top < 0:
         raise ValueError(f"--top must be >= 0, got {top}")
     net, tokenizer = load(model)

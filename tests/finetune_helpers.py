@@ -38,3 +38,17 @@ def toy_texts(n, seed=0, max_words=9):
         texts.append(" ".join(words))
         labels.append(label)
     return texts, labels
+
+
+def poison_loss(monkeypatch, model, step):
+    """Make the loss of ``model``'s ``step``-th forward call (1-based) NaN, as a diverged step's."""
+    forward, calls = model.forward, []
+
+    def poisoned(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == step:
+            out.loss.data = out.loss.data * np.float32("nan")
+        return out
+
+    monkeypatch.setattr(model, "forward", poisoned)

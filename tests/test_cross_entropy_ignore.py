@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 import minillm as mm
 import minillm.nn.functional as F
-from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
+from finetune_helpers import poison_loss, tiny_model, tiny_tokenizer, toy_texts
 from minillm.data import TextClassificationDataset
 from minillm.training import Trainer, TrainingArguments, TrainingError
 
@@ -126,16 +126,7 @@ def test_a_nan_from_divergence_still_stops_training(toy, tmp_path, monkeypatch):
         return labels
 
     trainer = trainer_with(toy, tmp_path, some_ignored)
-    forward, calls = trainer.model.forward, []
-
-    def poisoned(*a, **k):  # the 2nd step's loss is NaN
-        out = forward(*a, **k)
-        calls.append(1)
-        if len(calls) == 2:
-            out.loss.data = out.loss.data * np.float32("nan")
-        return out
-
-    monkeypatch.setattr(trainer.model, "forward", poisoned)
+    poison_loss(monkeypatch, trainer.model, 2)  # the 2nd step's loss is NaN
     with pytest.raises(TrainingError, match=r"step 2: the loss is nan"):
         trainer.train()
     assert all(np.isfinite(p.data).all() for p in trainer.model.parameters())

@@ -9,7 +9,7 @@ import pytest
 
 import minillm as mm
 import minillm.nn.functional as F
-from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
+from finetune_helpers import poison_loss, tiny_model, tiny_tokenizer, toy_texts
 from minillm.data import TextClassificationDataset, pad_batch
 from minillm.nn import Embedding, Linear, Module
 from minillm.nn.utils import clip_grad_norm_
@@ -151,17 +151,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(toy, tmp_path, monkey
     args = TrainingArguments(output_dir=str(tmp_path), epochs=2, batch_size=8, lr=2e-3, save_steps=2,
                              progress=False)
     trainer = Trainer(tiny_model(0), args, train, dev, tokenizer)
-    forward = trainer.model.forward
-    calls = []
-
-    def poisoned(*a, **k):  # the 4th training step's loss is NaN
-        out = forward(*a, **k)
-        calls.append(1)
-        if len(calls) == 4:
-            out.loss.data = out.loss.data * np.float32("nan")
-        return out
-
-    monkeypatch.setattr(trainer.model, "forward", poisoned)
+    poison_loss(monkeypatch, trainer.model, 4)  # the 4th training step's loss is NaN
     with pytest.raises(TrainingError, match=r"step 4: the loss is nan.*last good checkpoint is .*\(step 2\)"):
         trainer.train()
     saved = json.loads(_metadata(tmp_path / CHECKPOINT_NAME))

@@ -80,15 +80,11 @@ def plot(explanation, path, dpi=100):
 
 def main(model, text, text_pair=None, method="ig", target=None, steps=50, html_path=None, plot_path=None, out=None):
     """``minillm explain``: print the report, write the page and the image if asked; returns an exit status."""
-    from ..inspect import load
+    from ..inspect import has_matplotlib, load
 
     out = out or sys.stdout
-    if plot_path is not None:
-        try:
-            import matplotlib  # noqa: F401  (checked before the model loads, not after)
-        except ImportError:
-            print("minillm explain: error: --plot needs matplotlib: pip install 'minillm[plot]'", file=sys.stderr)
-            return 1
+    if plot_path is not None and not has_matplotlib("explain"):
+        return 1
     net, tokenizer = load(model)
     if not hasattr(net, "classifier"):
         raise ValueError(f"--model {model} is not a classifier (its config.json lists no "
