@@ -127,6 +127,17 @@ class Function:
         self.saved, self.inputs = None, ()
 
 
+class _HookHandle:
+    """What register_post_accumulate_grad_hook returns: ``remove()`` takes the hook off its list."""
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self):
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+
 class Tensor:
     """An array with an optional gradient and the op that made it.
 
@@ -134,7 +145,8 @@ class Tensor:
     ``requires_grad``: whether gradients flow to it; ``_ctx``: the Function that produced it
     (None for a leaf). Arithmetic operators and torch-named methods build the graph.
     """
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "_post_accumulate_grad_hooks",
+                 "__weakref__")
     __array_priority__ = 1000  # numpy_array + tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False):
@@ -142,6 +154,7 @@ class Tensor:
         self.grad = None
         self._ctx = None
         self._retains_grad = False
+        self._post_accumulate_grad_hooks = None  # a list once register_post_accumulate_grad_hook adds one
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -198,6 +211,20 @@ class Tensor:
     def retain_grad(self):
         """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep theirs)."""
         self._retains_grad = True
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """As torch's: ``hook(tensor)`` runs each time backward has accumulated this leaf's gradient
+        into ``.grad``: once per backward, with the gradient complete for that backward (the leaf's
+        every use in the graph summed), so it may read or replace ``tensor.grad``. Hooks run in the
+        order registered. minillm.distributed starts a bucket's allreduce from here. Returns a
+        handle whose ``remove()`` unregisters the hook."""
+        if not self.is_leaf:
+            raise RuntimeError("register_post_accumulate_grad_hook: only a leaf tensor accumulates a gradient; "
+                               "this one was made by an op")
+        if self._post_accumulate_grad_hooks is None:
+            self._post_accumulate_grad_hooks = []
+        self._post_accumulate_grad_hooks.append(hook)
+        return _HookHandle(self._post_accumulate_grad_hooks, hook)
 
     def detach(self):
         """The same data, cut from the graph."""
@@ -264,6 +291,9 @@ class Tensor:
             fn = t._ctx
             if fn is None or t._retains_grad:
                 t._accumulate_grad(g, kept)
+                if t._post_accumulate_grad_hooks:  # the one check the engine pays when no hook is set
+                    for hook in tuple(t._post_accumulate_grad_hooks):
+                        hook(t)
             if fn is None:
                 continue
             if fn.saved is None:

@@ -10,6 +10,13 @@ into pools of ``BUCKET_POOL`` batches, each pool is sorted by length and cut int
 batches are shuffled again. Batches then hold texts of similar length, so dynamic padding adds
 little, while each batch is still a random draw from a random pool. It changes which examples
 share a batch, so it is an option, never the default.
+
+Sharding (``num_replicas``, ``rank``: torch's DistributedSampler, for minillm.distributed): every
+rank draws the same permutation, pads it by repeating its first indices to a multiple of
+num_replicas, and keeps every num_replicas-th index from ``rank`` on. The shards are disjoint
+(but for the padding), of equal length, so every rank runs the same number of steps; with a
+batch_size of b, rank r's batch i and the other ranks' are together the batch i of size
+num_replicas * b that one process would draw.
 """
 import numpy
 
@@ -54,11 +61,12 @@ class DataLoader:
 
     batch_size: examples per batch; drop_last: drop a final, smaller batch; shuffle + seed: a new
     seeded order on every pass; bucket: group similar lengths (needs ``dataset.lengths``);
-    collate_fn: list of examples -> batch (default: stack).
+    collate_fn: list of examples -> batch (default: stack); num_replicas, rank: iterate only this
+    rank's shard of every pass (module docstring).
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, seed=0, drop_last=False, collate_fn=None,
-                 bucket=False):
+                 bucket=False, num_replicas=1, rank=0):
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
         if bucket and getattr(dataset, "lengths", None) is None:
@@ -66,13 +74,16 @@ class DataLoader:
                              "(e.g. TextClassificationDataset)")
         if len(dataset) == 0:
             raise ValueError("DataLoader: the dataset is empty")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"DataLoader: rank must be in [0, num_replicas={num_replicas}), got {rank!r}")
+        self.num_replicas, self.rank = num_replicas, rank
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
         self.drop_last, self.bucket = drop_last, bucket
         self.collate_fn = collate_fn or default_collate
         self.epoch = 0  # the pass the next iteration uses; set_epoch() picks one
 
     def __len__(self):
-        n, b = len(self.dataset), self.batch_size
+        n, b = -(-len(self.dataset) // self.num_replicas), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     def set_epoch(self, epoch):
@@ -83,6 +94,9 @@ class DataLoader:
         n = len(self.dataset)
         rng = numpy.random.default_rng([self.seed, epoch])
         order = rng.permutation(n) if self.shuffle else numpy.arange(n)
+        if self.num_replicas > 1:
+            order = numpy.resize(order, -(-n // self.num_replicas) * self.num_replicas)[self.rank::self.num_replicas]
+            n = len(order)
         if self.bucket:
             return self._bucketed(order, rng)
         cut = len(self) * self.batch_size if self.drop_last else n

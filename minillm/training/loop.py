@@ -8,6 +8,12 @@ len(loader) batches, so step // len(loader) is the epoch and step % len(loader) 
 in it; the batches of epoch e are a function of (seed, e). Resuming restores the weights, the
 optimizer, the schedule and the dropout generator from the checkpoint, rebuilds epoch e's batches
 and skips the ones done, so the resumed run computes the same losses as an uninterrupted one.
+
+Under mpirun (minillm.distributed) every rank runs this loop on its shard of each epoch with
+batches of batch_size (the global batch is ranks x batch_size), the gradients averaged over the
+ranks before the clipping (so the norm clipped is the global one), the loss logged and checked as
+the mean over the ranks (a NaN on one rank stops them all), the evaluation sharded and reduced;
+rank 0 alone writes the checkpoint (with every rank's dropout generator), the model and the bar.
 """
 import hashlib
 import json
@@ -20,6 +26,8 @@ import numpy
 from tqdm.auto import tqdm
 
 from .. import backend
+from .. import distributed
+from .. import random
 from .. import safetensors_io
 from ..data import DataLoader, pad_batch
 from ..optim import AdamW, get_linear_schedule_with_warmup
@@ -86,13 +94,21 @@ class Trainer:
         # data_collator: list of examples -> the model's keyword arguments, as in transformers' Trainer
         # (default pad_batch; minillm.embeddings.PairDataset.collate batches (anchor, positive) pairs)
         collate = data_collator or (lambda examples: pad_batch(examples, pad))  # noqa: E731
+        self.world = world = distributed.world()
         self.loader = DataLoader(train_data, args.batch_size, shuffle=True, seed=args.seed, collate_fn=collate,
-                                 bucket=args.bucket)
-        self.eval_loader = (DataLoader(eval_data, args.eval_batch_size, collate_fn=collate)
+                                 bucket=args.bucket, num_replicas=world.size, rank=world.rank)
+        self.eval_loader = (DataLoader(eval_data if world.size == 1 else distributed.Shard(eval_data, world),
+                                       args.eval_batch_size, collate_fn=collate)
                             if eval_data is not None else None)
         self.total_steps = len(self.loader) * args.epochs
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = AdamW(decay_groups(model, args.weight_decay), lr=args.lr, capturable=args.cuda_graph)
+        if world.size > 1:  # one replica per rank: same start, gradients averaged (minillm.distributed)
+            if args.cuda_graph:
+                raise ValueError("cuda_graph=True is not supported under mpirun (minillm.distributed)")
+            self.optimizer = distributed.replicate(model, self.optimizer, world, args.seed)
+            logger.info("data parallel over %d ranks: batches of %d per rank, a global batch of %d", world.size,
+                        args.batch_size, world.size * args.batch_size)
         self.width = self._graph_width() if args.cuda_graph else None  # every batch's length with a graph
         self.graph = None  # the CapturedStep of this train() call
         self.schedule = get_linear_schedule_with_warmup(self.optimizer, math.ceil(args.warmup_ratio * self.total_steps),
@@ -127,7 +143,7 @@ class Trainer:
     def _run_epoch(self, epoch, start, stop_at):
         """Epoch ``epoch``'s batches from number ``start`` on, until it ends or the run reaches ``stop_at``."""
         with tqdm(total=len(self.loader), initial=start, desc=f"epoch {epoch + 1}/{self.args.epochs}",
-                  disable=not self.args.progress, unit="batch") as bar:
+                  disable=not self.args.progress or self.world.rank != 0, unit="batch") as bar:
             began, seen = time.perf_counter(), 0
             for indices in self.loader.batches(epoch)[start:]:
                 loss = self._train_step(self.loader.collate_fn([self.train_data[int(i)] for i in indices]))
@@ -178,7 +194,7 @@ class Trainer:
         host; a TrainingError if either is not finite. updated: the step has already updated the
         weights (a captured step, checked once it has run)."""
         values = [loss] if grad_norm is None else [loss, grad_norm]
-        read = backend.to_host(backend.array_module(loss).stack(values)).tolist()
+        read = self.world.average(backend.to_host(backend.array_module(loss).stack(values)).tolist())
         for what, value in zip(("the loss", "the gradient norm"), read):
             if not math.isfinite(value):
                 self.optimizer.zero_grad()
@@ -200,7 +216,7 @@ class Trainer:
 
     def _end_epoch(self, epoch):
         if self.eval_loader is not None:
-            metrics = evaluate(self.model, self.eval_loader)
+            metrics = distributed.average_metrics(evaluate(self.model, self.eval_loader), self.world)
             self.history.append({"step": self.step, "epoch": epoch + 1, **{f"eval_{k}": v for k, v in metrics.items()}})
             logger.info("epoch %d: eval loss %.4f, accuracy %.4f on %d examples", epoch + 1, metrics["loss"],
                         metrics["accuracy"], metrics["examples"])
@@ -213,7 +229,11 @@ class Trainer:
 
     def save(self):
         """Write the training checkpoint (atomically: the previous one survives a crash mid-write)."""
-        save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.schedule, self._info())
+        info = self._info()
+        if self.world.size > 1:  # every rank's dropout generator, so a resume restores each (rank 0 writes)
+            info["rng_ranks"] = self.world.gather(random.get_state())
+        if self.world.rank == 0:
+            save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.schedule, info)
         self.saved_step = self.step
 
     def _resume(self):
@@ -228,12 +248,20 @@ class Trainer:
             if json.loads(json.dumps(value)) != info[key]:
                 raise TrainingError(f"cannot resume from {self.checkpoint_path}: it was written with {key} "
                                     f"{info[key]}, this run has {value}")
+        ranks = len(info.get("rng_ranks", [None]))
+        if ranks != self.world.size:
+            raise TrainingError(f"cannot resume from {self.checkpoint_path}: it was written by a run of {ranks} "
+                                f"rank(s), this run has {self.world.size}")
+        if self.world.size > 1:
+            random.set_state(info["rng_ranks"][self.world.rank])
         self.step, self.saved_step, self.history = info["step"], info["step"], info["history"]
         logger.info("resuming from %s at step %d of %d", self.checkpoint_path, self.step, self.total_steps)
 
     def save_model(self):
         """The final model as a Hugging Face folder: config.json, model.safetensors, tokenizer files,
-        and trainer_state.json with the history."""
+        and trainer_state.json with the history. Under mpirun rank 0 alone writes them."""
+        if self.world.rank != 0:
+            return
         self.model.save_pretrained(self.args.output_dir)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(self.args.output_dir)

@@ -27,11 +27,16 @@ def train_step(model, batch, optimizer, max_grad_norm=1.0, params=None, check=No
     are finite, so a diverged step updates nothing. A step captured as a CUDA graph may not wait:
     CapturedStep passes no check, and its caller reads the two once the step has run.
 
+    A DistributedOptimizer (minillm.distributed, under mpirun) is synchronized after the backward:
+    the gradients are the mean over the ranks before they are clipped, so the norm is the global one.
+
     The gradients stay where backward and the clipping left them: call optimizer.zero_grad()
     before the next step.
     """
     loss = model(**batch).loss
     loss.backward()
+    if hasattr(optimizer, "synchronize"):  # minillm.distributed.DistributedOptimizer: the mean over ranks
+        optimizer.synchronize()
     grad_norm = None
     if max_grad_norm:
         grad_norm = clip_grad_norm_(model.parameters() if params is None else params, max_grad_norm).data
