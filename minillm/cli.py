@@ -28,6 +28,7 @@ logger = logging.getLogger("minillm")
 
 
 def main(argv=None):
+    from .distributed import world
     from .training import TrainingError
 
     args = _parser().parse_args(argv)
@@ -35,7 +36,8 @@ def main(argv=None):
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     level = logger.level
-    logger.setLevel(logging.INFO)  # setLevel, not .level =: it also clears logging's is-enabled cache
+    # setLevel, not .level =: it also clears logging's is-enabled cache; under mpirun rank 0 alone logs
+    logger.setLevel(logging.INFO if world().rank == 0 else logging.WARNING)
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -43,6 +45,7 @@ def main(argv=None):
         return 130
     except (OSError, ValueError, TrainingError) as err:  # these say what and where: no traceback
         print(f"minillm {args.command}: error: {err}", file=sys.stderr)
+        world().abort(1)  # under mpirun the other ranks must not wait for this one
         return 1
     finally:
         logger.removeHandler(handler)
@@ -164,7 +167,9 @@ def finetune(args):
     logger.info("fine-tuning %s on %d examples (%s): %d epochs of %d steps", args.model, len(train), train_file,
                 args.epochs, len(trainer.loader))
     trainer.train(resume=args.resume, stop_after=args.stop_after)  # logs each epoch's evaluation
-    if trainer.step < trainer.total_steps:
+    if trainer.world.rank != 0:
+        pass  # under mpirun rank 0 alone reports
+    elif trainer.step < trainer.total_steps:
         print(f"stopped at step {trainer.step} of {trainer.total_steps}; continue with --resume")
     else:
         print(f"saved the fine-tuned model to {args.out}")

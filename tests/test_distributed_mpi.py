@@ -87,3 +87,34 @@ def test_ranks_with_different_models_are_refused_saying_what_differs(mpiexec, tm
     assert "ModelMismatch" in done.stderr and "config hash" in done.stderr
     assert "rank 1's classifier.weight is [(3, 16), 'float32'], rank 0's [(2, 16), 'float32']" in done.stderr
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+def test_mpirun_minillm_finetune_is_the_one_process_run_on_the_global_batch(mpiexec, tmp_path):
+    from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
+
+    model, data = tmp_path / "model", tmp_path / "glue"
+    data.mkdir()
+    tiny_tokenizer(model.parent).save_pretrained(model)
+    tiny_model(0, dropout=0.0).save_pretrained(model)
+    for name, n, seed in (("train.tsv", 32, 1), ("dev.tsv", 15, 2)):  # 15: shards of 8 and 7
+        texts, labels = toy_texts(n, seed=seed)
+        (data / name).write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+    states = []
+    for ranks, batch in ((0, "8"), (2, "4")):
+        out = tmp_path / f"out{ranks}"
+        command = [sys.executable, "-m", "minillm", "finetune", "--model", str(model), "--data", str(data),
+                   "--out", str(out), "--batch-size", batch, "--lr", "2e-3", "--no-progress"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER)}
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        done = subprocess.run([mpiexec, "-n", str(ranks), *command] if ranks else command, env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("saved the fine-tuned model") == 1  # rank 0 alone reports and logs
+        assert done.stderr.count("epoch 1: eval loss") == 1
+        states.append(json.loads((out / "trainer_state.json").read_text())["log_history"])
+    assert "data parallel over 2 ranks: batches of 4 per rank, a global batch of 8" in done.stderr
+    (alone, evaluated), (ranks, reduced) = [([h["loss"] for h in s if "loss" in h], s[-1]) for s in states]
+    np.testing.assert_allclose(ranks, alone, rtol=1e-5)
+    assert reduced["eval_examples"] == evaluated["eval_examples"] == 15
+    assert reduced["eval_loss"] == pytest.approx(evaluated["eval_loss"], rel=1e-5)
+    assert reduced["eval_accuracy"] == evaluated["eval_accuracy"]

@@ -56,6 +56,12 @@ class World:
     def allgather(self, value):
         return [value] if self.comm is None else self.comm.allgather(value)
 
+    def abort(self, code):
+        """End every rank's process (MPI_Abort) when there are others; nothing with one rank."""
+        if self.size > 1:
+            sys.stderr.flush()
+            self.comm.Abort(code)
+
     def barrier(self):
         if self.comm is not None:
             self.comm.Barrier()
