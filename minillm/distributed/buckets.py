@@ -88,6 +88,9 @@ class DistributedOptimizer:
     def _gradient_ready(self, p):
         if self.bucket_of[id(p)].put(p):
             self._start_ready()
+        for bucket in self.buckets[:self.started]:  # MPICH moves a non-blocking collective on only
+            if bucket.request is not None:          # inside MPI calls: Test() is that call
+                bucket.request.Test()
 
     def _start_ready(self):
         """Start the full buckets at the head of the order (every rank starts them in that order)."""
