@@ -6,7 +6,8 @@ parameters, a dropout mask drawn after training).
                                            [--fail-rank R | --differ-rank R]
 
 --resume: stop after 2 steps, then train on from the checkpoint with a new model and Trainer.
---fail-rank: that rank raises after the start; --differ-rank: that rank builds a 3-label model.
+--fail-rank: that rank raises after the start; --differ-rank: that rank builds a 3-label model;
+--ignore-rank: every label of that rank's data is -100 (its batches carry no targets, the others' do).
 """
 import argparse
 import json
@@ -37,6 +38,8 @@ def main(args):
     folder = args.out / f"vocab{rank}"  # one per rank: no two processes write one file
     folder.mkdir(parents=True, exist_ok=True)
     texts, labels = toy_texts(32, seed=1)
+    if rank == args.ignore_rank:
+        labels = [-100] * len(labels)
     data = TextClassificationDataset(tiny_tokenizer(folder), texts, labels, max_length=24)
     run = trainer(args, data, rank)
     if rank == args.fail_rank:
@@ -62,4 +65,5 @@ if __name__ == "__main__":
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--fail-rank", type=int, default=None)
     parser.add_argument("--differ-rank", type=int, default=None)
+    parser.add_argument("--ignore-rank", type=int, default=None)
     main(parser.parse_args())

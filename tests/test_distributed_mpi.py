@@ -89,6 +89,16 @@ def test_ranks_with_different_models_are_refused_saying_what_differs(mpiexec, tm
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
 
 
+def test_a_rank_whose_batches_carry_no_targets_steps_with_the_others(mpiexec, tmp_path):
+    """Rank 1's labels are all ignored, rank 0's are not: every rank still runs every step (none
+    skips the step's collectives, so nothing hangs), the logged loss is rank 0's, finite, and the
+    replicas stay one model."""
+    first, second = results(mpiexec, tmp_path, 2, "--batch-size", "4", "--ignore-rank", "1")
+    assert len(first["losses"]) == len(second["losses"]) == 4
+    assert np.isfinite(first["losses"]).all() and first["losses"] == second["losses"]
+    assert_same_params(first["params"], second["params"], 0)
+
+
 def test_mpirun_minillm_finetune_is_the_one_process_run_on_the_global_batch(mpiexec, tmp_path):
     from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
 

@@ -164,7 +164,13 @@ class Trainer:
         has nothing to learn: no step runs on it (no forward, no update), it is logged, its record has
         no loss, and it returns None; the step count and the schedule move on, so a resume lines up."""
         record = {"step": self.step + 1, "epoch": self.step // len(self.loader) + 1}
-        if not carries_targets(batch):
+        carries = carries_targets(batch)
+        if self.world.size > 1:  # the ranks must agree, or one would skip the step's collectives
+            everywhere = self.world.allgather(carries)
+            carries, local = any(everywhere), carries
+        else:
+            local = carries
+        if not carries:
             loss = None
             record["skipped"] = f"every label is {IGNORE_INDEX} (ignored): no loss, no update"
             logger.info("step %d: every label of the batch is %d (ignored), so it carries no loss: skipped, "
@@ -172,8 +178,8 @@ class Trainer:
         elif self.args.cuda_graph:
             loss = self._finite(*self._replay(batch), updated=True)
         else:
-            loss = train_step(self.model, batch, self.optimizer, self.args.max_grad_norm, self.params,
-                              check=self._finite)
+            check = self._finite if local else self._finite_without_loss
+            loss = train_step(self.model, batch, self.optimizer, self.args.max_grad_norm, self.params, check=check)
             self.optimizer.zero_grad()
         if loss is not None:
             record["loss"] = loss
@@ -189,12 +195,21 @@ class Trainer:
             self.graph = CapturedStep(self.model, self.optimizer, batch, self.args.max_grad_norm, self.params)
         return self.graph(batch)
 
-    def _finite(self, loss, grad_norm, updated=False):
+    def _finite_without_loss(self, loss, grad_norm):
+        """_finite for a rank whose batch carries no targets while another rank's does: its loss is
+        NaN (the mean of nothing) and its gradient 0, so it counts no loss in the ranks' mean."""
+        return self._finite(loss, grad_norm, has_loss=False)
+
+    def _finite(self, loss, grad_norm, updated=False, has_loss=True):
         """The loss as a float, read with the gradient norm (None: no clipping) in one copy to the
         host; a TrainingError if either is not finite. updated: the step has already updated the
-        weights (a captured step, checked once it has run)."""
+        weights (a captured step, checked once it has run). Over several ranks the loss is the mean
+        over the ranks whose batch carries targets (has_loss), the norm already the global one."""
         values = [loss] if grad_norm is None else [loss, grad_norm]
-        read = self.world.average(backend.to_host(backend.array_module(loss).stack(values)).tolist())
+        read = backend.to_host(backend.array_module(loss).stack(values)).tolist()
+        if self.world.size > 1:
+            total = self.world.average([read[0] if has_loss else 0.0, float(has_loss)] + read[1:])
+            read = [total[0] / total[1]] + total[2:]
         for what, value in zip(("the loss", "the gradient norm"), read):
             if not math.isfinite(value):
                 self.optimizer.zero_grad()
