@@ -290,8 +290,9 @@ class Tensor:
             g = grads.pop(id(t))  # every tensor in the order has one: each backward is checked
             fn = t._ctx
             if fn is None or t._retains_grad:
-                t._accumulate_grad(g, kept)
-                if t._post_accumulate_grad_hooks:  # the one check the engine pays when no hook is set
+                hooks = t._post_accumulate_grad_hooks  # the one check the engine pays when no hook is set
+                t._accumulate_grad(g, kept, private=bool(hooks))
+                if hooks:
                     for hook in tuple(t._post_accumulate_grad_hooks):
                         hook(t)
             if fn is None:
@@ -319,16 +320,18 @@ class Tensor:
             if not retain_graph:
                 fn.release()
 
-    def _accumulate_grad(self, g, kept):
+    def _accumulate_grad(self, g, kept, private=False):
         """Add g to ``.grad``. A new ``.grad`` takes g itself, unless g's memory is already behind
-        another ``.grad`` of this backward (``kept``; Add hands one array to both its inputs) or g
-        is a view the user may not write (a broadcast): then it takes a copy."""
+        another ``.grad`` of this backward (``kept``; Add hands one array to both its inputs), g is a
+        view the user may not write (a broadcast), or ``private``: the tensor has hooks, which run
+        while backward still holds g for other branches and may write ``.grad`` in place. Then it
+        takes a copy."""
         xp = backend.array_module(g)
         if g.dtype != self.data.dtype:
             g = g.astype(self.data.dtype)
         if self.grad is None:
             g = xp.asarray(g)
-            if _memory(g) in kept or not g.flags.c_contiguous or not getattr(g.flags, "writeable", True):
+            if private or _memory(g) in kept or not g.flags.c_contiguous or not getattr(g.flags, "writeable", True):
                 g = g.copy()
             _keep(g, kept)
             self.grad = Tensor(g)

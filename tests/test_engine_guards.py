@@ -107,3 +107,17 @@ def test_attention_refuses_a_bias_that_requires_grad():
     with pytest.raises(ValueError, match=r"attention: bias .* gets no gradient.*bias.detach\(\)"):
         ops.attention(q, q, q, bias=bias)
     assert ops.attention(q, q, q, bias=bias.detach()).shape == (1, 1, 2, 4)
+
+
+@pytest.mark.parametrize("x_first", [True, False])
+def test_a_hook_that_writes_grad_in_place_leaves_other_gradients_alone(x_first):
+    """Add hands one array to both inputs; a hook on one leaf runs while backward still holds that
+    array for the other branch, so the leaf's .grad must be its own copy."""
+    x = mm.tensor(np.ones(3), requires_grad=True)
+    w = mm.tensor(np.ones(3), requires_grad=True)
+    c = mm.tensor(np.arange(3.0) + 1)
+    x.register_post_accumulate_grad_hook(lambda t: t.grad.data.__setitem__(..., 0))
+    y = w * 3.0
+    (((x + y) if x_first else (y + x)) * c).sum().backward()
+    assert x.grad.numpy().tolist() == [0, 0, 0]
+    assert w.grad.numpy().tolist() == [3, 6, 9]

@@ -251,3 +251,20 @@ def test_report_shows_pieces_and_the_gap():
     assert "prediction: 1  p(0)=0.2000  p(1)=0.8000" in text
     assert "difference +0.800000; sum of attributions +0.750000; gap -5.00e-02 (6.250% of the difference)" in text
     assert re.search(r"^  overlong +\+0\.7500  = over \+0\.2500 ##long \+0\.5000$", text, re.M)
+
+
+def test_each_method_leaves_the_model_in_the_mode_it_found(tiny):
+    model, tokenizer, _ = tiny
+    model.train()
+    for method in (explain.integrated_gradients, explain.gradient_x_input, explain.attention_rollout):
+        method(model, tokenizer, TEXT)
+        assert model.training, method.__name__
+    model.eval()
+
+
+def test_relative_gap_where_the_baseline_scores_as_the_input():
+    same = explain.Explanation("integrated gradients", ["[CLS]"], np.zeros(1), np.ones(1), 0, "LABEL_0",
+                               "logit", f_input=1.5, f_baseline=1.5, steps=2)
+    assert same.relative_gap == 0.0
+    same.attributions = np.ones(1)
+    assert same.relative_gap == float("inf")

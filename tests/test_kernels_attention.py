@@ -96,7 +96,13 @@ def test_attention_matches_numpy_twin(inputs):
         assert (out == 0).all() and all((grad == 0).all() for grad in grads)
 
 
-def test_attention_without_keys_or_queries():
+@pytest.mark.parametrize("mode", kernels.MODES)
+def test_attention_without_keys_or_queries(mode):
+    with kernels.use(mode):
+        _attention_without_keys_or_queries()
+
+
+def _attention_without_keys_or_queries():
     rng = np.random.default_rng(0)
     q, k = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 0, 5))
     out, lse = attention_forward(q, k, k)

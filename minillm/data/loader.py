@@ -15,8 +15,9 @@ Sharding (``num_replicas``, ``rank``: torch's DistributedSampler, for minillm.di
 rank draws the same permutation, pads it by repeating its first indices to a multiple of
 num_replicas, and keeps every num_replicas-th index from ``rank`` on. The shards are disjoint
 (but for the padding), of equal length, so every rank runs the same number of steps; with a
-batch_size of b, rank r's batch i and the other ranks' are together the batch i of size
-num_replicas * b that one process would draw.
+batch_size of b and no bucketing, rank r's batch i and the other ranks' are together the batch i
+of size num_replicas * b that one process would draw (with ``bucket``, each rank groups its own
+shard by length: the step counts stay equal, the batches are the shard's).
 """
 import numpy
 

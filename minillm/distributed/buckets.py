@@ -15,8 +15,11 @@ of ranks:
     grad_p = (1 / N) sum_r grad_p^(r)
 
 which, the loss being each rank's mean over its b examples, is the gradient of the mean over all
-N b examples: the gradient one process computes on the global batch. The clipping after it sees
-the global norm.
+N b examples: the gradient one process computes on the global batch. (As with torch's DDP, that
+holds where every rank's loss averages as many targets; with ignored labels, a rank's mean is over
+its kept targets, and a rank that keeps none adds a zero gradient.) The clipping after it sees the
+global norm. Each ``.grad`` is a view of its bucket, which the next backward overwrites (torch's
+gradient_as_bucket_view=True): copy a gradient to keep it past the step.
 """
 import numpy
 

@@ -22,6 +22,7 @@ Each returns an ``Explanation``: the tokens and one attribution per token, in th
 """
 import contextlib
 import dataclasses
+import functools
 
 import numpy
 
@@ -56,14 +57,32 @@ class Explanation:
 
     @property
     def relative_gap(self):
-        """|gap| / |f(x) - f(baseline)|."""
-        return None if self.gap is None else abs(self.gap) / abs(self.f_input - self.f_baseline)
+        """|gap| / |f(x) - f(baseline)| (inf where f(x) = f(baseline) but the gap is not 0)."""
+        if self.gap is None:
+            return None
+        difference = abs(self.f_input - self.f_baseline)
+        return abs(self.gap) / difference if difference else (0.0 if self.gap == 0 else float("inf"))
 
     def words(self):
         """The word pieces grouped back into words: [(word, attribution, [(piece, attribution), ...])]."""
         return group_words(self.tokens, self.attributions)
 
 
+def _in_eval_mode(explain):
+    """Run ``explain(model, ...)`` in eval mode (dropout off: every point of the path sees the same
+    network), then put the model back in the mode it was in, as Captum leaves it."""
+    @functools.wraps(explain)
+    def run(model, *args, **kwargs):
+        was_training = model.training
+        model.eval()
+        try:
+            return explain(model, *args, **kwargs)
+        finally:
+            model.train(was_training)
+    return run
+
+
+@_in_eval_mode
 def integrated_gradients(model, tokenizer, text, text_pair=None, target=None, baseline="pad", steps=50,
                          method="gausslegendre", output="logit", batch_size=25):
     """Integrated gradients over the word embeddings, as Captum's LayerIntegratedGradients on
@@ -96,6 +115,7 @@ def integrated_gradients(model, tokenizer, text, text_pair=None, target=None, ba
                        model.config.id2label[target], output, float(f_input), float(f_baseline), steps)
 
 
+@_in_eval_mode
 def gradient_x_input(model, tokenizer, text, text_pair=None, target=None, output="logit"):
     """df/dx_i . x_i for each token's word embedding x_i: one forward and one backward pass."""
     encoded, tokens, probabilities, target = _prepare(model, tokenizer, text, text_pair, target, output)
@@ -106,6 +126,7 @@ def gradient_x_input(model, tokenizer, text, text_pair=None, target=None, output
                        model.config.id2label[target], output)
 
 
+@_in_eval_mode
 def attention_rollout(model, tokenizer, text, text_pair=None, target=None):
     """The [CLS] row of ``rollout`` of the model's attention probabilities: how much of each token
     flows into [CLS] (which the classifier reads). The same for every class: ``target`` only names
@@ -171,7 +192,7 @@ def group_words(tokens, values):
 # ---- the passes ------------------------------------------------------------------------------------
 def _prepare(model, tokenizer, text, text_pair, target, output):
     """(encoded (1, L) arrays, tokens, class probabilities (C,), target class) after checking the
-    model is a classifier in eval mode and the arguments are ones it can explain."""
+    model is a classifier and the arguments are ones it can explain."""
     if not hasattr(model, "classifier") or not hasattr(model, "bert"):
         raise TypeError(f"explain needs a classifier (BertForSequenceClassification), got {type(model).__name__}")
     _check_choice("output", output, OUTPUTS)
@@ -180,7 +201,6 @@ def _prepare(model, tokenizer, text, text_pair, target, output):
         raise ValueError(f"output='probability' needs at least 2 classes; this model has num_labels={num_labels}")
     if target is not None and not 0 <= target < num_labels:
         raise ValueError(f"target {target} is not a class of this model (0..{num_labels - 1})")
-    model.eval()  # dropout off: every point of the path sees the same network
     encoded = tokenizer(text, text_pair)
     with no_grad():
         logits = backend.to_host(model(**encoded).logits.data)[0].astype(numpy.float64)  # (C,)

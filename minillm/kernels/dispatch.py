@@ -133,7 +133,7 @@ class Kernel:
         if _mode == "compiled":
             if not backend.on_device(first):
                 module = load(self.module)
-                if module is not None:
+                if module is not None and self._compiled is not None:
                     return self._compiled(module, *args)
             elif first.dtype == numpy.float32:
                 if self._cuda is None:

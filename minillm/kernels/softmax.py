@@ -20,6 +20,9 @@ def _shifted_exp(x, axis):
     """(exp(x - c), total = sum exp(x - c), c) along ``axis`` with keepdims, c the row maximum, or 0
     where the row has none (all -inf: exp(-inf) = 0, so total = 0). The masked stable softmax, once."""
     xp = backend.array_module(x)
+    if x.shape[axis] == 0:  # rows of no entries: a total of 0, as an all -inf row's (max has no identity)
+        zeros = xp.zeros(x.shape[:axis % x.ndim] + (1,) + x.shape[axis % x.ndim + 1:], x.dtype)
+        return x, zeros, zeros
     row_max = x.max(axis=axis, keepdims=True)
     row_max = xp.where(xp.isfinite(row_max), row_max, 0)
     e = xp.exp(x - row_max)
