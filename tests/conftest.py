@@ -1,6 +1,8 @@
-"""Shared fixtures. A test may skip only for a missing GPU or a missing optional oracle
-(torch/transformers, the pretrained model, the SST-2 data); CI sets MINILLM_REQUIRE_PARITY=1 and
-MINILLM_REQUIRE_PRETRAINED=1, under which those skips become failures."""
+"""Shared fixtures. A test may skip only for a missing GPU or a missing optional oracle or extra
+(torch, transformers, sentence-transformers, captum, matplotlib, mpi4py; the pretrained model, the
+SST-2 data); CI sets MINILLM_REQUIRE_PARITY=1, MINILLM_REQUIRE_PRETRAINED=1 and
+MINILLM_REQUIRE_DISTRIBUTED=1, under which those skips become failures."""
+import importlib
 import os
 import pathlib
 
@@ -25,24 +27,31 @@ def missing(what, variable):
     pytest.skip(f"{what} is not available")
 
 
+def optional(module, extra="parity", variable="MINILLM_REQUIRE_PARITY"):
+    """The module ``module`` of the extra ``extra``, or a skip (a failure when ``variable`` is 1)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing(f"{module} (pip install -e '.[{extra}]')", variable)
+
+
 @pytest.fixture(scope="session")
 def torch():
     """The torch oracle (the `parity` extra)."""
-    try:
-        import torch as torch_module
-    except ImportError:
-        missing("torch (pip install -e '.[parity]')", "MINILLM_REQUIRE_PARITY")
+    torch_module = optional("torch")
     torch_module.set_num_threads(1)
     return torch_module
 
 
 @pytest.fixture(scope="session")
 def transformers(torch):
-    try:
-        import transformers as transformers_module
-    except ImportError:
-        missing("transformers (pip install -e '.[parity]')", "MINILLM_REQUIRE_PARITY")
-    return transformers_module
+    return optional("transformers")
+
+
+@pytest.fixture(scope="session")
+def matplotlib():
+    """matplotlib, for --plot (the `plot` extra)."""
+    return optional("matplotlib", "plot")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, missing
+from conftest import REPO, optional
 from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
 from minillm.cli import main
 
@@ -158,10 +158,7 @@ def test_explain_prints_the_words_and_keeps_a_page_and_a_chart(base, tmp_path, c
     assert [w for w, _ in words] == ["[CLS]", "a", "good", "movie", "[SEP]"]
     assert sum(float(v) for _, v in words) == pytest.approx(total, abs=3e-4)
     assert page.read_text().startswith("<!DOCTYPE html>") and ">good</span>" in page.read_text()
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        missing("matplotlib (pip install -e '.[plot]')", "MINILLM_REQUIRE_PARITY")
+    optional("matplotlib", "plot")
     assert main(["explain", "--model", str(folder), "--method", "rollout", "--plot", str(chart), "a good movie"]) == 0
     assert chart.read_bytes().startswith(b"\x89PNG") and "attention rollout" in capsys.readouterr().out
 

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, missing
+from conftest import REPO, missing, optional
 
 WORKER = REPO / "tests" / "distributed_worker.py"
 TIMEOUT = 120  # seconds for one mpiexec run (each takes a few here): a hang fails, never blocks CI
@@ -22,10 +22,7 @@ LAUNCHER = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPIR_")
 
 @pytest.fixture(scope="module")
 def mpiexec():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        missing("mpi4py (pip install -e '.[distributed]')", "MINILLM_REQUIRE_DISTRIBUTED")
+    optional("mpi4py", "distributed", "MINILLM_REQUIRE_DISTRIBUTED")
     found = pathlib.Path(sys.executable).with_name("mpiexec")
     found = str(found) if found.is_file() else shutil.which("mpiexec")
     if found is None:

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import missing
+from conftest import optional
 from minillm.embeddings import MultipleNegativesRankingLoss, PairDataset, SentenceEncoder
 from minillm.training import Trainer, TrainingArguments
 
@@ -19,11 +19,7 @@ AWKWARD = ["", "   ", "A man is eating food.", "word " * 400, "I love pizza 🍕
 @pytest.fixture(scope="session")
 def st(torch):
     os.environ["HF_HUB_OFFLINE"] = "1"  # local folders only
-    try:
-        import sentence_transformers
-    except ImportError:
-        missing("sentence-transformers (pip install -e '.[parity]')", "MINILLM_REQUIRE_PARITY")
-    return sentence_transformers
+    return optional("sentence_transformers")
 
 
 def their_loss(model, scale):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from conftest import missing
+from conftest import optional
 from finetune_helpers import tiny_model, tiny_tokenizer
 from minillm import explain
 from minillm.explain import render
@@ -20,11 +20,7 @@ TEXT, PAIR = "the acting was dull and the plot was great", "a fun movie"
 
 @pytest.fixture(scope="session")
 def captum(torch):
-    try:
-        import captum.attr as captum_attr
-    except ImportError:
-        missing("captum (pip install -e '.[parity]')", "MINILLM_REQUIRE_PARITY")
-    return captum_attr
+    return optional("captum.attr")
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import missing
 from minillm import inspect
 
 SENTENCE = "The movie was not good at all."
 TOKENS = ["[CLS]", "the", "movie", "was", "not", "good", "at", "all", ".", "[SEP]"]
-
-
-@pytest.fixture(scope="session")
-def matplotlib():
-    """matplotlib, for --plot (the `plot` extra)."""
-    try:
-        import matplotlib as matplotlib_module
-    except ImportError:
-        missing("matplotlib (pip install -e '.[plot]')", "MINILLM_REQUIRE_PARITY")
-    return matplotlib_module
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from .elementwise import (  # noqa: F401
     abs, add, cast, div, exp, gelu, log, masked_fill, mul, neg, pow, relu, sqrt, sub, tanh, to_device, where)
 from .linalg import Linear, MatMul, linear, matmul  # noqa: F401
 from .nn import (  # noqa: F401
-    Attention, CrossEntropy, Dropout, Embedding, LayerNorm, LogSoftmax, Softmax,
+    IGNORE_INDEX, Attention, CrossEntropy, Dropout, Embedding, LayerNorm, LogSoftmax, Softmax,
     attention, check_class_ids, cross_entropy, dropout, embedding, layer_norm, log_softmax, softmax)
 from .reduce import Max, MaxResult, Mean, Sum, max, mean, sum  # noqa: F401
 from .shape import Cat, GetItem, Permute, Reshape, Stack, cat, getitem, permute, reshape, stack  # noqa: F401

@@ -5,6 +5,8 @@ from .. import backend, kernels, random
 from ..cuda import is_capturing
 from ..tensor import Function, Tensor, as_array
 
+IGNORE_INDEX = -100  # cross-entropy's default ignore_index, as torch's: labels the loss leaves out
+
 
 class Softmax(Function):
     """z = softmax(x) along ``dim``.   dL/dx = z * (g - sum(g * z, dim))."""
@@ -57,7 +59,7 @@ class CrossEntropy(Function):
     """
     float_only = True
 
-    def forward(self, logits, target, ignore_index=-100):
+    def forward(self, logits, target, ignore_index=IGNORE_INDEX):
         xp = backend.array_module(logits)
         logp = logits - kernels.logsumexp(logits, -1)
         kept = target != ignore_index
@@ -78,7 +80,7 @@ class CrossEntropy(Function):
         return gx, None
 
 
-def cross_entropy(logits, target, ignore_index=-100):
+def cross_entropy(logits, target, ignore_index=IGNORE_INDEX):
     """Mean negative log-likelihood of integer ``target`` (N,) under softmax(``logits``) (N, C)."""
     t = as_array(target)
     if logits.ndim != 2:
@@ -90,7 +92,7 @@ def cross_entropy(logits, target, ignore_index=-100):
     return CrossEntropy.apply(logits, t, ignore_index=ignore_index)
 
 
-def check_class_ids(target, classes, ignore_index=-100):
+def check_class_ids(target, classes, ignore_index=IGNORE_INDEX):
     """cross_entropy's check of integer class ids ``target``: each in [0, classes) or ignore_index.
     Host targets cost nothing to check, targets on a GPU one wait, and none inside a CUDA-graph
     capture, where nothing may wait (there the batch was checked on the host, with this function)."""

@@ -38,6 +38,7 @@ import numpy
 from .. import backend
 from ..kernels.cuda import cublas
 from ..nn import Dropout
+from ..ops import IGNORE_INDEX
 from ..tensor import Tensor
 from .step import train_step
 
@@ -176,7 +177,7 @@ def host_batch(batch, like, model):
 
 def full_batch(batch, rows, width, pad_token_id=0):
     """A pad_batch batch of B <= rows texts padded to L <= width, grown to (rows, width): columns of
-    padding (mask 0), and rows the loss ignores (label -100, cross-entropy's ignore_index) that attend
+    padding (mask 0), and rows the loss ignores (label IGNORE_INDEX, -100, cross-entropy's) that attend
     to their first token, so their logits are finite; the loss and its gradients are the batch's."""
     count, length = batch["input_ids"].shape
     if count > rows or length > width:
@@ -184,7 +185,7 @@ def full_batch(batch, rows, width, pad_token_id=0):
     out = {"input_ids": numpy.full((rows, width), pad_token_id, numpy.int64),
            "token_type_ids": numpy.zeros((rows, width), numpy.int64),
            "attention_mask": numpy.zeros((rows, width), numpy.int64),
-           "labels": numpy.full(rows, -100, numpy.int64)}
+           "labels": numpy.full(rows, IGNORE_INDEX, numpy.int64)}
     for key in ("input_ids", "token_type_ids", "attention_mask"):
         out[key][:count, :length] = batch[key]
     out["attention_mask"][count:, 0] = 1

@@ -15,6 +15,7 @@ ranks before the clipping (so the norm clipped is the global one), the loss logg
 the mean over the ranks (a NaN on one rank stops them all), the evaluation sharded and reduced;
 rank 0 alone writes the checkpoint (with every rank's dropout generator), the model and the bar.
 """
+import functools
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from .. import distributed
 from .. import random
 from .. import safetensors_io
 from ..data import DataLoader, pad_batch
+from ..ops import IGNORE_INDEX
 from ..optim import AdamW, get_linear_schedule_with_warmup
 from ..tensor import Tensor
 from .training_checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -39,7 +41,6 @@ from .step import train_step
 
 logger = logging.getLogger("minillm")
 NO_DECAY = ("bias", "LayerNorm.weight")  # the BERT recipe decays neither
-IGNORE_INDEX = -100  # cross-entropy's ignore_index (minillm.ops.cross_entropy), the one the models' losses use
 
 
 class TrainingError(RuntimeError):
@@ -164,12 +165,9 @@ class Trainer:
         has nothing to learn: no step runs on it (no forward, no update), it is logged, its record has
         no loss, and it returns None; the step count and the schedule move on, so a resume lines up."""
         record = {"step": self.step + 1, "epoch": self.step // len(self.loader) + 1}
-        carries = carries_targets(batch)
-        if self.world.size > 1:  # the ranks must agree, or one would skip the step's collectives
-            everywhere = self.world.allgather(carries)
-            carries, local = any(everywhere), carries
-        else:
-            local = carries
+        local = carries_targets(batch)
+        # the ranks must agree, or one would skip the step's collectives and leave the others waiting
+        carries = local if self.world.size == 1 else any(self.world.allgather(local))
         if not carries:
             loss = None
             record["skipped"] = f"every label is {IGNORE_INDEX} (ignored): no loss, no update"
@@ -178,7 +176,9 @@ class Trainer:
         elif self.args.cuda_graph:
             loss = self._finite(*self._replay(batch), updated=True)
         else:
-            check = self._finite if local else self._finite_without_loss
+            # a rank whose batch carries no targets while another's does: its loss is NaN (the mean of
+            # nothing) and its gradient 0, so it counts no loss in the ranks' mean
+            check = self._finite if local else functools.partial(self._finite, has_loss=False)
             loss = train_step(self.model, batch, self.optimizer, self.args.max_grad_norm, self.params, check=check)
             self.optimizer.zero_grad()
         if loss is not None:
@@ -194,11 +194,6 @@ class Trainer:
         if self.graph is None:
             self.graph = CapturedStep(self.model, self.optimizer, batch, self.args.max_grad_norm, self.params)
         return self.graph(batch)
-
-    def _finite_without_loss(self, loss, grad_norm):
-        """_finite for a rank whose batch carries no targets while another rank's does: its loss is
-        NaN (the mean of nothing) and its gradient 0, so it counts no loss in the ranks' mean."""
-        return self._finite(loss, grad_norm, has_loss=False)
 
     def _finite(self, loss, grad_norm, updated=False, has_loss=True):
         """The loss as a float, read with the gradient norm (None: no clipping) in one copy to the
