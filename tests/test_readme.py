@@ -13,7 +13,7 @@ def test_ci_runs_the_readme_test_command():
     assert len(test_command) == 1, "the README must have exactly one test command"
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert test_command[0].strip() in [line.strip() for line in ci]
-    assert "MINILLM_REQUIRE_PARITY=1" in "\n".join(ci) and "MINILLM_REQUIRE_PRETRAINED=1" in "\n".join(ci)
+    assert all(f"MINILLM_REQUIRE_{what}=1" in "\n".join(ci) for what in ("PARITY", "PRETRAINED", "DISTRIBUTED"))
 
 
 def test_readme_main_job_exists():
