@@ -1,4 +1,4 @@
-"""``python -m minillm ...`` runs the command line (minillm/cli.py)."""
+"""``python -m minillm ...`` runs the command line (minillm/cli/)."""
 from .cli import main
 
 raise SystemExit(main())
