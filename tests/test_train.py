@@ -209,3 +209,22 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(toy, tmp_path, monke
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert run(toy, tmp_path, resume=True).step == 10 and trainer.saved_step == 2
+
+
+def test_the_trainer_evaluates_with_the_function_it_is_given(toy, tmp_path, caplog):
+    tokenizer, train, dev = toy
+    seen = []
+
+    def count_tokens(model, loader):  # any metrics, as a pretraining run's masked-token ones
+        tokens = sum(int(batch["attention_mask"].sum()) for batch in loader)
+        seen.append(model)
+        return {"loss": 0.5, "tokens": float(tokens), "examples": len(dev)}
+
+    args = TrainingArguments(output_dir=str(tmp_path), epochs=1, batch_size=8, progress=False)
+    model = tiny_model(0)
+    with caplog.at_level("INFO", logger="minillm"):
+        history = Trainer(model, args, train, dev, tokenizer, evaluate_fn=count_tokens).train()
+    assert seen == [model]
+    expected = float(sum(len(dev[i]["input_ids"]) for i in range(len(dev))))
+    assert history[-1] == {"step": 5, "epoch": 1, "eval_loss": 0.5, "eval_tokens": expected, "eval_examples": 20}
+    assert f"epoch 1: eval loss 0.5000, tokens {expected:.4f} on 20 examples" in caplog.text

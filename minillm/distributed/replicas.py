@@ -79,7 +79,12 @@ class Shard:
 
 
 def average_metrics(metrics, world):
-    """evaluate()'s {"loss", "accuracy", "examples"} of each rank's shard -> those of the whole set."""
+    """An evaluation's metrics of each rank's shard ({"loss", "accuracy", ..., "examples"}) -> those of
+    the whole set: each metric the mean over the ranks weighted by their "examples" (right for means
+    such as the loss and the accuracy; every rank returns the same keys, in the same order)."""
+    if world.size == 1:
+        return metrics
+    names = [k for k in metrics if k != "examples"]
     n = metrics["examples"]
-    loss, accuracy, examples = world.average([metrics["loss"] * n, metrics["accuracy"] * n, n])
-    return {"loss": loss / examples, "accuracy": accuracy / examples, "examples": round(examples * world.size)}
+    *sums, examples = world.average([metrics[k] * n for k in names] + [n])
+    return {**{k: total / examples for k, total in zip(names, sums)}, "examples": round(examples * world.size)}

@@ -81,15 +81,19 @@ class Trainer:
     batch's keyword arguments (pad_batch's input_ids, token_type_ids, attention_mask, labels) whose
     output has a ``.loss``, such as a sequence classifier.
 
-    eval_data: evaluated after each epoch (accuracy, loss), if given. tokenizer: saved beside the
+    eval_data: evaluated after each epoch, if given, by ``evaluate_fn(model, loader)`` (default
+    minillm.training.evaluate: loss and accuracy), which returns a dict of floats with "loss" and
+    "examples" (under mpirun each metric is averaged over the ranks, weighted by "examples"). tokenizer: saved beside the
     final model so the output folder is a complete Hugging Face model. After ``train()``:
     ``history`` holds one record per step ({"step", "epoch", "loss", "lr"}) and per evaluation.
     With ``args.cuda_graph`` each train() call captures the step anew (minillm.training.cuda_graph):
     a resumed run's optimizer state is new arrays, which a graph captured before would not update.
     """
 
-    def __init__(self, model, args, train_data, eval_data=None, tokenizer=None, data_collator=None):
+    def __init__(self, model, args, train_data, eval_data=None, tokenizer=None, data_collator=None,
+                 evaluate_fn=evaluate):
         self.model, self.args, self.tokenizer = model, args, tokenizer
+        self.evaluate_fn = evaluate_fn  # (model, loader) -> {"loss", "examples", other metrics}
         self.train_data = train_data
         self.pad_token_id = pad = getattr(tokenizer, "pad_token_id", 0) or 0
         # data_collator: list of examples -> the model's keyword arguments, as in transformers' Trainer
@@ -226,10 +230,10 @@ class Trainer:
 
     def _end_epoch(self, epoch):
         if self.eval_loader is not None:
-            metrics = distributed.average_metrics(evaluate(self.model, self.eval_loader), self.world)
+            metrics = distributed.average_metrics(self.evaluate_fn(self.model, self.eval_loader), self.world)
             self.history.append({"step": self.step, "epoch": epoch + 1, **{f"eval_{k}": v for k, v in metrics.items()}})
-            logger.info("epoch %d: eval loss %.4f, accuracy %.4f on %d examples", epoch + 1, metrics["loss"],
-                        metrics["accuracy"], metrics["examples"])
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples")
+            logger.info("epoch %d: eval %s on %d examples", epoch + 1, shown, metrics["examples"])
         self.save()
 
     # ---- checkpoints ---------------------------------------------------------------------------------
