@@ -4,16 +4,21 @@ parameters, a dropout mask drawn after training).
 
     python tests/distributed_worker.py OUT --batch-size 4 [--dropout 0.1] [--resume]
                                            [--fail-rank R | --differ-rank R]
+                                           [--kill-rank R | --hang-rank R] [--at-step S]
 
 --resume: stop after 2 steps, then train on from the checkpoint with a new model and Trainer.
 --fail-rank: that rank raises after the start; --differ-rank: that rank builds a 3-label model;
 --ignore-rank: every label of that rank's data is -100 (its batches carry no targets, the others' do).
+--kill-rank / --hang-rank: that rank SIGKILLs itself / sleeps for an hour when it reaches step
+--at-step (after the checkpoint of step 2: the run checkpoints every 2 steps).
 """
 import argparse
 import json
 import os
 import pathlib
+import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import minillm as mm  # noqa: E402
@@ -32,6 +37,20 @@ def trainer(args, data, rank):
     return Trainer(model, options, data)
 
 
+def fault(run, at_step, kill):
+    """Make ``run`` die (SIGKILL) or stop answering (sleep) as it begins step ``at_step``."""
+    step = run._train_step
+
+    def faulty(batch):
+        if run.step + 1 == at_step:
+            if kill:
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(3600)
+        return step(batch)
+
+    run._train_step = faulty
+
+
 def main(args):
     kernels.set_threads(1)
     rank = distributed.world().rank
@@ -44,6 +63,8 @@ def main(args):
     run = trainer(args, data, rank)
     if rank == args.fail_rank:
         raise RuntimeError("worker failure injected for the test")
+    if rank in (args.kill_rank, args.hang_rank):
+        fault(run, args.at_step, kill=rank == args.kill_rank)
     if args.resume:
         run.train(stop_after=2)
         run = trainer(args, data, rank)
@@ -66,4 +87,7 @@ if __name__ == "__main__":
     parser.add_argument("--fail-rank", type=int, default=None)
     parser.add_argument("--differ-rank", type=int, default=None)
     parser.add_argument("--ignore-rank", type=int, default=None)
+    parser.add_argument("--kill-rank", type=int, default=None)
+    parser.add_argument("--hang-rank", type=int, default=None)
+    parser.add_argument("--at-step", type=int, default=3)
     main(parser.parse_args())

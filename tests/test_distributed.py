@@ -8,6 +8,7 @@ import minillm as mm
 from minillm import distributed, nn
 from minillm.data import DataLoader
 from minillm.distributed.buckets import make_buckets
+from minillm.distributed.world import collective_timeout
 from minillm.optim import SGD
 
 
@@ -73,14 +74,17 @@ class TwinWorld(distributed.World):
 
 
 class Doubling:
+    """A request that completes when first tested (the hooks poke started requests during
+    backward, as MPICH progresses only inside MPI calls; synchronize's wait tests until done)."""
+
     def __init__(self, buffer):
-        self.buffer = buffer
+        self.buffer, self.done = buffer, False
 
-    def Wait(self):
-        self.buffer *= 2
-
-    def Test(self):  # the hooks poke started requests (MPICH progresses only inside MPI calls)
-        return False
+    def Test(self):
+        if not self.done:
+            self.buffer *= 2
+            self.done = True
+        return True
 
 
 class MLP(nn.Module):
@@ -171,3 +175,30 @@ def test_the_world_without_a_launcher_is_one_process():
     world = distributed.world()
     assert (world.rank, world.size, world.iallreduce(np.ones(2))) == (0, 1, None)
     assert distributed.Shard(list(range(5)), world)[4] == 4
+
+
+class NeverDone:
+    """A request whose collective never completes (another rank never joins)."""
+
+    def Test(self):
+        return False
+
+
+def test_a_collective_that_never_completes_is_given_up_saying_where(capsys):
+    world = distributed.World(timeout=0.05)
+    world.size, aborted = 3, []
+    world.abort = aborted.append
+    with pytest.raises(TimeoutError):  # after the abort, which is a stub here
+        world.wait(NeverDone(), "an allgather")
+    assert aborted == [1]
+    assert ("rank 0 of 3 waited 0.05 s (MINILLM_COLLECTIVE_TIMEOUT) in an allgather for one of the other 2 ranks"
+            in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan"])
+def test_the_collective_timeout_must_be_a_positive_number(monkeypatch, value):
+    monkeypatch.setenv("MINILLM_COLLECTIVE_TIMEOUT", value)
+    with pytest.raises(ValueError, match=f"MINILLM_COLLECTIVE_TIMEOUT='{value}': expected a number of seconds > 0"):
+        collective_timeout()
+    monkeypatch.setenv("MINILLM_COLLECTIVE_TIMEOUT", "2.5")
+    assert collective_timeout() == 2.5

@@ -1,14 +1,17 @@
 """minillm.distributed under ``mpiexec -n 2`` (subprocesses of tests/distributed_worker.py, each
 bounded by a timeout): exactness against one process on the global batch, rank-seeded dropout,
-an exact resume, and the faults (a failing rank, ranks with different models) ending every rank.
+an exact resume, and the faults (a failing, a killed or a stuck rank, ranks with different models) ending every rank,
+the last checkpoint left whole.
 They need the `distributed` extra (mpi4py, MPICH's mpiexec); MINILLM_REQUIRE_DISTRIBUTED=1 (CI)
 makes its absence a failure."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -30,10 +33,10 @@ def mpiexec():
     return found
 
 
-def run(mpiexec, out, ranks, *options):
+def run(mpiexec, out, ranks, *options, **variables):
     """One worker run (mpiexec -n ranks, or a plain process for ranks 0); returns the completed process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER)}
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO), **variables)
     command = [sys.executable, str(WORKER), str(out), *options]
     if ranks:
         command = [mpiexec, "-n", str(ranks), *command]
@@ -76,6 +79,35 @@ def test_a_failing_rank_stops_every_rank_and_names_itself(mpiexec, tmp_path):
     done = run(mpiexec, tmp_path, 2, "--fail-rank", "1")  # rank 0 would wait in its first collective
     assert done.returncode != 0
     assert "rank 1 of 2 failed" in done.stderr and "worker failure injected" in done.stderr
+
+
+def assert_checkpoint_of_step(folder, step):
+    """The checkpoint under its final name loads whole and is the one of ``step``."""
+    from finetune_helpers import tiny_model
+    from minillm.optim import AdamW, get_linear_schedule_with_warmup
+    from minillm.training import decay_groups, load_checkpoint
+
+    model = tiny_model(0)
+    optimizer = AdamW(decay_groups(model, 0.01))
+    schedule = get_linear_schedule_with_warmup(optimizer, 0, 4)
+    assert load_checkpoint(folder / "checkpoint.safetensors", model, optimizer, schedule)["step"] == step
+
+
+def test_a_killed_rank_ends_every_rank_at_once_and_the_checkpoint_stays_whole(mpiexec, tmp_path):
+    began = time.monotonic()
+    done = run(mpiexec, tmp_path, 2, "--kill-rank", "1", "--at-step", "3")
+    assert done.returncode != 0 and time.monotonic() - began < TIMEOUT / 2
+    pid = re.search(r"rank 1 of 2 is pid (\d+)", done.stderr).group(1)  # whose PID the launcher names
+    assert f"PID {pid} " in done.stdout + done.stderr and "signal 9" in done.stdout + done.stderr
+    assert_checkpoint_of_step(tmp_path / "run", 2)
+
+
+def test_a_rank_that_stops_answering_is_given_up_after_the_timeout(mpiexec, tmp_path):
+    began = time.monotonic()  # 15 s: more than the ranks' skew at the start on a loaded machine
+    done = run(mpiexec, tmp_path, 2, "--hang-rank", "1", "--at-step", "3", MINILLM_COLLECTIVE_TIMEOUT="15")
+    assert done.returncode != 0 and time.monotonic() - began < TIMEOUT / 2, done.stderr  # not the hour's sleep
+    assert "rank 0 of 2 waited 15 s (MINILLM_COLLECTIVE_TIMEOUT) in an allgather for the other rank" in done.stderr
+    assert_checkpoint_of_step(tmp_path / "run", 2)
 
 
 def test_ranks_with_different_models_are_refused_saying_what_differs(mpiexec, tmp_path):

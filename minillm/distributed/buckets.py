@@ -115,7 +115,7 @@ class DistributedOptimizer:
         self._start_ready()
         for bucket in self.buckets:
             if bucket.request is not None:
-                bucket.request.Wait()
+                self.world.wait(bucket.request, "the allreduce of a gradient bucket")
             bucket.flat /= self.world.size
             for p in bucket.params:
                 start, n = bucket.offsets[id(p)]

@@ -45,10 +45,8 @@ def check_same_model(model, world):
 def broadcast_parameters(model, world):
     """Copy rank 0's parameters into every rank's, in place (MPI Bcast of each array).
     minillm's modules keep no buffers beside their parameters (state_dict is the parameters)."""
-    if world.comm is None:
-        return
     for _, p in model.named_parameters():
-        world.comm.Bcast(p.data, root=0)
+        world.broadcast(p.data)
 
 
 def replicate(model, optimizer, world, seed, bucket_cap_mb=DEFAULT_BUCKET_MB):

@@ -7,23 +7,45 @@ process (rank 0 of 1) and mpi4py is never imported, so minillm needs no MPI to r
 
 With more than one rank an uncaught exception on any rank prints its traceback headed by the
 rank and calls MPI_Abort, which ends every rank: the others stop instead of waiting forever in
-their next collective.
+their next collective. A rank that is killed is reported by the launcher (MPICH's Hydra names its
+PID, and every rank says its PID when the world starts); one that stops answering (stuck, stopped,
+on a dead machine) is caught by a watchdog: every collective is started non-blocking and waited
+for at most ``timeout`` seconds (MINILLM_COLLECTIVE_TIMEOUT, 1800 by default, torch's default),
+then the waiting rank says what it waited in and aborts every rank. torch's NCCL watchdog does the
+same; MPI itself would wait forever.
 """
 import os
+import socket
 import sys
+import time
 import traceback
 
 import numpy
 
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+TIMEOUT_VARIABLE = "MINILLM_COLLECTIVE_TIMEOUT"
+DEFAULT_TIMEOUT = 1800.0  # seconds, as torch.distributed's default process-group timeout
 _world = None
 
 
-class World:
-    """rank, size and the collectives the trainer needs; comm None for the 1-process world."""
+def collective_timeout():
+    """Seconds a rank waits in one collective before it gives the others up (MINILLM_COLLECTIVE_TIMEOUT)."""
+    value = os.environ.get(TIMEOUT_VARIABLE, str(DEFAULT_TIMEOUT))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(f"{TIMEOUT_VARIABLE}={value!r}: expected a number of seconds > 0")
+    return seconds
 
-    def __init__(self, comm=None):
-        self.comm = comm
+
+class World:
+    """rank, size and the collectives the trainer needs; comm None for the 1-process world.
+    Each collective is waited for at most ``timeout`` seconds (see the module's docstring)."""
+
+    def __init__(self, comm=None, timeout=DEFAULT_TIMEOUT):
+        self.comm, self.timeout = comm, timeout
         self.rank = 0 if comm is None else comm.Get_rank()
         self.size = 1 if comm is None else comm.Get_size()
 
@@ -37,24 +59,56 @@ class World:
         from mpi4py import MPI
 
         buffer = numpy.asarray(values, dtype=numpy.float64)
-        self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        self.wait(self.comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), "an allreduce of metrics")
         return (buffer / self.size).tolist()
 
     def iallreduce(self, buffer):
         """Start summing ``buffer`` (a flat host array) over the ranks in place; the request to
-        Wait() on (None with one rank: the sum is the buffer)."""
+        wait() for (None with one rank: the sum is the buffer)."""
         if self.comm is None:
             return None
         from mpi4py import MPI
 
         return self.comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
 
+    def wait(self, request, what):
+        """Wait for a non-blocking collective, at most ``timeout`` seconds; then say so and abort
+        every rank (the others are stuck or gone: MPI alone would wait for them forever)."""
+        deadline = time.monotonic() + self.timeout
+        while not request.Test():  # Test() also moves MPI's progress engine on
+            if time.monotonic() > deadline:
+                others = "the other rank" if self.size == 2 else f"one of the other {self.size - 1} ranks"
+                message = (f"minillm.distributed: rank {self.rank} of {self.size} waited {self.timeout:g} s "
+                           f"({TIMEOUT_VARIABLE}) in {what} for {others}, which stopped answering (stuck, stopped "
+                           "or dead): aborting every rank")
+                sys.stderr.write(message + "\n")
+                self.abort(1)  # ends this process too; the raise is for a world without a launcher
+                raise TimeoutError(message)
+            time.sleep(0.0002)
+
+    def meet(self, what):
+        """Wait (at most ``timeout``) until every rank has come here: a non-blocking barrier in front
+        of a blocking collective of Python objects, which could otherwise hang."""
+        if self.comm is not None:
+            self.wait(self.comm.Ibarrier(), what)
+
     def gather(self, value):
         """Every rank's ``value`` (a picklable object) as a list on rank 0, None on the others."""
-        return [value] if self.comm is None else self.comm.gather(value, root=0)
+        if self.comm is None:
+            return [value]
+        self.meet("a gather")
+        return self.comm.gather(value, root=0)
 
     def allgather(self, value):
-        return [value] if self.comm is None else self.comm.allgather(value)
+        if self.comm is None:
+            return [value]
+        self.meet("an allgather")
+        return self.comm.allgather(value)
+
+    def broadcast(self, array):
+        """rank 0's ``array`` into every rank's, in place."""
+        if self.comm is not None:
+            self.wait(self.comm.Ibcast(array, root=0), "a broadcast of the parameters")
 
     def abort(self, code):
         """End every rank's process (MPI_Abort) when there are others; nothing with one rank."""
@@ -63,8 +117,7 @@ class World:
             self.comm.Abort(code)
 
     def barrier(self):
-        if self.comm is not None:
-            self.comm.Barrier()
+        self.meet("a barrier")
 
 
 def launched():
@@ -85,9 +138,12 @@ def world():
             except ImportError:
                 raise RuntimeError(f"minillm.distributed: started by an MPI launcher ({variable} is set) but "
                                    "mpi4py is not installed: pip install -e '.[distributed]'") from None
-            _world = World(MPI.COMM_WORLD)
+            _world = World(MPI.COMM_WORLD, collective_timeout())
             if _world.size > 1:
                 _abort_on_exception(_world)
+                # the launcher names a killed process by its PID: this line says whose it is
+                sys.stderr.write(f"minillm.distributed: rank {_world.rank} of {_world.size} is pid {os.getpid()} "
+                                 f"on {socket.gethostname()}\n")
     return _world
 
 
