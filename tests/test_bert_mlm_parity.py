@@ -282,3 +282,20 @@ def test_bert_model_loads_a_masked_lm_checkpoint(torch, transformers, tmp_path):
     ours, info = BertModel.from_pretrained(tmp_path, output_loading_info=True)
     assert info["missing_keys"] == ["pooler.dense.weight", "pooler.dense.bias"]
     assert "cls.predictions.bias" in info["unexpected_keys"]
+
+
+def test_a_tied_copy_in_the_checkpoint_is_skipped(torch, transformers, tmp_path):
+    """Older checkpoints (transformers 4, TF conversions) also hold cls.predictions.decoder.weight and
+    .bias, copies of the tied weights: loading skips them silently, as transformers does."""
+    from safetensors.numpy import load_file, save_file
+
+    _save_hf(transformers, torch, "BertForMaskedLM", CONFIGS["tied-token-types"], tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"]
+    tensors["cls.predictions.decoder.bias"] = tensors["cls.predictions.bias"]
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ours, info = BertForMaskedLM.from_pretrained(tmp_path, output_loading_info=True)
+    _, ref = transformers.BertForMaskedLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert info == {"missing_keys": [], "unexpected_keys": []}
+    assert not ref["missing_keys"] and not ref["unexpected_keys"]
+    assert ours.cls.predictions.decoder.weight is ours.bert.embeddings.word_embeddings.weight
