@@ -215,7 +215,7 @@ class BertLMPredictionHead(Module):
     """Scores over the vocabulary: decoder(transform(h)) = transform(h) W^T + b, (..., E) -> (..., V).
 
     ``decoder`` is a Linear (V, E). Tied (config.tie_word_embeddings, the default), its weight W is
-    the word embeddings' weight, the same Parameter (BertForMaskedLM.tie_weights), and its bias the
+    the word embeddings' weight, the same Parameter (modeling_utils.tie_weights), and its bias the
     head's ``bias``, as transformers ties them: a token's input vector and its output vector are one
     row of W, so dL/dW = (the embedding lookup's scatter of its gradient) + g^T transform(h), summed
     by the autograd engine because one Parameter has two uses. Untied, the decoder has a weight and
@@ -348,7 +348,7 @@ class BertForMaskedLM(BertPreTrainedModel):
         is (B, L, V) without labels, (M, V) with them unless full_logits=True (see the class)."""
         outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
                             output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds)
-        hidden, targets = scored_rows(outputs.last_hidden_state, labels, full_logits)
+        hidden, targets = _scored_rows(outputs.last_hidden_state, labels, full_logits)
         prediction_scores = self.cls(hidden)
         loss = None if targets is None else F.cross_entropy(prediction_scores.reshape(-1, self.config.vocab_size),
                                                             targets)
@@ -385,7 +385,7 @@ class BertForPreTraining(BertPreTrainedModel):
         labels are given, as transformers'; given one of them, that one's loss (transformers gives none)."""
         outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
                             output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds)
-        hidden, targets = scored_rows(outputs.last_hidden_state, labels, full_logits)
+        hidden, targets = _scored_rows(outputs.last_hidden_state, labels, full_logits)
         prediction_scores, seq_relationship_score = self.cls(hidden, outputs.pooler_output)
         mlm_loss = None if targets is None else F.cross_entropy(
             prediction_scores.reshape(-1, self.config.vocab_size), targets)
@@ -455,14 +455,16 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return ((-logits.abs()).exp() + 1).log().mean() + (logits.relu() - logits * y).mean()
 
 
-def scored_rows(sequence_output, labels, full_logits=False):
+def _scored_rows(sequence_output, labels, full_logits=False):
     """What the masked-LM head scores, and the targets of its loss: (rows, targets).
 
     sequence_output (B, L, E); labels (B, L) integers, -100 where nothing is predicted, or None.
     Without labels, or with full_logits: (sequence_output, the labels flattened (B * L,) or None).
     Otherwise only the M labelled positions: rows (M, E), gathered in row-major order (sequence b,
     then position l), and their labels (M,). The gather's backward scatters the rows' gradient back
-    into a (B, L, E) zero array, so the encoder's gradient is the same as through the full logits."""
+    into a (B, L, E) zero array, so the encoder's gradient is the same as through the full logits.
+    M changes from batch to batch: on a GPU, finding the rows waits for it once, and a CUDA graph
+    (fixed shapes, no waiting) cannot hold the gather; full_logits=True keeps every shape fixed."""
     if labels is None:
         return sequence_output, None
     batch, length, hidden = sequence_output.shape
