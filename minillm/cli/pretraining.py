@@ -9,7 +9,7 @@ import functools
 import logging
 import os
 
-from .options import check_output, device_option, max_length
+from .options import check_output, device_option, max_length, run_training, training_options
 
 logger = logging.getLogger("minillm")
 
@@ -56,15 +56,7 @@ def add_commands(commands):
     pre.add_argument("--batch-size", type=int, default=32)
     pre.add_argument("--lr", type=float, default=1e-4)
     pre.add_argument("--seed", type=int, default=42)
-    pre.add_argument("--weight-decay", type=float, default=0.01, help="on weights, not biases or LayerNorm")
-    pre.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of steps of linear warmup")
-    pre.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the global gradient norm (0: off)")
-    pre.add_argument("--save-steps", type=int, default=0, help="also checkpoint every N steps")
-    pre.add_argument("--stop-after", type=int, default=None, help="stop (and checkpoint) after N steps; "
-                     "continue later with --resume")
-    pre.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
-    pre.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
-    pre.add_argument("--no-progress", action="store_true", help="no progress bar")
+    training_options(pre)
     device_option(pre)
     pre.set_defaults(run=pretrain_command)
 
@@ -96,7 +88,7 @@ def pretrain_command(args):
     from ..data.language_modeling import DataCollatorForLanguageModeling
     from ..models import BertForMaskedLM, BertForPreTraining
     from ..tokenizer import BertTokenizer
-    from ..training import CHECKPOINT_NAME, Trainer, TrainingArguments
+    from ..training import Trainer, TrainingArguments
     from ..training.evaluate_mlm import evaluate_mlm
     from ..training.pretraining import pretraining_config
 
@@ -122,21 +114,13 @@ def pretrain_command(args):
                                 weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
                                 max_grad_norm=args.max_grad_norm, seed=args.seed, save_steps=args.save_steps,
                                 progress=not args.no_progress)
-    if args.overwrite and os.path.exists(os.path.join(args.out, CHECKPOINT_NAME)):
-        os.remove(os.path.join(args.out, CHECKPOINT_NAME))  # never resume into another run's state
     trainer = Trainer(model, options, train, collator.fixed_masks(held_out, seed=args.seed), tokenizer,
                       data_collator=collator, evaluate_fn=evaluate_mlm)
     parameters = sum(p.data.size for p in model.parameters())  # the tied decoder is counted once
     logger.info("pretraining %s (%.1fM parameters) on %d examples of at most %d tokens (%d tokens), %d held out: "
                 "%d epochs of %d steps", args.model or args.config, parameters / 1e6, len(train), length,
                 int(train.lengths.sum()), len(held_out), args.epochs, len(trainer.loader))
-    trainer.train(resume=args.resume, stop_after=args.stop_after)  # logs each epoch's held-out metrics
-    if trainer.world.rank != 0:
-        pass  # under mpirun rank 0 alone reports
-    elif trainer.step < trainer.total_steps:
-        print(f"stopped at step {trainer.step} of {trainer.total_steps}; continue with --resume")
-    else:
-        print(f"saved the pretrained model to {args.out}")
+    run_training(trainer, args, f"saved the pretrained model to {args.out}")
     return 0
 
 
