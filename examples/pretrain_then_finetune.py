@@ -31,7 +31,7 @@ from minillm.data.text_corpus import GroupedTextDataset, read_text_files
 from minillm.models import BertConfig, BertForMaskedLM
 from minillm.tokenizer import BertTokenizer
 
-FULL = dict(size="tiny", vocab_size=8000, block=128, pretrain_epochs=5, batch_size=32, lr=1e-3,
+FULL = dict(size="tiny", vocab_size=8000, block=128, pretrain_epochs=5, batch_size=16, lr=1e-3,
             finetune_epochs=1, finetune_lr=2e-4, limit=None)
 QUICK = dict(FULL, pretrain_epochs=2, limit=3000)  # a smoke run: 3,000 sentences, ~2 minutes
 

@@ -193,6 +193,8 @@ def test_the_grouped_dataset_runs_lines_together_with_their_specials(tokenizer):
     assert all(len(grouped[i]["input_ids"]) == 4 for i in range(len(grouped)))
     line_by_line = LineByLineTextDataset(tokenizer, lines, max_length=4)
     assert len(line_by_line) == 3 and line_by_line.lengths.tolist() == [4, 4, 4]  # blank skipped, long cut
+    with pytest.raises(ValueError, match="empty.txt: no examples"):
+        GroupedTextDataset(tokenizer, ["", "  "], block_size=4, name="empty.txt")
 
 
 def test_reading_names_the_line_that_is_not_utf8(tmp_path):

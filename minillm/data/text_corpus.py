@@ -48,9 +48,9 @@ def tokenize_lines(tokenizer, texts, max_length=sys.maxsize, name="text"):
 class TokenSequences(Dataset):
     """Examples {"input_ids": (L_i,), "token_type_ids": (L_i,)}, the base of the datasets below."""
 
-    def __init__(self, input_ids, token_type_ids=None, labels=()):
+    def __init__(self, input_ids, token_type_ids=None, labels=(), name="text"):
         if not input_ids:
-            raise ValueError("no examples: the text is empty (or too short for one block)")
+            raise ValueError(f"{name}: no examples (no line with a token on it)")
         self.input_ids = input_ids
         self.token_type_ids = token_type_ids or [numpy.zeros_like(ids) for ids in input_ids]
         self.lengths = numpy.array([len(ids) for ids in input_ids], dtype=numpy.int64)
@@ -67,7 +67,7 @@ class LineByLineTextDataset(TokenSequences):
     """One example per non-blank line: [CLS] line [SEP], cut to ``max_length`` tokens."""
 
     def __init__(self, tokenizer, lines, max_length=512, name="text"):
-        super().__init__(tokenize_lines(tokenizer, [t for t in lines if t.strip()], max_length, name))
+        super().__init__(tokenize_lines(tokenizer, [t for t in lines if t.strip()], max_length, name), name=name)
 
 
 def group_texts(sequences, block_size):
@@ -85,7 +85,7 @@ class GroupedTextDataset(TokenSequences):
 
     def __init__(self, tokenizer, lines, block_size=512, name="text"):
         super().__init__(group_texts(tokenize_lines(tokenizer, [t for t in lines if t.strip()], name=name),
-                                     block_size))
+                                     block_size), name=name)
 
 
 class TextDatasetForNextSentencePrediction(TokenSequences):
@@ -110,7 +110,7 @@ class TextDatasetForNextSentencePrediction(TokenSequences):
                                nsp_probability)
         ids = [numpy.array([cls_id, *a, sep_id, *b, sep_id], dtype=numpy.int64) for a, b, _ in pairs]
         types = [numpy.array([0] * (len(a) + 2) + [1] * (len(b) + 1), dtype=numpy.int64) for a, b, _ in pairs]
-        super().__init__(ids, types, labels=[label for _, _, label in pairs])
+        super().__init__(ids, types, labels=[label for _, _, label in pairs], name=name)
 
     def __getitem__(self, index):
         return {**super().__getitem__(index), "next_sentence_label": self.labels[index]}
