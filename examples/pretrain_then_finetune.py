@@ -11,7 +11,9 @@
    budget is a number of epochs, so a run is the same on any machine; the wall time is what it
    cost on this one.
 4. Fine-tuning on SST-2 (``minillm finetune``), twice from the pretrained weights and twice from
-   random weights of the same architecture (seeds 1 and 2): what pretraining bought is the gap.
+   random weights of the same architecture (seeds 1 and 2), on every labelled sentence (1 epoch)
+   and on the first 2,000 of them (3 epochs), at lr 1e-3 (a 2-layer model from random weights
+   learns nothing in 3 epochs at BERT-base's 2e-5 to 2e-4): what pretraining bought is the gap.
 5. results.md (the table), results.json, and pretraining.png (loss and masked-token accuracy; the
    ``plot`` extra's matplotlib).
 
@@ -19,6 +21,7 @@ Every stage is one command of minillm's CLI, called here as minillm.cli.main([..
 each can be run by hand; trainer_state.json in each output folder keeps the run's history.
 """
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -31,9 +34,12 @@ from minillm.data.text_corpus import GroupedTextDataset, read_text_files
 from minillm.models import BertConfig, BertForMaskedLM
 from minillm.tokenizer import BertTokenizer
 
-FULL = dict(size="tiny", vocab_size=8000, block=128, pretrain_epochs=5, batch_size=16, lr=1e-3,
-            finetune_epochs=1, finetune_lr=2e-4, limit=None)
-QUICK = dict(FULL, pretrain_epochs=2, limit=3000)  # a smoke run: 3,000 sentences, ~2 minutes
+FULL = dict(size="tiny", vocab_size=8000, block=128, pretrain_epochs=5, batch_size=16, lr=1e-3, finetune_lr=1e-3,
+            limit=None, few_labels=2000)
+QUICK = dict(FULL, pretrain_epochs=2, limit=3000, few_labels=500)  # a smoke run: 3,000 sentences, ~3 minutes
+# the fine-tunes: on every labelled sentence for 1 epoch, and on the first few_labels of them for 3 epochs
+REGIMES = {"all": 1, "few": 3}
+PROBES = ["the film was [MASK] .", "a [MASK] , funny and moving film .", "the acting is wooden and the plot [MASK] ."]
 
 
 def run(*argv):
@@ -65,10 +71,10 @@ def random_init(pretrained, folder, seed):
     return folder
 
 
-def finetune(start, data, out, seed, setting, limit):
+def finetune(start, data, out, seed, setting, limit, epochs):
     """``minillm finetune`` from the model folder ``start``; (dev accuracy, seconds)."""
     began = time.perf_counter()
-    run("finetune", "--model", start, "--data", data, "--out", out, "--epochs", setting["finetune_epochs"],
+    run("finetune", "--model", start, "--data", data, "--out", out, "--epochs", epochs,
         "--batch-size", 32, "--lr", setting["finetune_lr"], "--max-length", 64, "--bucket", "--seed", seed,
         "--overwrite", "--no-progress", *(["--limit", limit] if limit else []))
     return [h for h in history(out) if "eval_accuracy" in h][-1]["eval_accuracy"], time.perf_counter() - began
@@ -111,13 +117,15 @@ def table(r):
             ("pretraining time", f"{r['pretrain_seconds'] / 60:.1f} min"),
             ("held-out masked-LM", f"loss {r['mlm_loss']:.3f}, perplexity {r['mlm_perplexity']:.1f}, "
                                    f"masked-token accuracy {100 * r['mlm_accuracy']:.1f}%")]
-    for start in ("pretrained", "random"):
-        runs = r["finetune"][start]
-        accuracies = ", ".join(f"seed {x['seed']}: {100 * x['accuracy']:.2f}%" for x in runs)
-        mean = sum(x["accuracy"] for x in runs) / len(runs)
-        seconds = sum(x["seconds"] for x in runs) / len(runs)
-        rows.append((f"SST-2 dev, from {'pretrained' if start == 'pretrained' else 'random'} weights",
-                     f"{accuracies} (mean {100 * mean:.2f}%; {seconds / 60:.1f} min per fine-tune)"))
+    for regime, epochs in REGIMES.items():
+        labels = f"{r['few_labels'] if regime == 'few' else r['limit'] or r['sentences']:,} labelled sentences"
+        for start in ("pretrained", "random"):
+            runs = r["finetune"][regime][start]
+            accuracies = ", ".join(f"seed {x['seed']}: {100 * x['accuracy']:.2f}%" for x in runs)
+            mean = sum(x["accuracy"] for x in runs) / len(runs)
+            seconds = sum(x["seconds"] for x in runs) / len(runs)
+            rows.append((f"SST-2 dev, {labels} ({epochs} epoch{'s' * (epochs > 1)}), from {start} weights",
+                         f"{accuracies} (mean {100 * mean:.2f}%; {seconds / 60:.1f} min per fine-tune)"))
     return "| | |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
 
 
@@ -148,14 +156,17 @@ def main():
     pretrain_seconds = time.perf_counter() - began
     log = history(path("pretrained"))
     plot(log, path("pretraining.png"))
+    run("fill-mask", "--model", path("pretrained"), *PROBES)
 
-    finetuned = {"pretrained": [], "random": []}
-    limit = setting["limit"]
+    finetuned = {regime: {"pretrained": [], "random": []} for regime in REGIMES}
     for seed in (1, 2):
-        for start, folder in (("pretrained", path("pretrained")),
-                              ("random", random_init(path("pretrained"), path(f"random-init-{seed}"), seed))):
-            accuracy, seconds = finetune(folder, args.data, path(f"sst2-{start}-{seed}"), seed, setting, limit)
-            finetuned[start].append({"seed": seed, "accuracy": accuracy, "seconds": seconds})
+        starts = (("pretrained", path("pretrained")),
+                  ("random", random_init(path("pretrained"), path(f"random-init-{seed}"), seed)))
+        for (regime, epochs), (start, folder) in itertools.product(REGIMES.items(), starts):
+            limit = setting["few_labels"] if regime == "few" else setting["limit"]
+            accuracy, seconds = finetune(folder, args.data, path(f"sst2-{regime}-{start}-{seed}"), seed, setting,
+                                         limit, epochs)
+            finetuned[regime][start].append({"seed": seed, "accuracy": accuracy, "seconds": seconds})
 
     config = BertConfig.from_pretrained(path("pretrained"))
     model = BertForMaskedLM.from_pretrained(path("pretrained"))
