@@ -139,3 +139,19 @@ def test_refusals_say_what_is_wrong(corpus, tmp_path, capsys):
                  str(corpus / "train.txt"), "--out", str(tmp_path / "b")]) == 1
     assert "unknown model size 'huge'" in capsys.readouterr().err
     assert main(["fill-mask", "--model", str(corpus / "vocab"), "no blank here"]) == 1
+
+
+def test_continued_pretraining_starts_from_a_checkpoint_and_its_tokenizer(minilm_dir, tmp_path, capsys):
+    text = tmp_path / "domain.txt"
+    text.write_text("\n".join(sentences(24, 5)) + "\n")
+    out = tmp_path / "minilm-domain"
+    assert main(["pretrain", "--model", str(minilm_dir), "--files", str(text), "--out", str(out), "--max-length",
+                 "16", "--batch-size", "8", "--validation-split-percentage", "25", "--no-progress"]) == 0
+    said = capsys.readouterr().err
+    assert "epoch 1: eval loss" in said and "newly initialized" in said  # the bare encoder's new MLM head
+    before = BertForMaskedLM.from_pretrained(minilm_dir).state_dict()
+    after = BertForMaskedLM.from_pretrained(out).state_dict()
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not np.array_equal(before[name], after[name])  # trained, from the checkpoint's weights:
+    assert np.abs(after[name] - before[name]).max() < 0.01  # a few steps at lr 1e-4 move them little
+    assert BertTokenizer.from_pretrained(out).vocab_size == BertTokenizer.from_pretrained(minilm_dir).vocab_size
