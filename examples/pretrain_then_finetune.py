@@ -173,7 +173,8 @@ def main():
     blocks = GroupedTextDataset(BertTokenizer.from_pretrained(path("vocab")), read_text_files(path("corpus.txt")),
                                 setting["block"])  # what the Trainer read, once an epoch
     last = [h for h in log if "eval_loss" in h][-1]
-    results = dict(setting, sentences=sentences, layers=config.num_hidden_layers, hidden=config.hidden_size,
+    results = dict(setting, vocab_size=config.vocab_size,  # what the trainer made (at most the size asked for)
+                   sentences=sentences, layers=config.num_hidden_layers, hidden=config.hidden_size,
                    parameters=sum(p.data.size for p in model.parameters()), blocks=len(blocks),
                    steps=sum("loss" in h for h in log),
                    tokens_seen=int(blocks.lengths.sum()) * setting["pretrain_epochs"],
