@@ -129,8 +129,13 @@ def torch_train_step(torch, model, batch):
 
 def worker(side, shape, mode, threads, repeat):
     kind, batch, length = SHAPES[shape]
-    step = (minillm_step if side == "minillm" else torch_step)(model_dir(kind), mode, batch, length, threads)
-    step()  # warm-up: first-touch allocations, lazy imports
+    report((minillm_step if side == "minillm" else torch_step)(model_dir(kind), mode, batch, length, threads), repeat)
+
+
+def report(step, repeat):
+    """A worker's result, as one JSON line on stdout: the median of ``repeat`` timed calls of step()
+    after one warm-up call (first-touch allocations, lazy imports), and the process's peak RSS."""
+    step()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -154,12 +159,13 @@ def peak_gflops(threads):
     return threads * 2 * 16 * 2 * (max(mhz) / 1000 if mhz else 2.0)
 
 
-def measure(side, shape, mode, args):
+def measure(side, shape, mode, args, script=__file__):
+    """One worker process of ``script`` (this file, or a bench that shares its flags), its JSON result."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     if args.native_blas:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
-    cmd = [sys.executable, __file__, "--worker", side, "--shapes", shape, "--mode", mode,
+    cmd = [sys.executable, script, "--worker", side, "--shapes", shape, "--mode", mode,
            "--threads", str(args.threads), "--repeat", str(args.repeat)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -167,18 +173,33 @@ def measure(side, shape, mode, args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated: " + ", ".join(SHAPES))
-    parser.add_argument("--modes", default="infer,train")
+def alternate(shape, mode, args, script=__file__):
+    """args.rounds rounds of a minillm worker then a torch worker: ({side: median seconds}, {side: median MB})."""
+    runs = {"minillm": [], "torch": []}
+    for _ in range(args.rounds):
+        for side in runs:
+            runs[side].append(measure(side, shape, mode, args, script))
+    return ({side: statistics.median(r["seconds"] for r in runs[side]) for side in runs},
+            {side: statistics.median(r["rss_mb"] for r in runs[side]) for side in runs})
+
+
+def arguments(doc, shapes, modes=("infer", "train")):
+    """The command line of this bench, and of the benches that run their workers through measure()."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default=",".join(shapes), help="comma-separated: " + ", ".join(shapes))
+    parser.add_argument("--modes", default=",".join(modes))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--native-blas", action="store_true",
                         help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the workers (see above)")
     parser.add_argument("--worker", choices=("minillm", "torch"))
-    parser.add_argument("--mode", choices=("infer", "train"))
-    args = parser.parse_args()
+    parser.add_argument("--mode", choices=modes)
+    return parser
+
+
+def main():
+    args = arguments(__doc__, SHAPES).parse_args()
     if args.worker:
         return worker(args.worker, args.shapes, args.mode, args.threads, args.repeat)
 
@@ -192,12 +213,7 @@ def main():
           f"{'minillm MB':>12}{'torch MB':>10}{'minillm %peak':>15}{'torch %peak':>13}")
     for shape in args.shapes.split(","):
         for mode in args.modes.split(","):
-            runs = {"minillm": [], "torch": []}
-            for _ in range(args.rounds):
-                for side in runs:
-                    runs[side].append(measure(side, shape, mode, args))
-            t = {s: statistics.median(r["seconds"] for r in runs[s]) for s in runs}
-            mb = {s: statistics.median(r["rss_mb"] for r in runs[s]) for s in runs}
+            t, mb = alternate(shape, mode, args)
             kind, batch, length = SHAPES[shape]
             flops = encoder_flops(kind, batch, length) * (3 if mode == "train" else 1)
             share = {s: flops / t[s] / 1e9 / peak for s in runs}

@@ -1,5 +1,5 @@
-"""The command line: ``minillm finetune``, ``predict``, ``eval``, ``inspect``, ``explain``, ``embed``, ``search``
-and ``train-embeddings`` (also ``python -m minillm``).
+"""The command line: ``minillm finetune``, ``predict``, ``eval``, ``inspect``, ``explain``, ``embed``, ``search``,
+``train-embeddings``, ``train-tokenizer``, ``pretrain`` and ``fill-mask`` (also ``python -m minillm``).
 
     minillm finetune --model all-MiniLM-L6-v2 --data glue/SST-2 --epochs 1 --batch-size 32 --lr 5e-5 \\
                      --max-length 64 --seed 42 --out sst2-minilm
@@ -12,12 +12,16 @@ and ``train-embeddings`` (also ``python -m minillm``).
     minillm embed --model all-MiniLM-L6-v2 texts.txt --out vectors.npy
     minillm search --model all-MiniLM-L6-v2 --corpus texts.txt "a query" --top-k 5
     minillm train-embeddings --model all-MiniLM-L6-v2 --data pairs.tsv --out my-encoder
+    minillm train-tokenizer --files corpus.txt --vocab-size 8000 --out my-vocab
+    minillm pretrain --config mini --tokenizer my-vocab --files corpus.txt --out my-bert
+    minillm fill-mask --model my-bert "the film was [MASK] ."
 
 finetune's --data is a GLUE-style folder (train.tsv, and dev.tsv to evaluate after each epoch) or
 one TSV file. The output folder is a Hugging Face model (config.json, model.safetensors, tokenizer
 files) plus checkpoint.safetensors, from which --resume continues an interrupted run exactly.
 
-Each group of commands is a module of this package (classify.py, embeddings.py, inspection.py), with
+Each group of commands is a module of this package (classify.py, embeddings.py, inspection.py,
+pretraining.py), with
 an ``add_commands(commands)`` that adds its subcommands; options.py holds the options they share.
 """
 import argparse
@@ -25,7 +29,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import classify, embeddings, inspection
+from . import classify, embeddings, inspection, pretraining
 
 logger = logging.getLogger("minillm")
 
@@ -60,6 +64,6 @@ def _parser():
                                      description="Fine-tune, run, evaluate and inspect BERT text classifiers.")
     parser.add_argument("--version", action="version", version=f"minillm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (classify, embeddings, inspection):
+    for group in (classify, embeddings, inspection, pretraining):
         group.add_commands(commands)
     return parser

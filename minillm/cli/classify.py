@@ -2,7 +2,7 @@
 import logging
 import os
 
-from .options import check_output, device_option, max_length
+from .options import check_output, device_option, max_length, run_training, training_options
 
 logger = logging.getLogger("minillm")
 
@@ -20,22 +20,14 @@ def add_commands(commands):
     tune.add_argument("--max-length", type=int, default=None,
                       help="tokens per text, longer ones are truncated (default: the model's positions)")
     tune.add_argument("--seed", type=int, default=42)
-    tune.add_argument("--weight-decay", type=float, default=0.01, help="on weights, not biases or LayerNorm")
-    tune.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of steps of linear warmup")
-    tune.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the global gradient norm (0: off)")
     tune.add_argument("--num-labels", type=int, default=2, help="classes; labels are 0..N-1")
     tune.add_argument("--bucket", action="store_true", help="batch texts of similar length together (faster)")
     tune.add_argument("--limit", type=int, default=None, help="use only the first N training rows")
     tune.add_argument("--eval-limit", type=int, default=None, help="evaluate on only the first N dev rows")
-    tune.add_argument("--save-steps", type=int, default=0, help="also checkpoint every N steps")
-    tune.add_argument("--stop-after", type=int, default=None, help="stop (and checkpoint) after N steps; "
-                      "continue later with --resume")
-    tune.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
-    tune.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
-    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     tune.add_argument("--cuda-graph", action="store_true",
                       help="capture the training step as a CUDA graph and replay it (--device cuda; turns dropout "
                            "off, pads every batch to the longest training text)")
+    training_options(tune)
     device_option(tune)
     tune.set_defaults(run=finetune)
 
@@ -60,7 +52,7 @@ def finetune(args):
     from .. import random
     from ..models.bert import BertConfig, BertForSequenceClassification
     from ..tokenizer import BertTokenizer
-    from ..training import CHECKPOINT_NAME, Trainer, TrainingArguments
+    from ..training import Trainer, TrainingArguments
 
     train_file, dev_file = _data_files(args.data)
     check_output(args.out, args.resume, args.overwrite)
@@ -81,18 +73,10 @@ def finetune(args):
                                 max_grad_norm=args.max_grad_norm, seed=args.seed, bucket=args.bucket,
                                 save_steps=args.save_steps, progress=not args.no_progress,
                                 cuda_graph=args.cuda_graph)
-    if args.overwrite and os.path.exists(os.path.join(args.out, CHECKPOINT_NAME)):
-        os.remove(os.path.join(args.out, CHECKPOINT_NAME))  # never resume into another run's state
     trainer = Trainer(model, options, train, dev, tokenizer)
     logger.info("fine-tuning %s on %d examples (%s): %d epochs of %d steps", args.model, len(train), train_file,
                 args.epochs, len(trainer.loader))
-    trainer.train(resume=args.resume, stop_after=args.stop_after)  # logs each epoch's evaluation
-    if trainer.world.rank != 0:
-        pass  # under mpirun rank 0 alone reports
-    elif trainer.step < trainer.total_steps:
-        print(f"stopped at step {trainer.step} of {trainer.total_steps}; continue with --resume")
-    else:
-        print(f"saved the fine-tuned model to {args.out}")
+    run_training(trainer, args, f"saved the fine-tuned model to {args.out}")
     return 0
 
 

@@ -11,8 +11,12 @@ modeling_bert.py, so its checkpoints load 1:1 and the two files read side by sid
          = pooler_output
     BertForSequenceClassification adds dropout and a Dense layer: logits (B, C), and the loss
     when labels are given.
+    BertForMaskedLM adds the masked-LM head (``cls.predictions``): scores over the vocabulary,
+    decoder(LayerNorm(act(Dense(h))))                                                               (B, L, V)
+    with the decoder's weight the word embeddings' own (tied); BertForPreTraining adds the
+    next-sentence head too (``cls.seq_relationship``: Dense(pooler_output), (B, 2)).
 
-B sequences of L tokens, E = H * D hidden features in H heads of D, C = num_labels. Every module
+B sequences of L tokens, E = H * D hidden features in H heads of D, C = num_labels, V = vocab_size. Every module
 and weight has Hugging Face's name (``bert.encoder.layer.3.attention.self.query.weight``), so
 ``model.named_parameters()`` lines up with the checkpoint's keys. The attention equation is in
 minillm/nn/attention.py (MultiHeadAttention, which BertSelfAttention extends); the config is in
@@ -23,17 +27,20 @@ import copy
 import numpy
 
 from .. import backend, cuda, ops
-from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, MultiHeadAttention
+from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, MultiHeadAttention, Parameter
 from ..nn import functional as F
 from ..nn.functional import ACTIVATIONS
+from ..ops.nn import IGNORE_INDEX
 from ..tensor import Tensor, as_array
 from .configuration_bert import BertConfig
-from .modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from .modeling_outputs import (BaseModelOutputWithPooling, BertForPreTrainingOutput, MaskedLMOutput,
+                               SequenceClassifierOutput)
 from .modeling_utils import PreTrainedModel
 
 __all__ = ["BertConfig", "BertEmbeddings", "BertSelfAttention", "BertSelfOutput", "BertAttention",
            "BertIntermediate", "BertOutput", "BertLayer", "BertEncoder", "BertPooler", "BertPreTrainedModel",
-           "BertModel", "BertForSequenceClassification", "check_inputs"]
+           "BertModel", "BertForSequenceClassification", "BertPredictionHeadTransform", "BertLMPredictionHead",
+           "BertOnlyMLMHead", "BertPreTrainingHeads", "BertForMaskedLM", "BertForPreTraining", "check_inputs"]
 
 
 class BertEmbeddings(Module):
@@ -191,6 +198,64 @@ class BertPooler(Module):
         return self.dense(first_token_tensor).tanh()
 
 
+class BertPredictionHeadTransform(Module):
+    """The masked-LM head's first half: LayerNorm(act(Dense(h))), (..., E) -> (..., E), per token."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACTIVATIONS[config.hidden_act]
+        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class BertLMPredictionHead(Module):
+    """Scores over the vocabulary: decoder(transform(h)) = transform(h) W^T + b, (..., E) -> (..., V).
+
+    ``decoder`` is a Linear (V, E). Tied (config.tie_word_embeddings, the default), its weight W is
+    the word embeddings' weight, the same Parameter (modeling_utils.tie_weights), and its bias the
+    head's ``bias``, as transformers ties them: a token's input vector and its output vector are one
+    row of W, so dL/dW = (the embedding lookup's scatter of its gradient) + g^T transform(h), summed
+    by the autograd engine because one Parameter has two uses. Untied, the decoder has a weight and
+    a bias of its own and ``bias`` is read by nothing, as in transformers 5 (it is kept so that
+    checkpoints line up key for key)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.decoder = Linear(config.hidden_size, config.vocab_size)
+        self.bias = Parameter(numpy.zeros(config.vocab_size, numpy.float32))
+
+    def forward(self, hidden_states):
+        return self.decoder(self.transform(hidden_states))
+
+
+class BertOnlyMLMHead(Module):
+    """BertForMaskedLM's ``cls``: the prediction head alone, (..., E) -> (..., V)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, sequence_output):
+        return self.predictions(sequence_output)
+
+
+class BertPreTrainingHeads(Module):
+    """BertForPreTraining's ``cls``: the prediction head on the tokens, (..., E) -> (..., V), and the
+    next-sentence classifier on the pooled [CLS] state, ``seq_relationship``: (B, E) -> (B, 2)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = Linear(config.hidden_size, 2)
+
+    def forward(self, sequence_output, pooled_output):
+        return self.predictions(sequence_output), self.seq_relationship(pooled_output)
+
+
 class BertPreTrainedModel(PreTrainedModel):
     """What every BERT model shares: its config class, the checkpoint names it answers to
     (modeling_utils.PreTrainedModel loads and saves), and the check of its inputs."""
@@ -200,7 +265,7 @@ class BertPreTrainedModel(PreTrainedModel):
     # buffers (ignored); and the task head a checkpoint of the bare model lacks (initialized, and listed).
     ignored_heads = (r"^cls\.", r"^classifier\.", r"^(bert\.)?pooler\.")
     ignored_buffers = (r"embeddings\.position_ids$", r"embeddings\.token_type_ids$")
-    new_heads = (r"^classifier\.",)
+    new_heads = (r"^classifier\.", r"^(bert\.)?pooler\.")  # a masked-LM checkpoint has no pooler
 
     def check_batch(self, batch):
         """The inputs of ``batch`` (input_ids, and attention_mask and token_type_ids if given) checked
@@ -246,6 +311,97 @@ class BertModel(BertPreTrainedModel):
         return BaseModelOutputWithPooling(sequence_output, pooled_output, hidden_states, attentions)
 
 
+class BertForMaskedLM(BertPreTrainedModel):
+    """BERT with the masked-LM head on every token (``cls.predictions``), and no pooler, as
+    transformers' BertForMaskedLM: logits (B, L, V), and the loss given labels.
+
+    With labels the vocabulary is scored only where it is learnt from. The decoder's (N, E) x (E, V)
+    product is the largest of a pretraining step (V = 30522 against E = 384), and with 15% of the
+    tokens labelled, 85% of its rows would feed nothing but a zero gradient. So the M labelled rows
+    (label != -100) of the last hidden state are gathered first, and the head (transform and decoder,
+    both per token) runs on those alone: an (M, E) x (E, V) product, (M, V) logits, the same loss
+    and gradients as transformers'. ``logits`` is then those M rows, (M, V), in the row-major order
+    of the labelled positions, so that ``labels[labels != -100]`` lines up with it; ``full_logits=True``
+    asks for transformers' (B, L, V) instead, at transformers' cost. Why not (B, L, V) always: the
+    full logits are the very product we skip (and 0.5 GB at 32 x 128 tokens). Why not None: accuracy
+    on the masked tokens needs exactly these rows. A shape other than transformers' fails loudly in
+    code written for (B, L, V) (``logits[mask]`` raises), rather than silently; transformers' causal
+    LMs do the same with ``logits_to_keep``. Without labels, logits is transformers' (B, L, V)."""
+    _tied_weights_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+                          "cls.predictions.decoder.bias": "cls.predictions.bias"}
+    new_heads = BertPreTrainedModel.new_heads + (r"^cls\.",)  # a bare model's checkpoint has no head
+
+    def __init__(self, config, initialize=True):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False, initialize=False)
+        self.cls = BertOnlyMLMHead(config)
+        if initialize:
+            self.apply(self._init_weights)
+        self.tie_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                output_attentions=False, output_hidden_states=False, inputs_embeds=None, full_logits=False):
+        """As BertModel; labels (B, L): the token id to predict at each position, -100 where nothing
+        is predicted (transformers' DataCollatorForLanguageModeling's labels) -> .loss, the mean
+        cross-entropy over the labelled positions (NaN if there are none, as torch's). ``.logits``
+        is (B, L, V) without labels, (M, V) with them unless full_logits=True (see the class)."""
+        outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds)
+        hidden, targets = _scored_rows(outputs.last_hidden_state, labels, full_logits)
+        prediction_scores = self.cls(hidden)
+        loss = None if targets is None else F.cross_entropy(prediction_scores.reshape(-1, self.config.vocab_size),
+                                                            targets)
+        return MaskedLMOutput(loss, prediction_scores, outputs.hidden_states, outputs.attentions)
+
+    def check_batch(self, batch):
+        """As BertPreTrainedModel.check_batch, and the labels (token ids or -100), as the loss checks them."""
+        super().check_batch(batch)
+        _check_labels(batch.get("labels"), self.config.vocab_size)
+
+
+class BertForPreTraining(BertPreTrainedModel):
+    """BERT with both pretraining heads, as transformers' BertForPreTraining: the masked-LM head on
+    the tokens (``cls.predictions``, tied as in BertForMaskedLM) and next-sentence prediction on the
+    pooled [CLS] state (``cls.seq_relationship``): prediction_logits as BertForMaskedLM's logits
+    ((M, V) given labels, unless full_logits=True), seq_relationship_logits (B, 2)."""
+    _tied_weights_keys = BertForMaskedLM._tied_weights_keys
+    new_heads = BertForMaskedLM.new_heads
+
+    def __init__(self, config, initialize=True):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, initialize=False)
+        self.cls = BertPreTrainingHeads(config)
+        if initialize:
+            self.apply(self._init_weights)
+        self.tie_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                next_sentence_label=None, output_attentions=False, output_hidden_states=False,
+                inputs_embeds=None, full_logits=False):
+        """As BertForMaskedLM; next_sentence_label (B,): 0 where the second segment follows the
+        first, 1 where it is a random one. .loss = masked-LM loss + next-sentence loss when both
+        labels are given, as transformers'; given one of them, that one's loss (transformers gives none)."""
+        outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds)
+        hidden, targets = _scored_rows(outputs.last_hidden_state, labels, full_logits)
+        prediction_scores, seq_relationship_score = self.cls(hidden, outputs.pooler_output)
+        mlm_loss = None if targets is None else F.cross_entropy(
+            prediction_scores.reshape(-1, self.config.vocab_size), targets)
+        nsp_loss = None if next_sentence_label is None else F.cross_entropy(
+            seq_relationship_score, as_array(next_sentence_label).reshape(-1))
+        loss = nsp_loss if mlm_loss is None else mlm_loss if nsp_loss is None else mlm_loss + nsp_loss
+        return BertForPreTrainingOutput(loss, prediction_scores, seq_relationship_score, outputs.hidden_states,
+                                        outputs.attentions)
+
+    def check_batch(self, batch):
+        """As BertForMaskedLM.check_batch, and next_sentence_label (0 or 1 per sequence)."""
+        super().check_batch(batch)
+        _check_labels(batch.get("labels"), self.config.vocab_size)
+        _check_labels(batch.get("next_sentence_label"), 2)
+
+
 class BertForSequenceClassification(BertPreTrainedModel):
     """BERT with a classifier on the pooled [CLS] state: logits = Dense(Dropout(pooler_output))."""
 
@@ -256,7 +412,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = Dropout(p)
         self.classifier = Linear(config.hidden_size, config.num_labels)
-        self._init_weights(self.classifier)  # always: a checkpoint of the bare model has none
+        if initialize:  # from_pretrained initializes it (a new head) when the checkpoint has none
+            self._init_weights(self.classifier)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 output_attentions=False, output_hidden_states=False, inputs_embeds=None):
@@ -296,6 +453,32 @@ class BertForSequenceClassification(BertPreTrainedModel):
             return ((logits - y) ** 2).mean()
         # log(1 + exp(-|x|)) + max(x, 0) - x y: binary cross-entropy of sigmoid(x), without overflow
         return ((-logits.abs()).exp() + 1).log().mean() + (logits.relu() - logits * y).mean()
+
+
+def _scored_rows(sequence_output, labels, full_logits=False):
+    """What the masked-LM head scores, and the targets of its loss: (rows, targets).
+
+    sequence_output (B, L, E); labels (B, L) integers, -100 where nothing is predicted, or None.
+    Without labels, or with full_logits: (sequence_output, the labels flattened (B * L,) or None).
+    Otherwise only the M labelled positions: rows (M, E), gathered in row-major order (sequence b,
+    then position l), and their labels (M,). The gather's backward scatters the rows' gradient back
+    into a (B, L, E) zero array, so the encoder's gradient is the same as through the full logits.
+    M changes from batch to batch: on a GPU, finding the rows waits for it once, and a CUDA graph
+    (fixed shapes, no waiting) cannot hold the gather; full_logits=True keeps every shape fixed."""
+    if labels is None:
+        return sequence_output, None
+    batch, length, hidden = sequence_output.shape
+    flat = backend.to_device(_integers(labels, "labels", (batch, length)), sequence_output.device).reshape(-1)
+    if full_logits:
+        return sequence_output, flat
+    kept = backend.array_module(flat).flatnonzero(flat != IGNORE_INDEX)  # (M,)
+    return sequence_output.reshape(batch * length, hidden)[kept], flat[kept]
+
+
+def _check_labels(labels, classes):
+    """Class ids in [0, classes) or -100, checked on the host as cross-entropy would check them."""
+    if labels is not None:
+        ops.check_class_ids(as_array(labels).reshape(-1), classes)
 
 
 def check_inputs(config, input_ids, attention_mask=None, token_type_ids=None):

@@ -16,13 +16,15 @@ class BertConfig:
     config.json must state the ``required`` fields, which fix the weights' shapes. Fields minillm
     does not use are kept in ``extra`` and written back; values minillm cannot honour are refused
     by name. ``num_labels`` is the length of ``id2label`` (labels of the classification head).
+    ``tie_word_embeddings`` (True, as Hugging Face's): the masked-LM decoder shares the word
+    embeddings' weight (bert.py, BertForMaskedLM).
     """
     model_type = "bert"
     defaults = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                     intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
                     attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
                     layer_norm_eps=1e-12, pad_token_id=0, initializer_range=0.02, classifier_dropout=None,
-                    problem_type=None)
+                    problem_type=None, tie_word_embeddings=True)
     required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings", "type_vocab_size")
     problem_types = (None, "regression", "single_label_classification", "multi_label_classification")
@@ -67,6 +69,8 @@ class BertConfig:
             refuse("layer_norm_eps", "it must be positive")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             refuse("pad_token_id", f"it must be None or an id below vocab_size={self.vocab_size}")
+        if not isinstance(self.tie_word_embeddings, bool):
+            refuse("tie_word_embeddings", "expected true or false")
         if self.problem_type not in self.problem_types:
             refuse("problem_type", f"expected one of {self.problem_types}")
         if self.extra.get("position_embedding_type", "absolute") != "absolute":

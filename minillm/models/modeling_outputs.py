@@ -19,3 +19,20 @@ class SequenceClassifierOutput:
     logits: Tensor = None                     # (B, num_labels)
     hidden_states: tuple = None
     attentions: tuple = None
+
+
+@dataclasses.dataclass
+class MaskedLMOutput:
+    loss: Tensor = None                       # scalar, when labels were given
+    logits: Tensor = None                     # (B, L, V); with labels, (M, V): the M labelled rows (bert.py)
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclasses.dataclass
+class BertForPreTrainingOutput:
+    loss: Tensor = None                       # scalar: masked-LM loss + next-sentence loss
+    prediction_logits: Tensor = None          # as MaskedLMOutput.logits
+    seq_relationship_logits: Tensor = None    # (B, 2): is-next (0) / random (1)
+    hidden_states: tuple = None
+    attentions: tuple = None

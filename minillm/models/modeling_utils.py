@@ -4,10 +4,13 @@ PreTrainedModel mixin, with Hugging Face's initialization, from_pretrained and s
 A model class sets ``config_class`` (BertConfig), ``base_model_prefix`` (the attribute holding the
 bare model: ``bert``), and which checkpoint tensors are no weights of its own (``ignored_heads``:
 ignored and listed; ``ignored_buffers``: ignored) and which of its weights a checkpoint may lack
-(``new_heads``: initialized and listed); its __init__ takes (config, initialize=True).
+(``new_heads``: initialized and listed); its __init__ takes (config, initialize=True). A model
+whose output layer shares the input embeddings' weight names the pairs in ``_tied_weights_keys``
+(transformers' attribute, {tied weight: the weight it shares}) and calls tie_weights().
 """
 import logging
 import os
+import re
 
 from .. import pretrained, random, safetensors_io
 from ..nn import Embedding, LayerNorm, Linear, Module
@@ -22,6 +25,24 @@ class PreTrainedModel(Module):
     ignored_heads = ()
     ignored_buffers = ()
     new_heads = ()
+    _tied_weights_keys = {}
+
+    def tie_weights(self):
+        """Make each tied weight of ``_tied_weights_keys`` the very Parameter it shares (transformers'
+        tie_weights), unless ``config.tie_word_embeddings`` is false. One Parameter used twice in the
+        graph receives the sum of both uses' gradients, and named_parameters() lists it once, under
+        the name it had first: so it is updated once, and saved once, under that name, as
+        transformers writes a tied checkpoint (without the tied copy)."""
+        if not getattr(self.config, "tie_word_embeddings", True):
+            return
+        modules, params = dict(self.named_modules()), dict(self.named_parameters())
+        for tied, source in self._tied_weights_keys.items():
+            owner, attribute = tied.rsplit(".", 1)
+            setattr(modules[owner], attribute, params[source])
+
+    def tied_weights(self):
+        """The names of the weights tie_weights() made copies of another (none when untied)."""
+        return list(self._tied_weights_keys) if getattr(self.config, "tie_word_embeddings", True) else []
 
     def _init_weights(self, module):
         """As Hugging Face: Linear and Embedding weights ~ N(0, initializer_range), biases 0, the
@@ -46,16 +67,20 @@ class PreTrainedModel(Module):
     def from_pretrained(cls, name_or_path, num_labels=None, config=None, output_loading_info=False):
         """The model from a Hugging Face folder (config.json + model.safetensors) or a known name
         (minillm.pretrained.resolve), in eval mode. Weights of heads this model lacks are ignored and
-        a missing new head is initialized, each with a warning; every other mismatch is an error."""
+        a missing new head is initialized, each with a warning; every other mismatch is an error.
+        A tied weight's copy in the checkpoint (older files hold cls.predictions.decoder.weight) is
+        skipped: the model reads the weight it shares."""
         folder = pretrained.resolve(name_or_path)
         if config is None:
             overrides = {} if num_labels is None else {"num_labels": num_labels}
             config = cls.config_class.from_pretrained(folder, **overrides)
         model = cls(config, initialize=False)  # every weight but a new head is about to be overwritten
         tensors = safetensors_io.index_weights(folder)
+        skipped = cls.ignored_buffers + tuple(f"^{re.escape(name)}$" for name in model.tied_weights())
         weights, new, ignored = safetensors_io.match_state_dict(
-            model, tensors, cls.base_model_prefix, cls.ignored_heads, cls.ignored_buffers, cls.new_heads)
+            model, tensors, cls.base_model_prefix, cls.ignored_heads, skipped, cls.new_heads)
         safetensors_io.read_into(model.state_dict(), weights)  # from the file into the parameters' own arrays
+        model._init_new(new)
         if ignored:
             logger.warning("Some weights of %s were not used by %s (expected for pre-training heads): %s",
                            folder, cls.__name__, ignored)
@@ -65,6 +90,15 @@ class PreTrainedModel(Module):
                            cls.__name__, folder, new)
         model.eval()
         return (model, {"missing_keys": new, "unexpected_keys": ignored}) if output_loading_info else model
+
+    def _init_new(self, new):
+        """Initialize each module whose weights are all ``new`` (a head the checkpoint lacks) as a
+        model built from its config would have it; a module with any weight read is left alone."""
+        new = set(new)
+        for name, module in self.named_modules():
+            weights = [f"{name}.{key}" for key, _ in module.named_parameters()]
+            if weights and all(w in new for w in weights):
+                self._init_weights(module)
 
     def save_pretrained(self, folder):
         """config.json and model.safetensors (float32, Hugging Face's names), each written atomically."""
