@@ -2,7 +2,7 @@
 import logging
 import os
 
-from .options import check_output, device_option, max_length
+from .options import check_output, device_option, load_classifier, max_length
 
 logger = logging.getLogger("minillm")
 
@@ -58,21 +58,16 @@ def add_commands(commands):
 
 def finetune(args):
     from .. import random
-    from ..models.bert import BertConfig, BertForSequenceClassification
-    from ..tokenizer import BertTokenizer
     from ..training import CHECKPOINT_NAME, Trainer, TrainingArguments
 
     train_file, dev_file = _data_files(args.data)
     check_output(args.out, args.resume, args.overwrite)
     random.manual_seed(args.seed)  # the classifier's initialization is part of the run
-    config = None
+    no_dropout = {}
     if args.cuda_graph:  # a replayed step would repeat the dropout masks drawn when it was captured
-        config = BertConfig.from_pretrained(args.model, num_labels=args.num_labels, hidden_dropout_prob=0.0,
-                                            attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+        no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
         logger.info("--cuda-graph: dropout is off (a replayed step would repeat one dropout mask)")
-    model = BertForSequenceClassification.from_pretrained(args.model, num_labels=args.num_labels,
-                                                          config=config).to(args.device)
-    tokenizer = BertTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_classifier(args.model, args.device, num_labels=args.num_labels, **no_dropout)
     length = max_length(args.max_length, model)
     train = _dataset(tokenizer, train_file, args.num_labels, length, args.limit)
     dev = _dataset(tokenizer, dev_file, args.num_labels, length, args.eval_limit) if dev_file else None
@@ -97,12 +92,9 @@ def finetune(args):
 
 
 def predict_command(args):
-    from ..models.bert import BertForSequenceClassification
-    from ..tokenizer import BertTokenizer
     from ..training import predict_proba
 
-    model = BertForSequenceClassification.from_pretrained(args.model).to(args.device)
-    tokenizer = BertTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_classifier(args.model, args.device)
     probabilities = predict_proba(model, tokenizer, args.texts, max_length(args.max_length, model))
     for text, p in zip(args.texts, probabilities):
         label = int(p.argmax())
@@ -113,12 +105,9 @@ def predict_command(args):
 
 def eval_command(args):
     from ..data import DataLoader, pad_batch
-    from ..models.bert import BertForSequenceClassification
-    from ..tokenizer import BertTokenizer
     from ..training import evaluate
 
-    model = BertForSequenceClassification.from_pretrained(args.model).to(args.device)
-    tokenizer = BertTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_classifier(args.model, args.device)
     data = _dataset(tokenizer, args.data, model.config.num_labels, max_length(args.max_length, model), args.limit)
     loader = DataLoader(data, args.batch_size, collate_fn=lambda b: pad_batch(b, tokenizer.pad_token_id))
     metrics = evaluate(model, loader)

@@ -1,12 +1,14 @@
 """BERT's configuration: the hyper-parameters of a Hugging Face config.json (transformers'
 configuration_bert.py), read, checked and written back."""
 import json
+import math
 import os
 
 from .. import pretrained, safetensors_io
 from ..nn.functional import ACTIVATIONS
 
 CONFIG_NAME = "config.json"
+MAX_LABELS = 100_000  # classes of a classification head; more is surely a corrupt config.json
 
 
 class BertConfig:
@@ -35,6 +37,10 @@ class BertConfig:
             setattr(self, name, fields.pop(name, default))
         fields.pop("label2id", None)  # derived from id2label
         num_labels = fields.pop("num_labels", None) if num_labels is None else num_labels
+        if num_labels is not None and not (type(num_labels) is int and 1 <= num_labels <= MAX_LABELS):
+            raise ValueError(f"num_labels={num_labels!r} is not supported: expected an integer in 1..{MAX_LABELS}")
+        if not isinstance(id2label or {}, dict):
+            raise ValueError(f"id2label must be an object of class id -> name, got {type(id2label).__name__}")
         self.id2label = {int(i): str(label) for i, label in (id2label or {}).items()}
         if num_labels is not None and num_labels != len(self.id2label):
             self.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
@@ -63,6 +69,8 @@ class BertConfig:
             value = getattr(self, name)
             if not (value is None and name == "classifier_dropout") and not 0 <= value <= 1:
                 refuse(name, "a dropout probability must be in [0, 1]")
+        if not 0 <= self.initializer_range < math.inf:
+            refuse("initializer_range", "a standard deviation must be a finite number >= 0")
         if not self.layer_norm_eps > 0:
             refuse("layer_norm_eps", "it must be positive")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
@@ -97,7 +105,7 @@ class BertConfig:
             if not isinstance(values, dict):
                 raise ValueError(f"expected a JSON object, got {type(values).__name__}")
             return cls.from_dict(values, **overrides)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, RecursionError) as err:  # RecursionError: JSON nested too deep
             raise safetensors_io.CheckpointError(f"{path}: {err}") from None
 
     @classmethod
