@@ -151,13 +151,13 @@ def fuzz_target(target, args, out):
 
 
 def keep_reproducer(target, workdir, done, out, restart):
-    """Copy the dying worker's input (ours or libFuzzer's artifact) and its stderr under ``out``."""
+    """Copy the dying worker's input (ours or libFuzzer's artifact) and its output under ``out``."""
     folder = out / f"{target}-{restart}"
     folder.mkdir(parents=True, exist_ok=True)
     for path in pathlib.Path(workdir).iterdir():
         if path.name == "current.bin" or path.name.startswith(("crash-", "timeout-", "oom-")):
             (folder / path.name).write_bytes(path.read_bytes())
-    (folder / "stderr.txt").write_text(done.stderr[-20000:])
+    (folder / "output.txt").write_text(done.stdout[-20000:] + "\n---- stderr ----\n" + done.stderr[-20000:])
     last = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
     return f"{folder}: {last[0][:160]}"
 

@@ -239,10 +239,24 @@ def atomic_write(path, content):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private (0600); give it a plain file's mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno is not None:  # a full disk: say which file, and what is kept
+            kept = "the previous one is unchanged" if os.path.exists(path) else "nothing was written"
+            raise OSError(err.errno, f"cannot write {path}: {err.strerror}; {kept}") from None
         raise
+
+
+def remove_temporaries(folder):
+    """Delete what atomic_write leaves when its process is killed mid-write: ".name.XXXXXXXX.tmp"
+    files, which no reader opens (a run killed a thousand times must not fill the disk with them)."""
+    for name in os.listdir(folder):
+        if TEMPORARY.fullmatch(name):
+            os.remove(os.path.join(folder, name))
+
+
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # mkstemp's names in atomic_write
 
 
 # ---- a model folder ---------------------------------------------------------------------------------

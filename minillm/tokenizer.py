@@ -65,6 +65,8 @@ class BertTokenizer:
             if source == pipeline:
                 return cls(_rust_call(pipeline, tokenizers.Tokenizer.from_file, pipeline), settings)
             return cls.from_vocab(vocab, **settings)
+        except safetensors_io.CheckpointError:
+            raise
         except ValueError as err:  # the special tokens are not in the vocabulary
             raise safetensors_io.CheckpointError(f"{source}: {err}") from None
 
@@ -111,8 +113,12 @@ class BertTokenizer:
         limit = max_length if max_length is not None else self.model_max_length
         if PADDING[padding] == "max_length" and limit is None:
             raise ValueError("padding='max_length' needs max_length (this tokenizer has no model_max_length)")
+        specials = self._tokenizer.num_special_tokens_to_add(pairs is not None) if add_special_tokens else 0
+        if TRUNCATION[truncation] is not None and limit is not None and limit < specials:  # the library ignores it
+            raise ValueError(f"max_length={limit} is less than the {specials} special tokens of a "
+                             f"{'pair of texts' if pairs is not None else 'text'}: nothing would be left to truncate")
         if pairs is not None and TRUNCATION[truncation] == "longest_first" and limit is not None:
-            texts, pairs = self._cut(texts, limit), self._cut(pairs, limit)
+            texts, pairs = self._cut_pairs(texts, pairs, limit)
         self._configure(PADDING[padding], TRUNCATION[truncation], limit)
         inputs = texts if pairs is None else list(zip(texts, pairs))
         encodings = self._encode(inputs, add_special_tokens)
@@ -124,21 +130,24 @@ class BertTokenizer:
                 for key, attr in (("input_ids", "ids"), ("token_type_ids", "type_ids"),
                                   ("attention_mask", "attention_mask"))}
 
-    def _cut(self, texts, limit):
-        """Each text cut after its first ``limit`` tokens, which is all that truncating a pair to
-        ``limit`` can keep of it. The tokenizers library truncates a pair by pairing every
-        overflowing piece of one text with every piece of the other: two 20 KB texts make 10^5
-        pieces, 6 GB, in 15 s. Cut first, the library truncates the same tokens in no time.
-        (Longest-first truncation depends on each text's length only up to ``limit``.)"""
-        long = [i for i, text in enumerate(texts) if len(text) > limit]
-        if not long:
-            return texts
+    def _cut_pairs(self, texts, pairs, limit):
+        """Each text of each pair cut to the tokens that truncating the pair to ``limit`` can keep,
+        and no further. The tokenizers library truncates a pair by pairing every overflowing piece
+        of one text with every piece of the other: two 20 KB texts make 10^5 pieces, 6 GB, in 15 s.
+        Its longest-first rule reads a text's length n only as: n itself up to ``limit``; beyond,
+        whether it is the longer of the two. So a text of n > limit tokens keeps limit + 1, and
+        limit + 2 where both exceed limit and it is the longer: the library then truncates the same
+        tokens from the cut pair, at once. Pairs of short texts are left to the library alone."""
+        if all(len(a) + len(b) <= 4 * limit for a, b in zip(texts, pairs)):  # too short to blow up
+            return texts, pairs
         self._configure(None, None, None)
-        texts = list(texts)
-        for i, encoding in zip(long, self._encode([texts[i] for i in long], add_special_tokens=False)):
-            if len(encoding.offsets) > limit:
-                texts[i] = texts[i][:encoding.offsets[limit - 1][1]]
-        return texts
+        encoded = self._encode(list(texts) + list(pairs), add_special_tokens=False)
+        cut_texts, cut_pairs = [], []
+        for a, b, ea, eb in zip(texts, pairs, encoded[:len(texts)], encoded[len(texts):]):
+            na, nb = len(ea.ids), len(eb.ids)
+            cut_texts.append(_first_tokens(a, ea, na if na <= limit else limit + 1 + (na > nb > limit)))
+            cut_pairs.append(_first_tokens(b, eb, nb if nb <= limit else limit + 1 + (nb > na > limit)))
+        return cut_texts, cut_pairs
 
     def _encode(self, inputs, add_special_tokens):
         try:
@@ -208,7 +217,11 @@ def _as_batch(texts, name):
 # tokenizer_config.json's settings that minillm uses, and the types they must have
 SETTING_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "strip_accents": (bool, type(None)),
                  "model_max_length": (int, type(None)), **{name: (str,) for name in SPECIAL_TOKENS}}
-NO_MAX_LENGTH = int(1e30)  # what transformers writes for "no model_max_length" (VERY_LARGE_INTEGER)
+
+
+def _first_tokens(text, encoding, n):
+    """``text`` up to the end of its ``n``-th token (``encoding``: its tokens, with their offsets)."""
+    return text if n >= len(encoding.offsets) else text[:encoding.offsets[n - 1][1]]
 
 
 def _read_settings(path):
@@ -226,12 +239,9 @@ def _read_settings(path):
         raise safetensors_io.CheckpointError(f"{path}: expected a JSON object, got {type(values).__name__}")
     values = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in values.items()}
     for name, types in SETTING_TYPES.items():
-        if name in values and (type(values[name]) not in types or name == "model_max_length" and
-                               values[name] is not None and values[name] < 2):
+        if name in values and type(values[name]) not in types:
             raise safetensors_io.CheckpointError(f"{path}: {name}={values[name]!r} is not supported: expected "
                                                  f"{' or '.join(t.__name__ for t in types)}")
-    if values.get("model_max_length") is not None and values["model_max_length"] >= NO_MAX_LENGTH:
-        values["model_max_length"] = None
     return values
 
 

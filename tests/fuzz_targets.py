@@ -19,6 +19,7 @@ import random
 import shutil
 import struct
 import tracemalloc
+import warnings
 
 import numpy as np
 
@@ -312,7 +313,7 @@ def _glue_oracle(text):
         if len(row) < len(rows[0]) or not row[text_at].strip() or row[label_at].strip() not in ("0", "1"):
             return None
         texts.append(row[text_at])
-        labels.append(int(row[label_at]))
+        labels.append(int(row[label_at].strip()))
     return texts, labels
 
 
@@ -409,7 +410,7 @@ def run_tokenizer(data, folder):
     try:
         batch = tok(texts, pairs, padding=padding, truncation=True, max_length=max_length)
     except ValueError as err:
-        assert "text" in str(err) or "tokenizer" in str(err), err
+        assert "text" in str(err) or "tokenizer" in str(err) or "max_length" in str(err), err
         return err
     ids, mask = batch["input_ids"], batch["attention_mask"]
     if pairs is not None and len(text) < 10_000:  # the library itself, on the uncut pair (affordable when short)
@@ -521,7 +522,7 @@ def kernel_case(rng):
     B, H, L, S, D = (rng.choice([0, 1, 2]), rng.choice([1, 2]), _side(rng), _side(rng), rng.choice([1, 4, 8]))
     q, k, v = A((B, H, L, D)), A((B, H, S, D)), A((B, H, S, D))
     key_mask = (np.random.default_rng(rng.randrange(99)).random((B, S)) < 0.7) if rng.random() < 0.4 else None
-    bias = A((B, 1, L, S)) if rng.random() < 0.2 else None
+    bias = A((L, S)) if rng.random() < 0.2 else None
     scale = rng.choice([None, 0.5, 0.0, float("inf")])
     dropout_p = rng.choice([0.0, 0.0, 0.1, 1.0])
     if name == "attention_forward":
@@ -537,7 +538,8 @@ def _copies(args):
 
 def _call(mode, kernel, args, kwargs):
     args = _copies(args)
-    with kernels.use(mode), np.errstate(all="ignore"):
+    with kernels.use(mode), np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the mean of a size-0 row, say
         try:
             result = kernel(*args, **kwargs)
         except (TypeError, ValueError) as err:
@@ -557,7 +559,8 @@ def run_kernels(data, folder):
         return reference
     if name == "adamw":
         compiled, reference = compiled_args, reference_args  # it updates its arguments in place
-    outputs = lambda r: [r] if isinstance(r, np.ndarray) else [a for a in r if isinstance(a, np.ndarray)]  # noqa
+    outputs = lambda r: [np.asarray(r)] if isinstance(r, (np.ndarray, np.generic)) else [  # noqa: E731
+        a for a in r if isinstance(a, np.ndarray)]  # (a 0-d input gives NumPy a scalar)
     finite = all(np.isfinite(a).all() for a in args if isinstance(a, np.ndarray) and a.dtype.kind in "fc") and \
         all(math.isfinite(a) for a in list(args) + list(kwargs.values()) if isinstance(a, float))
     amplification = _amplification(name, args, reference)

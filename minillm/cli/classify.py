@@ -1,6 +1,8 @@
 """finetune, predict and eval: a BERT sequence classifier on labeled text."""
 import logging
 import os
+import shlex
+import sys
 
 from .options import check_output, device_option, load_classifier, max_length
 
@@ -58,10 +60,19 @@ def add_commands(commands):
 
 def finetune(args):
     from .. import random
-    from ..training import CHECKPOINT_NAME, Trainer, TrainingArguments
+    from ..training import CHECKPOINT_NAME, Trainer, TrainingArguments, TrainingInterrupted
 
     train_file, dev_file = _data_files(args.data)
     check_output(args.out, args.resume, args.overwrite)
+    options = TrainingArguments(output_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+                                max_grad_norm=args.max_grad_norm, seed=args.seed, bucket=args.bucket,
+                                save_steps=args.save_steps, progress=not args.no_progress,
+                                cuda_graph=args.cuda_graph)  # every setting checked before any work
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ValueError(f"--stop-after must be at least 1, got {args.stop_after}")
+    train_rows = _rows(train_file, args.num_labels, args.limit, "--limit")  # a bad or empty file fails here
+    dev_rows = _rows(dev_file, args.num_labels, args.eval_limit, "--eval-limit") if dev_file else None
     random.manual_seed(args.seed)  # the classifier's initialization is part of the run
     no_dropout = {}
     if args.cuda_graph:  # a replayed step would repeat the dropout masks drawn when it was captured
@@ -69,19 +80,19 @@ def finetune(args):
         logger.info("--cuda-graph: dropout is off (a replayed step would repeat one dropout mask)")
     model, tokenizer = load_classifier(args.model, args.device, num_labels=args.num_labels, **no_dropout)
     length = max_length(args.max_length, model)
-    train = _dataset(tokenizer, train_file, args.num_labels, length, args.limit)
-    dev = _dataset(tokenizer, dev_file, args.num_labels, length, args.eval_limit) if dev_file else None
-    options = TrainingArguments(output_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-                                max_grad_norm=args.max_grad_norm, seed=args.seed, bucket=args.bucket,
-                                save_steps=args.save_steps, progress=not args.no_progress,
-                                cuda_graph=args.cuda_graph)
+    train = _dataset(tokenizer, train_rows, length, train_file)
+    dev = _dataset(tokenizer, dev_rows, length, dev_file) if dev_file else None
     if args.overwrite and os.path.exists(os.path.join(args.out, CHECKPOINT_NAME)):
         os.remove(os.path.join(args.out, CHECKPOINT_NAME))  # never resume into another run's state
     trainer = Trainer(model, options, train, dev, tokenizer)
     logger.info("fine-tuning %s on %d examples (%s): %d epochs of %d steps", args.model, len(train), train_file,
                 args.epochs, len(trainer.loader))
-    trainer.train(resume=args.resume, stop_after=args.stop_after)  # logs each epoch's evaluation
+    try:
+        trainer.train(resume=args.resume, stop_after=args.stop_after)  # logs each epoch's evaluation
+    except TrainingInterrupted as stop:
+        print(f"minillm finetune: interrupted: step {stop.step} of {trainer.total_steps} is checkpointed in "
+              f"{stop.checkpoint}; continue with:\n  {resume_command(args.argv)}", file=sys.stderr)
+        return 130
     if trainer.world.rank != 0:
         pass  # under mpirun rank 0 alone reports
     elif trainer.step < trainer.total_steps:
@@ -108,7 +119,8 @@ def eval_command(args):
     from ..training import evaluate
 
     model, tokenizer = load_classifier(args.model, args.device)
-    data = _dataset(tokenizer, args.data, model.config.num_labels, max_length(args.max_length, model), args.limit)
+    rows = _rows(args.data, model.config.num_labels, args.limit, "--limit")
+    data = _dataset(tokenizer, rows, max_length(args.max_length, model), args.data)
     loader = DataLoader(data, args.batch_size, collate_fn=lambda b: pad_batch(b, tokenizer.pad_token_id))
     metrics = evaluate(model, loader)
     right = round(metrics["accuracy"] * metrics["examples"])
@@ -129,12 +141,23 @@ def _data_files(data):
     return data, None
 
 
-def _dataset(tokenizer, path, num_labels, length, limit):
-    from ..data import TextClassificationDataset, read_glue_tsv
+def _rows(path, num_labels, limit, option):
+    """(texts, labels) of a data file, its first ``limit`` rows if given (``option`` names the limit)."""
+    from ..data import read_glue_tsv
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"{option} must be at least 1, got {limit}")
     texts, labels = read_glue_tsv(path, num_labels)
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"--limit must be at least 1, got {limit}")
-        texts, labels = texts[:limit], labels[:limit]
-    return TextClassificationDataset(tokenizer, texts, labels, length, name=os.path.basename(path))
+    return (texts, labels) if limit is None else (texts[:limit], labels[:limit])
+
+
+def _dataset(tokenizer, rows, length, path):
+    from ..data import TextClassificationDataset
+
+    return TextClassificationDataset(tokenizer, *rows, length, name=os.path.basename(path))
+
+
+def resume_command(argv):
+    """The command line that continues the run ``argv`` started: --resume in place of --overwrite."""
+    kept = [arg for arg in argv if arg not in ("--overwrite", "--resume")]
+    return shlex.join(["minillm", *kept, "--resume"])

@@ -3,6 +3,7 @@ within the model's positions, and a classifier loaded so that a bad file fails b
 import argparse
 import logging
 import os
+import tempfile
 
 logger = logging.getLogger("minillm")
 
@@ -31,6 +32,11 @@ def check_output(out, resume, overwrite):
     if not resume and not overwrite and os.path.isdir(out) and os.listdir(out):
         raise FileExistsError(f"--out {out} exists and is not empty: pass --overwrite to write over it, "
                               "or --resume to continue the run checkpointed there")
+    try:  # hours of training must not end in a folder that cannot take the model
+        os.makedirs(out, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise OSError(err.errno, f"--out {out} cannot be written ({err.strerror})") from None
 
 
 def max_length(requested, model):

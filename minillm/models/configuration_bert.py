@@ -57,23 +57,27 @@ class BertConfig:
         def refuse(name, why):
             raise ValueError(f"{name}={getattr(self, name, self.extra.get(name))!r} is not supported: {why}")
 
+        def number(value):  # a JSON number: not a string, not true or false
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
         for name in self.required:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 refuse(name, "expected a positive integer")
         if self.hidden_size % self.num_attention_heads:
             refuse("hidden_size", f"it must be a multiple of num_attention_heads={self.num_attention_heads}")
-        if self.hidden_act not in ACTIVATIONS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             refuse("hidden_act", f"minillm's BERT supports {', '.join(ACTIVATIONS)}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             value = getattr(self, name)
-            if not (value is None and name == "classifier_dropout") and not 0 <= value <= 1:
+            if not (value is None and name == "classifier_dropout") and not (number(value) and 0 <= value <= 1):
                 refuse(name, "a dropout probability must be in [0, 1]")
-        if not 0 <= self.initializer_range < math.inf:
+        if not (number(self.initializer_range) and 0 <= self.initializer_range < math.inf):
             refuse("initializer_range", "a standard deviation must be a finite number >= 0")
-        if not self.layer_norm_eps > 0:
+        if not (number(self.layer_norm_eps) and self.layer_norm_eps > 0):
             refuse("layer_norm_eps", "it must be positive")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+        if self.pad_token_id is not None and not (type(self.pad_token_id) is int and
+                                                  0 <= self.pad_token_id < self.vocab_size):
             refuse("pad_token_id", f"it must be None or an id below vocab_size={self.vocab_size}")
         if self.problem_type not in self.problem_types:
             refuse("problem_type", f"expected one of {self.problem_types}")
