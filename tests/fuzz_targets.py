@@ -401,11 +401,12 @@ def run_tokenizer(data, folder):
         text = "".join(chr(int.from_bytes(data[i:i + 3], "little") % 0x110000) for i in range(2, len(data) - 2, 3))
     else:
         text = data[2:].decode("utf-8", "replace")
-    if mode & 2 and not mode & 0x60:  # one case in eight: a megabyte
-        text = (text or "x") * (1_000_000 // max(len(text), 1) + 1)
     max_length = 2 + limit % 64
     texts = [text, text[::-1]] if mode & 4 else [text]
     pairs = [text[len(text) // 2:]] * len(texts) if mode & 8 else None
+    if mode & 2 and not mode & 0x60:  # one case in eight: a megabyte, alone or paired with the short text
+        texts = [(text or "x") * (1_000_000 // max(len(text), 1) + 1)]
+        pairs = pairs and pairs[:1]
     padding = ("longest", "max_length", False)[(mode >> 4) % 3]
     try:
         batch = tok(texts, pairs, padding=padding, truncation=True, max_length=max_length)
@@ -413,7 +414,7 @@ def run_tokenizer(data, folder):
         assert "text" in str(err) or "tokenizer" in str(err) or "max_length" in str(err), err
         return err
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    if pairs is not None and len(text) < 10_000:  # the library itself, on the uncut pair (affordable when short)
+    if pairs is not None and len(texts[0]) < 10_000:  # the library itself, on the uncut pair (affordable when short)
         tok._configure(PADDING[padding], "longest_first", max_length)
         expected = [e.ids for e in tok._tokenizer.encode_batch(list(zip(texts, pairs)))]
         assert ids.tolist() == expected, "the pair is truncated otherwise than by the tokenizers library"
