@@ -211,6 +211,11 @@ def _as_batch(texts, name):
     for i, t in enumerate(batch):
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+        try:
+            t.encode("utf-8")  # what the Rust side needs; its own error would name neither text nor character
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{name}[{i}] is not valid Unicode: {t[err.start]!r} at character {err.start} "
+                             "is a lone surrogate (half of a UTF-16 pair)") from None
     return batch
 
 

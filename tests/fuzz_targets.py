@@ -26,7 +26,6 @@ import numpy as np
 from finetune_helpers import tiny_model, tiny_tokenizer
 from minillm import kernels, safetensors_io
 from minillm.data import DataError, read_glue_tsv
-from minillm.kernels.attention import attention_forward_numpy
 from minillm.optim.adamw import update as adamw_update
 from minillm.safetensors_io import CheckpointError
 from minillm.tokenizer import PADDING
@@ -532,9 +531,9 @@ def kernel_case(rng):
     out, lse = A((B, H, L, D)), A((B, H, L))
     if rng.random() < 0.8:  # mostly the forward's out and lse, as a caller passes them
         try:
-            with np.errstate(all="ignore"):
-                out, lse = attention_forward_numpy(q, k, v, key_mask, bias, scale, dropout_p)
-        except (TypeError, ValueError):
+            with kernels.use("numpy"), np.errstate(all="ignore"):
+                out, lse = kernels.attention_forward(q, k, v, key_mask, bias, scale, dropout_p)
+        except (TypeError, ValueError):  # arguments the check refuses: the backward will refuse them too
             pass
     else:  # exp(scores - lse) of an lse that is no forward's overflows: compared as non-finite inputs are
         name = "attention_backward, any lse"
@@ -581,9 +580,11 @@ def run_kernels(data, folder):
         for i, (got, want) in enumerate(zip(outputs(compiled), outputs(reference))):
             _assert_close(name, i, got, want, max(amplification, largest))
     except AssertionError:
-        if finite:
-            raise
-        return f"non-finite or overflowing inputs: the twins differ ({name})"  # counted and listed, not a crash
+        if not finite:
+            return f"non-finite or overflowing inputs: the twins differ ({name})"  # counted and listed, not a crash
+        if amplification > 1e3:  # a (near-)constant row: std below |x| / 1000, eps comparable to an ulp squared
+            return f"near-constant rows: the twins differ ({name})"
+        raise
     return "accepted"
 
 

@@ -94,6 +94,13 @@ def test_a_megabyte_is_truncated_alone_and_in_a_pair(tiny_folder):
     assert tok([text], [text], max_length=8)["input_ids"].tolist() == tok([short], [short], max_length=8)["input_ids"].tolist()
 
 
+def test_a_lone_surrogate_is_an_error_naming_the_text(tiny_folder):
+    """The Rust side said only "TextEncodeInput must be Union[...]" (what the fuzzing met)."""
+    tok = BertTokenizer.from_pretrained(tiny_folder)
+    with pytest.raises(ValueError, match=r"text_pair\[1\] is not valid Unicode: '\\udc80' at character 2"):
+        tok(["a", "b"], ["c", "ab\udc80"])
+
+
 @pytest.mark.parametrize("first, second, max_length", [
     ("hello " * 40, "world " * 3, 12), ("hello " * 3, "x " * 50, 9), ("hello world " * 30, "playing " * 30, 16),
     ("hello " * 30, "world " * 30, 7), ("hello " * 31, "world " * 30, 7), ("hello " * 30, "world " * 6, 9),
