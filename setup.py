@@ -6,6 +6,8 @@ build that runs on any CPU of the same architecture. No -ffast-math: masks rely 
 -fno-trapping-math is the one piece of it we take: it lets GCC turn the comparisons in
 csrc/vecmath.h into vector selects on AVX2 (AVX-512 masks need no such leave); values, inf and NaN
 are unchanged, only the floating-point exception flags, which nothing reads, may differ.
+MINILLM_SANITIZE=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer (-O1, any UB fatal),
+for the fuzz run only: python then needs the sanitizers' runtimes preloaded (bench/fuzz.py says how).
 """
 import glob
 import os
@@ -33,9 +35,15 @@ def _compiler_accepts(compiler, flags):
 class BuildExt(build_ext):
     def build_extensions(self):
         compile_flags = ["-O3", "-fno-trapping-math"]
+        if os.environ.get("MINILLM_SANITIZE", "0") == "1":  # for the fuzz run only (bench/fuzz.py)
+            sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+                        "-g"]
+            compile_flags, extra_link = ["-O1", "-fno-trapping-math"] + sanitize, sanitize
+        else:
+            extra_link = []
         if os.environ.get("MINILLM_PORTABLE", "0") != "1":
             compile_flags.append("-march=native")
-        link_flags = []
+        link_flags = list(extra_link)
         if _compiler_accepts(self.compiler, ["-fopenmp"]):
             compile_flags.append("-fopenmp")
             link_flags.append("-fopenmp")

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import re
+import reprlib
 import tempfile
 from collections import OrderedDict
 
@@ -36,6 +37,8 @@ from .tensor import Tensor
 MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library sets
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
           "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+MAX_DIMS = 64  # NumPy's limit on an array's dimensions
+MAX_ELEMENTS = (2 ** 63 - 1) // 8  # and on its elements: their bytes must fit an int64, at up to 8 bytes each
 WEIGHTS_NAME, WEIGHTS_INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
 
 
@@ -66,8 +69,11 @@ class TensorInfo:
 
 def read_header(path):
     """The tensors of a .safetensors file, from its header alone: (OrderedDict name -> TensorInfo,
-    metadata dict). Every claim the header makes is checked against the file's size here, so a
-    broken file fails before any weight is read."""
+    metadata dict). Every claim the header makes is checked here, against the others and against
+    the file's size, as the safetensors library checks them: the header is UTF-8 JSON of at most
+    MAX_HEADER_BYTES with no key twice, each tensor's bytes match its shape and dtype, and the
+    tensors tile the data exactly (no gap, no overlap, nothing left over). So a broken file fails
+    before any weight is read, and no array is ever allocated larger than the file."""
     path = os.fspath(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -78,39 +84,98 @@ def read_header(path):
         if n > min(size - 8, MAX_HEADER_BYTES):
             raise CheckpointError(f"{path}: the header length says {n} bytes but only {size - 8} follow "
                                   "(a truncated or corrupt file)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{path}: the header is not valid JSON ({err})") from None
+        header = _parse_header(path, f.read(n))
+    metadata = _metadata(path, header.pop("__metadata__", None))
+    data_start, data_size = 8 + n, size - 8 - n
+    infos = OrderedDict((name, _tensor_info(path, name, entry, data_start, data_size))
+                        for name, entry in header.items())
+    _check_layout(path, infos, data_start, data_size)
+    return infos, metadata
+
+
+def _parse_header(path, raw):
+    """The header's JSON object. Strict where Python's json is lenient: UTF-8 only (json.loads
+    would also take UTF-16), no key twice (json.loads keeps the last), and nesting too deep or a
+    number too long for Python is a CheckpointError, not a RecursionError or a bare ValueError."""
+    def no_duplicates(pairs):
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) < len(keys):
+            twice = next(key for key in keys if keys.count(key) > 1)
+            raise CheckpointError(f"{path}: the header has the key {twice!r} twice")
+        return dict(pairs)
+
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path}: the header is not UTF-8 ({err.reason} at byte {8 + err.start})") from None
+    except CheckpointError:
+        raise
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, a 5000-digit number, [[[[...]]]]
+        raise CheckpointError(f"{path}: the header is not valid JSON ({err})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
-    metadata = header.pop("__metadata__", None) or {}
-    infos = OrderedDict((name, _tensor_info(path, name, entry, 8 + n, size - 8 - n))
-                        for name, entry in header.items())
-    return infos, metadata
+    return header
+
+
+def _metadata(path, metadata):
+    """__metadata__, which the format makes a map of strings to strings (or absent)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: __metadata__ must be an object of strings, got {reprlib.repr(metadata)}")
+    return metadata
 
 
 def _tensor_info(path, name, entry, data_start, data_size):
     """One header entry, after checking its claims against each other and against the file's size."""
     where = f"{path}: tensor {name!r}"
-    try:
-        dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-    except (TypeError, KeyError, ValueError):
-        raise CheckpointError(f"{where}: header entry {entry!r} needs dtype, shape and "
-                              "data_offsets [begin, end]") from None
-    if dtype not in DTYPES:
-        raise CheckpointError(f"{where} has dtype {dtype!r}, which minillm does not read (known: {', '.join(DTYPES)})")
-    if not all(isinstance(d, int) and d >= 0 for d in shape) or not all(isinstance(o, int) for o in (begin, end)):
-        raise CheckpointError(f"{where}: shape {entry['shape']} and data_offsets {entry['data_offsets']} must be "
-                              "non-negative integers")
-    needed = int(numpy.prod(shape, dtype=numpy.int64)) * numpy.dtype(DTYPES[dtype]).itemsize
-    if end - begin != needed:
-        raise CheckpointError(f"{where}: the header lies about its size: shape {list(shape)} of {dtype} needs "
-                              f"{needed} bytes but data_offsets [{begin}, {end}] span {end - begin}")
-    if not 0 <= begin <= end <= data_size:
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise CheckpointError(f"{where}: header entry {reprlib.repr(entry)} needs dtype, shape and "
+                              "data_offsets [begin, end]")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise CheckpointError(f"{where} has dtype {reprlib.repr(dtype)}, which minillm does not read "
+                              f"(known: {', '.join(DTYPES)})")
+    if not _naturals(shape) or not _naturals(offsets) or len(offsets) != 2:
+        raise CheckpointError(f"{where}: shape {reprlib.repr(shape)} and data_offsets {reprlib.repr(offsets)} "
+                              "must be lists of non-negative integers, data_offsets two of them")
+    if len(shape) > MAX_DIMS:
+        raise CheckpointError(f"{where} has {len(shape)} dimensions; NumPy arrays have at most {MAX_DIMS}")
+    begin, end = offsets
+    if not begin <= end <= data_size:
         raise CheckpointError(f"{where} needs bytes [{begin}, {end}) of the data, but the file holds only "
                               f"{data_size} bytes of data (a truncated file?)")
-    return TensorInfo(path, name, dtype, shape, data_start + begin, needed)
+    extent = 1
+    for d in shape:  # capped: a hostile shape's product may have thousands of digits
+        extent = min(extent * max(d, 1), MAX_ELEMENTS + 1)
+    if extent > MAX_ELEMENTS:  # even with a 0 among them, NumPy refuses such sides
+        raise CheckpointError(f"{where}: shape {reprlib.repr(shape)} is larger than any NumPy array can be")
+    needed = (0 if 0 in shape else extent) * numpy.dtype(DTYPES[dtype]).itemsize
+    if end - begin != needed:
+        raise CheckpointError(f"{where}: the header lies about its size: shape {reprlib.repr(shape)} of {dtype} "
+                              f"needs {needed} bytes but data_offsets [{begin}, {end}] span {end - begin}")
+    return TensorInfo(path, name, dtype, tuple(shape), data_start + begin, needed)
+
+
+def _naturals(value):
+    """Whether ``value`` is a JSON list of non-negative integers (true and false are not integers)."""
+    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
+
+
+def _check_layout(path, infos, data_start, data_size):
+    """The tensors, in the order of their offsets, must tile the data: each begins where the one
+    before ended, and the last ends at the end of the file (the safetensors library's rule)."""
+    covered, previous = 0, None
+    for info in sorted(infos.values(), key=lambda i: (i.offset, i.nbytes)):
+        begin = info.offset - data_start
+        if begin != covered:
+            what = (f"overlaps tensor {previous!r}" if begin < covered
+                    else f"leaves bytes [{covered}, {begin}) of the data unused (a gap)")
+            raise CheckpointError(f"{path}: tensor {info.name!r} at data bytes [{begin}, {begin + info.nbytes}) {what}")
+        covered, previous = begin + info.nbytes, info.name
+    if covered != data_size:
+        raise CheckpointError(f"{path}: the tensors cover {covered} bytes of data but {data_size} follow the "
+                              "header (trailing bytes: a corrupt file, or two files joined?)")
 
 
 def read_tensor(f, info, out=None):
@@ -174,10 +239,24 @@ def atomic_write(path, content):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private (0600); give it a plain file's mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno is not None:  # a full disk: say which file, and what is kept
+            kept = "the previous one is unchanged" if os.path.exists(path) else "nothing was written"
+            raise OSError(err.errno, f"cannot write {path}: {err.strerror}; {kept}") from None
         raise
+
+
+def remove_temporaries(folder):
+    """Delete what atomic_write leaves when its process is killed mid-write: ".name.XXXXXXXX.tmp"
+    files, which no reader opens (a run killed a thousand times must not fill the disk with them)."""
+    for name in os.listdir(folder):
+        if TEMPORARY.fullmatch(name):
+            os.remove(os.path.join(folder, name))
+
+
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # mkstemp's names in atomic_write
 
 
 # ---- a model folder ---------------------------------------------------------------------------------

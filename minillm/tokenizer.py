@@ -48,27 +48,35 @@ class BertTokenizer:
     # ---- building ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path):
-        """From a folder with tokenizer.json or vocab.txt (+ tokenizer_config.json), or a known model name."""
+        """From a folder with tokenizer.json or vocab.txt (+ tokenizer_config.json), or a known model name.
+        A file that cannot be used is a CheckpointError naming it."""
         from . import pretrained
 
         path = os.path.expanduser(os.fspath(name_or_path))
         folder = path if os.path.isdir(path) else pretrained.resolve(path)
         settings = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the second one wins, as in HF
-            settings.update(_read_json(os.path.join(folder, name)))
-        settings = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in settings.items()}
-        if os.path.isfile(os.path.join(folder, "tokenizer.json")):
-            return cls(tokenizers.Tokenizer.from_file(os.path.join(folder, "tokenizer.json")), settings)
-        if os.path.isfile(os.path.join(folder, "vocab.txt")):
-            return cls.from_vocab(os.path.join(folder, "vocab.txt"), **settings)
-        raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt, so no tokenizer can be built")
+            settings.update(_read_settings(os.path.join(folder, name)))
+        pipeline, vocab = os.path.join(folder, "tokenizer.json"), os.path.join(folder, "vocab.txt")
+        source = pipeline if os.path.isfile(pipeline) else vocab
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt, so no tokenizer can be built")
+        try:
+            if source == pipeline:
+                return cls(_rust_call(pipeline, tokenizers.Tokenizer.from_file, pipeline), settings)
+            return cls.from_vocab(vocab, **settings)
+        except safetensors_io.CheckpointError:
+            raise
+        except ValueError as err:  # the special tokens are not in the vocabulary
+            raise safetensors_io.CheckpointError(f"{source}: {err}") from None
 
     @classmethod
     def from_vocab(cls, vocab_file, do_lower_case=True, strip_accents=None, tokenize_chinese_chars=True, **settings):
         """BERT's pipeline around a vocab.txt (one token per line, the line number is its id).
         strip_accents=None means: strip them when lower-casing, as BERT's uncased models do."""
         special = {k: settings.get(k, v) for k, v in SPECIAL_TOKENS.items()}
-        tok = tokenizers.Tokenizer(models.WordPiece.from_file(os.fspath(vocab_file), unk_token=special["unk_token"]))
+        wordpiece = _rust_call(vocab_file, models.WordPiece.from_file, os.fspath(vocab_file), unk_token=special["unk_token"])
+        tok = tokenizers.Tokenizer(wordpiece)
         tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
                                                     strip_accents=strip_accents, lowercase=do_lower_case)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -105,12 +113,15 @@ class BertTokenizer:
         limit = max_length if max_length is not None else self.model_max_length
         if PADDING[padding] == "max_length" and limit is None:
             raise ValueError("padding='max_length' needs max_length (this tokenizer has no model_max_length)")
+        specials = self._tokenizer.num_special_tokens_to_add(pairs is not None) if add_special_tokens else 0
+        if TRUNCATION[truncation] is not None and limit is not None and limit < specials:  # the library ignores it
+            raise ValueError(f"max_length={limit} is less than the {specials} special tokens of a "
+                             f"{'pair of texts' if pairs is not None else 'text'}: nothing would be left to truncate")
+        if pairs is not None and TRUNCATION[truncation] == "longest_first" and limit is not None:
+            texts, pairs = self._cut_pairs(texts, pairs, limit)
         self._configure(PADDING[padding], TRUNCATION[truncation], limit)
         inputs = texts if pairs is None else list(zip(texts, pairs))
-        try:
-            encodings = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
-        except Exception as err:  # the Rust side raises plain Exceptions (e.g. max_length below the specials)
-            raise ValueError(f"tokenizer: {err}") from None
+        encodings = self._encode(inputs, add_special_tokens)
         lengths = {len(e.ids) for e in encodings}
         if len(lengths) > 1:
             raise ValueError(f"the texts have different lengths {sorted(lengths)} and padding=False: "
@@ -118,6 +129,31 @@ class BertTokenizer:
         return {key: numpy.array([getattr(e, attr) for e in encodings], dtype=numpy.int64).reshape(len(encodings), -1)
                 for key, attr in (("input_ids", "ids"), ("token_type_ids", "type_ids"),
                                   ("attention_mask", "attention_mask"))}
+
+    def _cut_pairs(self, texts, pairs, limit):
+        """Each text of each pair cut to the tokens that truncating the pair to ``limit`` can keep,
+        and no further. The tokenizers library truncates a pair by pairing every overflowing piece
+        of one text with every piece of the other: two 20 KB texts make 10^5 pieces, 6 GB, in 15 s.
+        Its longest-first rule reads a text's length n only as: n itself up to ``limit``; beyond,
+        whether it is the longer of the two. So a text of n > limit tokens keeps limit + 1, and
+        limit + 2 where both exceed limit and it is the longer: the library then truncates the same
+        tokens from the cut pair, at once. Pairs of short texts are left to the library alone."""
+        if all(len(a) + len(b) <= 4 * limit for a, b in zip(texts, pairs)):  # too short to blow up
+            return texts, pairs
+        self._configure(None, None, None)
+        encoded = self._encode(list(texts) + list(pairs), add_special_tokens=False)
+        cut_texts, cut_pairs = [], []
+        for a, b, ea, eb in zip(texts, pairs, encoded[:len(texts)], encoded[len(texts):]):
+            na, nb = len(ea.ids), len(eb.ids)
+            cut_texts.append(_first_tokens(a, ea, na if na <= limit else limit + 1 + (na > nb > limit)))
+            cut_pairs.append(_first_tokens(b, eb, nb if nb <= limit else limit + 1 + (nb > na > limit)))
+        return cut_texts, cut_pairs
+
+    def _encode(self, inputs, add_special_tokens):
+        try:
+            return self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
+        except Exception as err:  # the Rust side raises plain Exceptions (e.g. max_length below the specials)
+            raise ValueError(f"tokenizer: {err}") from None
 
     def _configure(self, padding, truncation, limit):
         """Set the backend's padding and truncation for one call (a tokenizer.json may carry its own)."""
@@ -149,6 +185,12 @@ class BertTokenizer:
     def __len__(self):
         return self._tokenizer.get_vocab_size(with_added_tokens=True)
 
+    @property
+    def max_id(self):
+        """The largest id this tokenizer can give (vocabulary and added tokens): a model's embedding
+        table needs more rows than that."""
+        return max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+
     # ---- saving -----------------------------------------------------------------------------------
     def save_pretrained(self, folder):
         """tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json (atomically each),
@@ -169,15 +211,49 @@ def _as_batch(texts, name):
     for i, t in enumerate(batch):
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+        try:
+            t.encode("utf-8")  # what the Rust side needs; its own error would name neither text nor character
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{name}[{i}] is not valid Unicode: {t[err.start]!r} at character {err.start} "
+                             "is a lone surrogate (half of a UTF-16 pair)") from None
     return batch
 
 
-def _read_json(path):
+# tokenizer_config.json's settings that minillm uses, and the types they must have
+SETTING_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "strip_accents": (bool, type(None)),
+                 "model_max_length": (int, type(None)), **{name: (str,) for name in SPECIAL_TOKENS}}
+
+
+def _first_tokens(text, encoding, n):
+    """``text`` up to the end of its ``n``-th token (``encoding``: its tokens, with their offsets)."""
+    return text if n >= len(encoding.offsets) else text[:encoding.offsets[n - 1][1]]
+
+
+def _read_settings(path):
+    """A tokenizer settings file (tokenizer_config.json, special_tokens_map.json) as a dict, {} when
+    absent; each special token's {"content": ...} unwrapped; a CheckpointError naming the file
+    when it is no JSON object or a setting minillm uses has the wrong type."""
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        try:
+    try:
+        with open(path, encoding="utf-8") as f:
             values = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-    return values if isinstance(values, dict) else {}
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, nested too deep
+        raise safetensors_io.CheckpointError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise safetensors_io.CheckpointError(f"{path}: expected a JSON object, got {type(values).__name__}")
+    values = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in values.items()}
+    for name, types in SETTING_TYPES.items():
+        if name in values and type(values[name]) not in types:
+            raise safetensors_io.CheckpointError(f"{path}: {name}={values[name]!r} is not supported: expected "
+                                                 f"{' or '.join(t.__name__ for t in types)}")
+    return values
+
+
+def _rust_call(path, function, *args, **kwargs):
+    """``function`` of the Rust tokenizers library on the file ``path``: its errors are plain
+    Exceptions ("expected value at line 3"), made a CheckpointError that names the file."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as err:
+        raise safetensors_io.CheckpointError(f"{path}: the tokenizers library cannot read it ({err})") from None

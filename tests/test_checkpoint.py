@@ -101,6 +101,38 @@ def test_unknown_dtype(tmp_path):
         read_safetensors(path)
 
 
+F32 = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+
+
+@pytest.mark.parametrize("header, data, message", [  # what the fuzzing found (bench/fuzz.py, docs/reliability.md)
+    # a byte size past int64: 2**64 elements wrap to 0 in numpy.prod, and NumPy failed to allocate them
+    ({"w": {"dtype": "F32", "shape": [2 ** 32, 2 ** 32], "data_offsets": [0, 0]}}, b"", "larger than any NumPy"),
+    ({"w": {"dtype": "F32", "shape": [2 ** 70], "data_offsets": [0, 0]}}, b"", "larger than any NumPy"),
+    ({"w": {"dtype": "F32", "shape": [2 ** 20, 2 ** 20], "data_offsets": [0, 4]}}, bytes(4), "needs 4398046511104"),
+    ({"w": {"dtype": "F32", "shape": [2 ** 64, 0], "data_offsets": [0, 0]}}, b"", "larger than any NumPy array"),
+    ({"w": {"dtype": "U8", "shape": [1] * 65, "data_offsets": [0, 1]}}, b"x", "65 dimensions"),
+    ({"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, bytes(4), "tensor 'w' has dtype \\['F32'\\]"),
+    ({"w": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, bytes(4), "must be lists of non-negative"),
+    ({"w": F32, "v": F32}, bytes(4), "tensor '.' at data bytes \\[0, 4\\) overlaps tensor '.'"),
+    ({"w": {**F32, "data_offsets": [4, 8]}}, bytes(8), "'w' at data bytes \\[4, 8\\) leaves bytes \\[0, 4\\)"),
+    ({"w": F32}, bytes(6), "the tensors cover 4 bytes of data but 6 follow"),
+    ({"__metadata__": {"format": 1}, "w": F32}, bytes(4), "__metadata__ must be an object of strings"),
+    (b"[" * 100_000 + b"]" * 100_000, b"", "the header is not valid JSON \\(maximum recursion depth"),
+    (b'{"w": 1' + b"0" * 5000 + b"}", b"", "the header is not valid JSON \\(Exceeds the limit"),
+    (b'{"w": {"dtype": "F32"}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', bytes(4),
+     "the header has the key 'w' twice"),
+    (json.dumps({"w": F32}).encode("utf-16"), bytes(4), "the header is not UTF-8"),
+])
+def test_headers_the_fuzzing_found(tmp_path, header, data, message):
+    """Each was a crash (a ValueError, TypeError or RecursionError of NumPy or json, not naming the
+    file) or a file read silently though the safetensors library refuses it."""
+    path = tmp_path / "w.safetensors"
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    with pytest.raises(CheckpointError, match=re.escape(str(path)) + ".*" + message):
+        read_safetensors(path)
+
+
 # ---- checkpoints against the model ---------------------------------------------------------------------
 def _save_state(folder, state, config=TINY):
     folder.mkdir(exist_ok=True)
@@ -148,6 +180,38 @@ def test_missing_config_field(tmp_path, state):
     config = {k: v for k, v in TINY.items() if k != "intermediate_size"}
     folder = _save_state(tmp_path / "m", state, config)
     with pytest.raises(CheckpointError, match=r"config\.json: missing field 'intermediate_size'"):
+        BertModel.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("fields, message", [  # what the fuzzing found in config.json
+    (dict(num_labels=10 ** 9), "num_labels=1000000000 is not supported"),          # was: a hang, 10**9 labels
+    (dict(id2label=["neg", "pos"]), "id2label must be an object"),                  # was: an AttributeError
+    (dict(initializer_range="x"), "initializer_range='x' is not supported"),        # was: a TypeError naming none
+    (dict(hidden_act=["gelu"]), r"hidden_act=\['gelu'\] is not supported"),        # was: unhashable type
+    (dict(initializer_range=float("nan")), "initializer_range=nan is not supported"),
+    (dict(vocab_size=10 ** 9), r"config.json does not fit the weights:\n  the sizes make "  # was: 64 GB allocated
+                               r"'embeddings.word_embeddings.weight' \(1000000000, 8\), but .* has \(30, 8\)"),
+    (dict(num_hidden_layers=40), r"config.json does not fit the weights:\n  the sizes ask for a tensor "
+                                 r"'encoder.layer.39.intermediate.dense.weight' of shape \(12, 8\)"),
+    (dict(intermediate_size=10 ** 8, max_position_embeddings=17), r"'embeddings.position_embeddings.weight' "
+                                                                  r"\(17, 8\).*\n.*\(100000000, 8\)"),
+])
+def test_configs_the_fuzzing_found(tmp_path, state, fields, message):
+    folder = _save_state(tmp_path / "m", state, {**TINY, **fields})
+    read = []
+    original, safetensors_io.read_into = safetensors_io.read_into, lambda *args: read.append(1)
+    try:
+        with pytest.raises(CheckpointError, match=message):
+            BertForSequenceClassification.from_pretrained(folder)
+    finally:
+        safetensors_io.read_into = original
+    assert not read  # before any weight is read
+
+
+def test_a_config_nested_too_deep(tmp_path, state):
+    folder = _save_state(tmp_path / "m", state)
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match=r"config\.json: maximum recursion depth"):
         BertModel.from_pretrained(folder)
 
 

@@ -1,6 +1,7 @@
 """The command line on a tiny model: finetune, resume, predict, eval, and its refusals."""
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -89,6 +90,15 @@ def test_refuses_a_used_output_folder_unless_told(base, tmp_path, capsys):
     ("bad label", r"train.tsv:3: label '7' is not one of the classes 0..1"),
     ("bad model", "neither a model folder nor a known model name"),
     ("max length", "--max-length must be at least 2"),
+    ("max length beyond positions", "--max-length 100 is more than the model's 24 position embeddings"),
+    ("batch size 0", "batch_size must be a positive integer, got 0"),
+    ("NaN learning rate", "lr must be >= 0, got nan"),
+    ("negative learning rate", "lr must be >= 0, got -0.1"),
+    ("empty training file", r"train.tsv: empty file"),
+    ("config does not fit its weights", r"config.json does not fit the weights:\n.*'embeddings.word_embeddings."
+                                        r"weight' \(30, 16\), but .*model.safetensors has \(28, 16\)"),
+    ("vocabulary larger than the embedding table", "the tokenizer has ids up to 29 but config.json's vocab_size=28"),
+    ("out not writable", r"--out .*/file/out cannot be written \(Not a directory\)"),
 ])
 def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message):
     folder, data = base
@@ -105,6 +115,20 @@ def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message
         args[2] = str(tmp_path / "no-such-model")
     elif problem == "max length":
         args += ["--max-length", "1"]
+    elif problem == "max length beyond positions":
+        args += ["--max-length", "100"]
+    elif problem == "batch size 0":
+        args += ["--batch-size", "0"]
+    elif problem.endswith("learning rate"):
+        args += ["--lr", "nan" if problem.startswith("NaN") else "-0.1"]
+    elif problem == "empty training file":
+        (tmp_path / "train.tsv").write_text("")
+        args[4] = str(tmp_path / "train.tsv")
+    elif problem in ("config does not fit its weights", "vocabulary larger than the embedding table"):
+        args[2] = str(edited_copy(folder, tmp_path / "model", problem))
+    elif problem == "out not writable":
+        (tmp_path / "file").write_text("x")
+        args[6] = str(tmp_path / "file" / "out")
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "minillm finetune: error: " in err and "Traceback" not in err
@@ -113,15 +137,27 @@ def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message
     assert re.search(message, err), err
 
 
+def edited_copy(folder, copy, problem):
+    """The tiny model folder with config.json's vocab_size 2 too large (weights that do not fit it), or
+    two more tokens in its tokenizer than its embedding table has rows."""
+    shutil.copytree(folder, copy)
+    if problem.startswith("config"):
+        config = json.loads((copy / "config.json").read_text())
+        (copy / "config.json").write_text(json.dumps({**config, "vocab_size": config["vocab_size"] + 2}))
+    else:
+        (copy / "tokenizer.json").unlink()
+        (copy / "vocab.txt").write_text((copy / "vocab.txt").read_text() + "extra\nwords\n")
+    return copy
+
+
 def test_long_texts_are_truncated_and_said_once(base, tmp_path, capsys):
     folder, _ = base
     data = tmp_path / "data"
     data.mkdir()
     write_tsv(data / "train.tsv", ["good " * 40, "bad " * 40, "good movie"], [1, 0, 1])
     assert main(["finetune", "--model", str(folder), "--data", str(data), "--out", str(tmp_path / "out"),
-                 "--no-progress", "--max-length", "100", "--batch-size", "3"]) == 0
+                 "--no-progress", "--max-length", "24", "--batch-size", "3"]) == 0
     err = capsys.readouterr().err
-    assert "--max-length 100 is more than the model's 24 positions; using 24" in err
     assert err.count("were truncated") == 1 and "train.tsv: 2 of 3 texts are longer than max_length=24" in err
 
 

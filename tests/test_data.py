@@ -40,6 +40,30 @@ def test_bad_files_are_reported_by_file_and_line(tmp_path, content, message):
         read_glue_tsv(write(tmp_path, content))
 
 
+@pytest.mark.parametrize("label", ["²", "١", "9" * 5000, "01", "1.0"])
+def test_labels_the_fuzzing_found(tmp_path, label):
+    """int() raised on '²' and on 5000 digits (a bare ValueError naming no file) and read '١' (Arabic-Indic
+    one) as 1; a label is one of the strings '0'..'N-1', as GLUE's processors compare them."""
+    with pytest.raises(DataError, match=r"train.tsv:3: label '.*' is not one of the classes 0..1"):
+        read_glue_tsv(write(tmp_path, f"sentence\tlabel\nfine\t1\nfine\t{label}\n"))
+
+
+def test_rows_end_where_csv_ends_them(tmp_path):
+    """Lines end at \\n, \\r\\n or \\r (mixed in one file, too), as Python's csv module reads them;
+    str.splitlines also cut at \\f, \\v, \\x85, U+2028 and U+2029, which then split a text in two.
+    A byte-order mark is not part of the first column's name."""
+    texts = ["page\x0cbreak", "next\u2028line", "vertical\x0btab", "nel\x85here", "plain"]
+    content = "\ufeffsentence\tlabel\r\n" + "\r".join(f"{t}\t1" for t in texts[:3]) + "\n" + texts[3] + "\t0\r\n"
+    path = tmp_path / "train.tsv"
+    path.write_bytes((content + texts[4] + "\t1").encode())
+    assert read_glue_tsv(path) == (texts, [1, 1, 1, 0, 1])
+
+
+def test_a_nul_byte_is_an_error_naming_the_line(tmp_path):
+    with pytest.raises(DataError, match=r"train.tsv:3: a NUL byte"):
+        read_glue_tsv(write(tmp_path, "sentence\tlabel\nfine\t1\nbin\x00ary\t0\n"))
+
+
 def test_missing_and_binary_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.tsv does not exist"):
         read_glue_tsv(tmp_path / "nothing.tsv")

@@ -1,11 +1,13 @@
 """BertTokenizer: hand-checked ids on a tiny vocabulary, and the same ids as transformers'
 BertTokenizerFast on awkward texts, from tokenizer.json and from vocab.txt."""
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 
+from minillm.safetensors_io import CheckpointError
 from minillm.tokenizer import BertTokenizer
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Hello", "hello", "world", "!", ",", "ca", "##fé", "##fe",
@@ -80,6 +82,54 @@ def _assert_same(ours, theirs, texts, pairs=None, **kwargs):
                       max_length=kwargs.get("max_length"), return_tensors="np")
     for key in ("input_ids", "token_type_ids", "attention_mask"):
         np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{key} {kwargs}")
+
+
+def test_a_megabyte_is_truncated_alone_and_in_a_pair(tiny_folder):
+    """The tokenizers library truncates a pair by pairing every overflowing piece of one text with
+    every piece of the other: a pair of 20 KB texts took 6 GB and 15 s, a megabyte would never end.
+    Each text is cut first to what truncation can keep of it (BertTokenizer._cut_pairs)."""
+    tok = BertTokenizer.from_pretrained(tiny_folder)
+    text, short = "hello world playing " * 50_000, "hello world playing " * 3  # a megabyte, and its start
+    assert tok([text], max_length=8)["input_ids"].tolist() == [[2, 6, 7, 16, 17, 6, 7, 3]]
+    assert tok([text], [text], max_length=8)["input_ids"].tolist() == tok([short], [short], max_length=8)["input_ids"].tolist()
+
+
+def test_a_lone_surrogate_is_an_error_naming_the_text(tiny_folder):
+    """The Rust side said only "TextEncodeInput must be Union[...]" (what the fuzzing met)."""
+    tok = BertTokenizer.from_pretrained(tiny_folder)
+    with pytest.raises(ValueError, match=r"text_pair\[1\] is not valid Unicode: '\\udc80' at character 2"):
+        tok(["a", "b"], ["c", "ab\udc80"])
+
+
+@pytest.mark.parametrize("first, second, max_length", [
+    ("hello " * 40, "world " * 3, 12), ("hello " * 3, "x " * 50, 9), ("hello world " * 30, "playing " * 30, 16),
+    ("hello " * 30, "world " * 30, 7), ("hello " * 31, "world " * 30, 7), ("hello " * 30, "world " * 6, 9),
+    ("a", "b", 4)])  # equal lengths, one longer, one within the limit: longest-first splits each otherwise
+def test_cut_pairs_truncate_as_the_library_does(tiny_folder, first, second, max_length):
+    """The cut changes no token: the same ids as the tokenizers library's own truncation of the whole pair."""
+    tok = BertTokenizer.from_pretrained(tiny_folder)
+    ours = tok([first, second], [second, first], max_length=max_length)["input_ids"].tolist()
+    tok._tokenizer.enable_truncation(max_length, strategy="longest_first")
+    tok._tokenizer.enable_padding(pad_id=tok.pad_token_id)
+    assert ours == [e.ids for e in tok._tokenizer.encode_batch([(first, second), (second, first)])]
+
+
+@pytest.mark.parametrize("name, content, message", [  # what the fuzzing found: each raised a bare Exception or TypeError
+    ("tokenizer.json", "{not json", r"tokenizer.json: the tokenizers library cannot read it \(key must be a string"),
+    ("vocab.txt", b"[PAD]\n\xff\xfe\n", r"vocab.txt: the tokenizers library cannot read it \(.*stream did not contain valid UTF-8"),
+    ("tokenizer_config.json", json.dumps({"do_lower_case": "yes"}), r"tokenizer_config.json: do_lower_case='yes'"),
+    ("tokenizer_config.json", json.dumps({"unk_token": 5}), r"tokenizer_config.json: unk_token=5 is not supported"),
+    ("tokenizer_config.json", "[" * 100_000, r"tokenizer_config.json: not valid JSON \(maximum recursion"),
+    ("tokenizer_config.json", b"\xff{}", r"tokenizer_config.json: not valid JSON"),
+    ("special_tokens_map.json", "[1, 2]", r"special_tokens_map.json: expected a JSON object, got list"),
+    ("tokenizer_config.json", json.dumps({"unk_token": "[NOPE]"}), r"vocab.txt: unk_token '\[NOPE\]' is not in"),
+])
+def test_broken_tokenizer_files_are_errors_naming_the_file(tiny_folder, name, content, message):
+    (tiny_folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    if name == "tokenizer.json":
+        (tiny_folder / "vocab.txt").unlink()
+    with pytest.raises(CheckpointError, match=re.escape(str(tiny_folder)) + ".*" + message):
+        BertTokenizer.from_pretrained(tiny_folder)
 
 
 @pytest.mark.parametrize("kwargs", CALLS)

@@ -39,6 +39,7 @@ def main(argv=None):
     from ..training import TrainingError
 
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # finetune prints the command that resumes
     handler = logging.StreamHandler(sys.stderr)  # minillm's messages, plainly, for this command
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)

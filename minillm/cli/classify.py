@@ -2,7 +2,7 @@
 import logging
 import os
 
-from .options import check_output, device_option, max_length, run_training, training_options
+from .options import check_output, device_option, load_classifier, max_length, run_training, training_options
 
 logger = logging.getLogger("minillm")
 
@@ -50,43 +50,36 @@ def add_commands(commands):
 
 def finetune(args):
     from .. import random
-    from ..models.bert import BertConfig, BertForSequenceClassification
-    from ..tokenizer import BertTokenizer
     from ..training import Trainer, TrainingArguments
 
     train_file, dev_file = _data_files(args.data)
     check_output(args.out, args.resume, args.overwrite)
-    random.manual_seed(args.seed)  # the classifier's initialization is part of the run
-    config = None
-    if args.cuda_graph:  # a replayed step would repeat the dropout masks drawn when it was captured
-        config = BertConfig.from_pretrained(args.model, num_labels=args.num_labels, hidden_dropout_prob=0.0,
-                                            attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
-        logger.info("--cuda-graph: dropout is off (a replayed step would repeat one dropout mask)")
-    model = BertForSequenceClassification.from_pretrained(args.model, num_labels=args.num_labels,
-                                                          config=config).to(args.device)
-    tokenizer = BertTokenizer.from_pretrained(args.model)
-    length = max_length(args.max_length, model)
-    train = _dataset(tokenizer, train_file, args.num_labels, length, args.limit)
-    dev = _dataset(tokenizer, dev_file, args.num_labels, length, args.eval_limit) if dev_file else None
     options = TrainingArguments(output_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
                                 max_grad_norm=args.max_grad_norm, seed=args.seed, bucket=args.bucket,
                                 save_steps=args.save_steps, progress=not args.no_progress,
-                                cuda_graph=args.cuda_graph)
+                                cuda_graph=args.cuda_graph)  # every setting checked before any work
+    train_rows = _rows(train_file, args.num_labels, args.limit, "--limit")  # a bad or empty file fails here
+    dev_rows = _rows(dev_file, args.num_labels, args.eval_limit, "--eval-limit") if dev_file else None
+    random.manual_seed(args.seed)  # the classifier's initialization is part of the run
+    no_dropout = {}
+    if args.cuda_graph:  # a replayed step would repeat the dropout masks drawn when it was captured
+        no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+        logger.info("--cuda-graph: dropout is off (a replayed step would repeat one dropout mask)")
+    model, tokenizer = load_classifier(args.model, args.device, num_labels=args.num_labels, **no_dropout)
+    length = max_length(args.max_length, model)
+    train = _dataset(tokenizer, train_rows, length, train_file)
+    dev = _dataset(tokenizer, dev_rows, length, dev_file) if dev_file else None
     trainer = Trainer(model, options, train, dev, tokenizer)
     logger.info("fine-tuning %s on %d examples (%s): %d epochs of %d steps", args.model, len(train), train_file,
                 args.epochs, len(trainer.loader))
-    run_training(trainer, args, f"saved the fine-tuned model to {args.out}")
-    return 0
+    return run_training(trainer, args, f"saved the fine-tuned model to {args.out}")
 
 
 def predict_command(args):
-    from ..models.bert import BertForSequenceClassification
-    from ..tokenizer import BertTokenizer
     from ..training import predict_proba
 
-    model = BertForSequenceClassification.from_pretrained(args.model).to(args.device)
-    tokenizer = BertTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_classifier(args.model, args.device)
     probabilities = predict_proba(model, tokenizer, args.texts, max_length(args.max_length, model))
     for text, p in zip(args.texts, probabilities):
         label = int(p.argmax())
@@ -97,13 +90,11 @@ def predict_command(args):
 
 def eval_command(args):
     from ..data import DataLoader, pad_batch
-    from ..models.bert import BertForSequenceClassification
-    from ..tokenizer import BertTokenizer
     from ..training import evaluate
 
-    model = BertForSequenceClassification.from_pretrained(args.model).to(args.device)
-    tokenizer = BertTokenizer.from_pretrained(args.model)
-    data = _dataset(tokenizer, args.data, model.config.num_labels, max_length(args.max_length, model), args.limit)
+    model, tokenizer = load_classifier(args.model, args.device)
+    rows = _rows(args.data, model.config.num_labels, args.limit, "--limit")
+    data = _dataset(tokenizer, rows, max_length(args.max_length, model), args.data)
     loader = DataLoader(data, args.batch_size, collate_fn=lambda b: pad_batch(b, tokenizer.pad_token_id))
     metrics = evaluate(model, loader)
     right = round(metrics["accuracy"] * metrics["examples"])
@@ -124,12 +115,17 @@ def _data_files(data):
     return data, None
 
 
-def _dataset(tokenizer, path, num_labels, length, limit):
-    from ..data import TextClassificationDataset, read_glue_tsv
+def _rows(path, num_labels, limit, option):
+    """(texts, labels) of a data file, its first ``limit`` rows if given (``option`` names the limit)."""
+    from ..data import read_glue_tsv
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"{option} must be at least 1, got {limit}")
     texts, labels = read_glue_tsv(path, num_labels)
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"--limit must be at least 1, got {limit}")
-        texts, labels = texts[:limit], labels[:limit]
-    return TextClassificationDataset(tokenizer, texts, labels, length, name=os.path.basename(path))
+    return (texts, labels) if limit is None else (texts[:limit], labels[:limit])
+
+
+def _dataset(tokenizer, rows, length, path):
+    from ..data import TextClassificationDataset
+
+    return TextClassificationDataset(tokenizer, *rows, length, name=os.path.basename(path))

@@ -1,8 +1,12 @@
 """What every command's options share: --device, an --out folder checked before any work, --max-length
-within the model's positions, and a training run as --overwrite, --resume and --stop-after say."""
+within the model's positions, a classifier loaded so that a bad file fails before any weight is read,
+and a training run as --overwrite, --resume and --stop-after say."""
 import argparse
 import logging
 import os
+import shlex
+import sys
+import tempfile
 
 logger = logging.getLogger("minillm")
 
@@ -29,11 +33,19 @@ def training_options(command):
     command.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of steps of linear warmup")
     command.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the global gradient norm (0: off)")
     command.add_argument("--save-steps", type=int, default=0, help="also checkpoint every N steps")
-    command.add_argument("--stop-after", type=int, default=None, help="stop (and checkpoint) after N steps; "
+    command.add_argument("--stop-after", type=positive_int, default=None, help="stop (and checkpoint) after N steps; "
                          "continue later with --resume")
     command.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     command.add_argument("--overwrite", action="store_true", help="write into an --out folder that is not empty")
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def positive_int(text):
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def check_output(out, resume, overwrite):
@@ -44,33 +56,71 @@ def check_output(out, resume, overwrite):
     if not resume and not overwrite and os.path.isdir(out) and os.listdir(out):
         raise FileExistsError(f"--out {out} exists and is not empty: pass --overwrite to write over it, "
                               "or --resume to continue the run checkpointed there")
+    try:  # hours of training must not end in a folder that cannot take the model
+        os.makedirs(out, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise OSError(err.errno, f"--out {out} cannot be written ({err.strerror})") from None
 
 
 def max_length(requested, model):
+    """--max-length, or the model's positions by default; beyond them is an error (there are no
+    position embeddings for the tokens past them)."""
     positions = model.config.max_position_embeddings
     if requested is None:
         return positions
     if requested < 2:
         raise ValueError(f"--max-length must be at least 2 ([CLS] and [SEP]), got {requested}")
     if requested > positions:
-        logger.warning("--max-length %d is more than the model's %d positions; using %d", requested, positions,
-                       positions)
-        return positions
+        raise ValueError(f"--max-length {requested} is more than the model's {positions} position embeddings "
+                         f"(max_position_embeddings in its config.json): pass --max-length {positions} or less")
     return requested
 
 
 def run_training(trainer, args, finished):
     """Train as --overwrite (no resuming into the old run's checkpoint), --resume and --stop-after say,
-    then print ``finished``, or where the run stopped (under mpirun rank 0 alone reports)."""
-    from ..training import CHECKPOINT_NAME
+    then print ``finished``, or where the run stopped (under mpirun rank 0 alone reports); the exit code.
+    Ctrl-C ends the run at the end of its step, checkpointed, with the command that resumes (130)."""
+    from ..training import CHECKPOINT_NAME, TrainingInterrupted
 
     checkpoint = os.path.join(args.out, CHECKPOINT_NAME)
     if args.overwrite and os.path.exists(checkpoint):
         os.remove(checkpoint)  # never resume into another run's state
-    trainer.train(resume=args.resume, stop_after=args.stop_after)  # logs each epoch's evaluation
+    try:
+        trainer.train(resume=args.resume, stop_after=args.stop_after)  # logs each epoch's evaluation
+    except TrainingInterrupted as stop:  # Ctrl-C: the step it came in was finished and checkpointed
+        print(f"minillm {args.command}: interrupted: step {stop.step} of {trainer.total_steps} is checkpointed in "
+              f"{stop.checkpoint}; continue with:\n  {resume_command(args.argv)}", file=sys.stderr)
+        return 130
     if trainer.world.rank != 0:
-        return
-    if trainer.step < trainer.total_steps:
+        pass  # under mpirun rank 0 alone reports
+    elif trainer.step < trainer.total_steps:
         print(f"stopped at step {trainer.step} of {trainer.total_steps}; continue with --resume")
     else:
         print(finished)
+    return 0
+
+
+def resume_command(argv):
+    """The command line that continues the run ``argv`` started: --resume in place of --overwrite."""
+    kept = [arg for arg in argv if arg not in ("--overwrite", "--resume")]
+    return shlex.join(["minillm", *kept, "--resume"])
+
+
+
+def load_classifier(name, device="cpu", **config_fields):
+    """(model, tokenizer) of a BERT classifier folder or known name, in the order that reads the
+    least before it can fail: the tokenizer files, then config.json (with ``config_fields`` set),
+    each checked, then the vocabulary against the embedding table, and only then the weights."""
+    from ..models.bert import BertConfig, BertForSequenceClassification
+    from ..safetensors_io import CheckpointError
+    from ..tokenizer import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(name)
+    config = BertConfig.from_pretrained(name, **config_fields)
+    if tokenizer.max_id >= config.vocab_size:
+        raise CheckpointError(f"{name}: the tokenizer has ids up to {tokenizer.max_id} but config.json's "
+                              f"vocab_size={config.vocab_size} gives the embedding table only that many rows: "
+                              "tokenizer and model do not belong together")
+    model = BertForSequenceClassification.from_pretrained(name, config=config).to(device)
+    return model, tokenizer

@@ -120,8 +120,7 @@ def pretrain_command(args):
     logger.info("pretraining %s (%.1fM parameters) on %d examples of at most %d tokens (%d tokens), %d held out: "
                 "%d epochs of %d steps", args.model or args.config, parameters / 1e6, len(train), length,
                 int(train.lengths.sum()), len(held_out), args.epochs, len(trainer.loader))
-    run_training(trainer, args, f"saved the pretrained model to {args.out}")
-    return 0
+    return run_training(trainer, args, f"saved the pretrained model to {args.out}")
 
 
 def _corpora(args, tokenizer, length):

@@ -9,6 +9,7 @@ one notices: ``sst2/train.tsv:17: label '2' is not one of the classes 0..1``.
 """
 import collections
 import os
+import reprlib
 
 LabeledTexts = collections.namedtuple("LabeledTexts", ["texts", "labels"])
 
@@ -20,9 +21,9 @@ class DataError(ValueError):
 def read_glue_tsv(path, num_labels=2, text_column="sentence", label_column="label"):
     """(texts, labels) from a TSV file with a header; labels are ints in 0..num_labels-1."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            lines = f.read().splitlines()
+    try:  # lines end at \n, \r\n or \r, as csv reads them (str.splitlines would also cut at \f, \x85, U+2028...)
+        with open(path, encoding="utf-8-sig", newline=None) as f:
+            lines = f.read().split("\n")
     except FileNotFoundError:
         raise FileNotFoundError(f"data file {path} does not exist") from None
     except UnicodeDecodeError as err:
@@ -36,10 +37,13 @@ def read_glue_tsv(path, num_labels=2, text_column="sentence", label_column="labe
             raise DataError(f"{path}:1: the header {header} has no '{column}' column "
                             f"(expected e.g. '{text_column}\\t{label_column}')")
     text_at, label_at = header.index(text_column), header.index(label_column)
+    classes = {str(i): i for i in range(num_labels)}  # a label is one of these strings, as in GLUE's processors
     texts, labels = [], []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue  # a blank line (often the last) is not a row
+        if "\0" in line:
+            raise DataError(f"{path}:{number}: a NUL byte: this is not a text file (or it is corrupt)")
         fields = line.split("\t")
         if len(fields) < len(header):
             raise DataError(f"{path}:{number}: expected {len(header)} tab-separated columns {header}, "
@@ -47,10 +51,11 @@ def read_glue_tsv(path, num_labels=2, text_column="sentence", label_column="labe
         text, label = fields[text_at], fields[label_at].strip()
         if not text.strip():
             raise DataError(f"{path}:{number}: the '{text_column}' column is empty")
-        if not (label.isdigit() and int(label) < num_labels):
-            raise DataError(f"{path}:{number}: label {label!r} is not one of the classes 0..{num_labels - 1}")
+        if label not in classes:
+            raise DataError(f"{path}:{number}: label {reprlib.repr(label)} is not one of the classes "
+                            f"0..{num_labels - 1}")
         texts.append(text)
-        labels.append(int(label))
+        labels.append(classes[label])
     if not texts:
         raise DataError(f"{path}: the header is there but there are no rows")
     return LabeledTexts(texts, labels)

@@ -32,7 +32,10 @@ def gelu_backward_numpy(x, grad, approximate="none"):
     xp = backend.array_module(x)
     if approximate == "tanh":
         t = xp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))
-        dz = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+        sech2 = 1 - t * t
+        # where x^2 overflows (|x| > 1e19 in float32) sech2 is 0 and the term's limit is 0, not 0 * inf = NaN
+        slope = xp.where(sech2 == 0, 0, 0.5 * x * sech2 * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x))
+        dz = 0.5 * (1 + t) + slope
     else:
         dz = 0.5 * (1 + backend.erf(x * SQRT_HALF)) + x * xp.exp(-0.5 * x * x) * INV_SQRT_2PI
     return grad * dz

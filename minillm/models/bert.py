@@ -267,6 +267,16 @@ class BertPreTrainedModel(PreTrainedModel):
     ignored_buffers = (r"embeddings\.position_ids$", r"embeddings\.token_type_ids$")
     new_heads = (r"^classifier\.", r"^(bert\.)?pooler\.")  # a masked-LM checkpoint has no pooler
 
+    @classmethod
+    def config_shapes(cls, config):
+        """The weights whose shapes fix config.json's sizes (vocabulary, width, positions, token
+        types, depth, feed-forward width), by their names in the bare model."""
+        last = config.num_hidden_layers - 1
+        return {"embeddings.word_embeddings.weight": (config.vocab_size, config.hidden_size),
+                "embeddings.position_embeddings.weight": (config.max_position_embeddings, config.hidden_size),
+                "embeddings.token_type_embeddings.weight": (config.type_vocab_size, config.hidden_size),
+                f"encoder.layer.{last}.intermediate.dense.weight": (config.intermediate_size, config.hidden_size)}
+
     def check_batch(self, batch):
         """The inputs of ``batch`` (input_ids, and attention_mask and token_type_ids if given) checked
         by check_inputs, as forward checks them."""

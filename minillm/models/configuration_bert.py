@@ -1,12 +1,14 @@
 """BERT's configuration: the hyper-parameters of a Hugging Face config.json (transformers'
 configuration_bert.py), read, checked and written back."""
 import json
+import math
 import os
 
 from .. import pretrained, safetensors_io
 from ..nn.functional import ACTIVATIONS
 
 CONFIG_NAME = "config.json"
+MAX_LABELS = 100_000  # classes of a classification head; more is surely a corrupt config.json
 
 
 class BertConfig:
@@ -37,6 +39,10 @@ class BertConfig:
             setattr(self, name, fields.pop(name, default))
         fields.pop("label2id", None)  # derived from id2label
         num_labels = fields.pop("num_labels", None) if num_labels is None else num_labels
+        if num_labels is not None and not (type(num_labels) is int and 1 <= num_labels <= MAX_LABELS):
+            raise ValueError(f"num_labels={num_labels!r} is not supported: expected an integer in 1..{MAX_LABELS}")
+        if not isinstance(id2label or {}, dict):
+            raise ValueError(f"id2label must be an object of class id -> name, got {type(id2label).__name__}")
         self.id2label = {int(i): str(label) for i, label in (id2label or {}).items()}
         if num_labels is not None and num_labels != len(self.id2label):
             self.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
@@ -53,21 +59,27 @@ class BertConfig:
         def refuse(name, why):
             raise ValueError(f"{name}={getattr(self, name, self.extra.get(name))!r} is not supported: {why}")
 
+        def number(value):  # a JSON number: not a string, not true or false
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
         for name in self.required:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 refuse(name, "expected a positive integer")
         if self.hidden_size % self.num_attention_heads:
             refuse("hidden_size", f"it must be a multiple of num_attention_heads={self.num_attention_heads}")
-        if self.hidden_act not in ACTIVATIONS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             refuse("hidden_act", f"minillm's BERT supports {', '.join(ACTIVATIONS)}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             value = getattr(self, name)
-            if not (value is None and name == "classifier_dropout") and not 0 <= value <= 1:
+            if not (value is None and name == "classifier_dropout") and not (number(value) and 0 <= value <= 1):
                 refuse(name, "a dropout probability must be in [0, 1]")
-        if not self.layer_norm_eps > 0:
+        if not (number(self.initializer_range) and 0 <= self.initializer_range < math.inf):
+            refuse("initializer_range", "a standard deviation must be a finite number >= 0")
+        if not (number(self.layer_norm_eps) and self.layer_norm_eps > 0):
             refuse("layer_norm_eps", "it must be positive")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+        if self.pad_token_id is not None and not (type(self.pad_token_id) is int and
+                                                  0 <= self.pad_token_id < self.vocab_size):
             refuse("pad_token_id", f"it must be None or an id below vocab_size={self.vocab_size}")
         if not isinstance(self.tie_word_embeddings, bool):
             refuse("tie_word_embeddings", "expected true or false")
@@ -101,7 +113,7 @@ class BertConfig:
             if not isinstance(values, dict):
                 raise ValueError(f"expected a JSON object, got {type(values).__name__}")
             return cls.from_dict(values, **overrides)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, RecursionError) as err:  # RecursionError: JSON nested too deep
             raise safetensors_io.CheckpointError(f"{path}: {err}") from None
 
     @classmethod

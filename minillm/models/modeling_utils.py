@@ -57,6 +57,12 @@ class PreTrainedModel(Module):
         if isinstance(module, LayerNorm):
             module.weight.data[...], module.bias.data[...] = 1, 0
 
+    @classmethod
+    def config_shapes(cls, config):
+        """{name in the bare model: shape} of the weights whose shapes follow from the config's sizes,
+        checked against a checkpoint's headers before the model is built (each model defines it)."""
+        return {}
+
     def check_batch(self, batch):
         """Check ``batch`` (a dict of host arrays: forward's keyword arguments) as forward would,
         raising the same errors, without running the model. A CUDA-graph step calls it on the host,
@@ -74,8 +80,9 @@ class PreTrainedModel(Module):
         if config is None:
             overrides = {} if num_labels is None else {"num_labels": num_labels}
             config = cls.config_class.from_pretrained(folder, **overrides)
-        model = cls(config, initialize=False)  # every weight but a new head is about to be overwritten
         tensors = safetensors_io.index_weights(folder)
+        cls._check_config_fits(folder, config, tensors)  # before the parameters are allocated
+        model = cls(config, initialize=False)  # every weight but a new head is about to be overwritten
         skipped = cls.ignored_buffers + tuple(f"^{re.escape(name)}$" for name in model.tied_weights())
         weights, new, ignored = safetensors_io.match_state_dict(
             model, tensors, cls.base_model_prefix, cls.ignored_heads, skipped, cls.new_heads)
@@ -99,6 +106,24 @@ class PreTrainedModel(Module):
             weights = [f"{name}.{key}" for key, _ in module.named_parameters()]
             if weights and all(w in new for w in weights):
                 self._init_weights(module)
+
+    @classmethod
+    def _check_config_fits(cls, folder, config, tensors):
+        """A CheckpointError unless the checkpoint's headers (name -> TensorInfo) have the shapes the
+        config's sizes imply (config_shapes): a vocab_size of 10**9 must fail here, not by
+        allocating its embedding table."""
+        prefix = cls.base_model_prefix + "."
+        by_name = {safetensors_io.rename_legacy(key).removeprefix(prefix): info for key, info in tensors.items()}
+        problems = []
+        for name, shape in cls.config_shapes(config).items():
+            info = by_name.get(name)
+            if info is None:
+                problems.append(f"the sizes ask for a tensor {name!r} of shape {shape}, which the checkpoint lacks")
+            elif info.shape != shape:
+                problems.append(f"the sizes make {name!r} {shape}, but {info.path} has {info.shape}")
+        if problems:
+            raise safetensors_io.CheckpointError(f"{folder}: config.json does not fit the weights:\n  "
+                                                 + "\n  ".join(problems))
 
     def save_pretrained(self, folder):
         """config.json and model.safetensors (float32, Hugging Face's names), each written atomically."""

@@ -4,6 +4,7 @@
     args = TrainingArguments(output_dir="out", epochs=1, batch_size=32, lr=5e-5)
     trainer = Trainer(model, args, train_data, eval_data, tokenizer)
     trainer.train()                  # or trainer.train(resume=True) after an interruption
+                                     # (Ctrl-C checkpoints the last whole step: TrainingInterrupted)
     evaluate(model, loader)          # {"loss": ..., "accuracy": ..., "examples": ...}
     TrainingArguments(..., cuda_graph=True)   # on a GPU: each step a replay of a captured CUDA graph
 """
@@ -12,4 +13,5 @@ from .step import train_step  # noqa: F401
 from .training_checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint  # noqa: F401
 from .cuda_graph import CapturedStep  # noqa: F401
 from .evaluate import evaluate, predict_proba  # noqa: F401
+from .interrupt import TrainingInterrupted  # noqa: F401
 from .loop import Trainer, TrainingError, decay_groups  # noqa: F401

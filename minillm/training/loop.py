@@ -37,6 +37,7 @@ from ..tensor import Tensor
 from .training_checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .cuda_graph import CapturedStep, check_capturable, full_batch
 from .evaluate import evaluate
+from .interrupt import TrainingInterrupted, at_step_boundary
 from .step import train_step
 
 logger = logging.getLogger("minillm")
@@ -128,19 +129,22 @@ class Trainer:
         """Run to the end of the last epoch (or, with ``stop_after``, for that many steps, then save
         and return: a time-boxed session to be resumed). Returns ``history``."""
         os.makedirs(self.args.output_dir, exist_ok=True)
+        if self.world.rank == 0:
+            safetensors_io.remove_temporaries(self.args.output_dir)  # of a run killed while it wrote
         if resume:
             self._resume()
         self.graph = None
         self.model.train()
         steps_per_epoch = len(self.loader)
         stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
-        while self.step < stop_at:
-            epoch, start = divmod(self.step, steps_per_epoch)
-            self._run_epoch(epoch, start, stop_at)
-            if self.step % steps_per_epoch == 0:
-                self._end_epoch(epoch)
-            else:  # stopped inside the epoch
-                self.save()
+        with at_step_boundary(enabled=self.world.size == 1) as self._interrupted:  # Ctrl-C: interrupt.py
+            while self.step < stop_at:
+                epoch, start = divmod(self.step, steps_per_epoch)
+                self._run_epoch(epoch, start, stop_at)
+                if self.step % steps_per_epoch == 0:
+                    self._end_epoch(epoch)
+                else:  # stopped inside the epoch
+                    self.save()
         if self.step == self.total_steps:
             self.save_model()
         return self.history
@@ -158,6 +162,9 @@ class Trainer:
                                  "ex/s": f"{seen / (time.perf_counter() - began):.1f}"})
                 if self.args.save_steps and self.step % self.args.save_steps == 0:
                     self.save()
+                if self._interrupted():
+                    self.save()
+                    raise TrainingInterrupted(self.step, self.checkpoint_path)
                 if self.step >= stop_at:
                     return
 

@@ -1,0 +1,97 @@
+"""Fuzzing in CI: every target of tests/fuzz_targets.py, briefly, with hypothesis drawing the mutations
+(and raw bytes); bench/fuzz.py's counting of crashes and hangs; and the long run, marked slow (kept
+out of CI's default run: ``pytest -m slow tests/test_fuzz.py``). A failing example here is a crash
+or a broken contract: hypothesis shrinks it and prints it."""
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fuzz_targets
+from conftest import REPO
+
+MUTATED = {"safetensors": 200, "model_files": 30, "data": 200, "tokenizer": 40, "kernels": 300}  # examples each
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+@pytest.fixture(scope="module")
+def seeds(folder):
+    return {name: seeds_of(folder) for name, (seeds_of, _, _) in fuzz_targets.TARGETS.items()}
+
+
+@pytest.mark.parametrize("target", list(MUTATED))
+def test_mutated_inputs_keep_the_contract(target, folder, seeds):
+    _, mutate, run = fuzz_targets.TARGETS[target]
+
+    @settings(max_examples=MUTATED[target])
+    @given(rng=st.randoms(use_true_random=False), pick=st.integers(0, 100))
+    def one(rng, pick):
+        data = mutate(rng, seeds[target][pick % len(seeds[target])])
+        if target == "tokenizer":  # the megabyte cases take seconds each: test_tokenizer.py has one
+            data = bytes([data[0] & ~2]) + data[1:]
+        run(data, folder)
+
+    one()
+
+
+@pytest.mark.parametrize("target", ["safetensors", "data", "model_files"])
+def test_random_bytes_keep_the_contract(target, folder):
+    _, _, run = fuzz_targets.TARGETS[target]
+
+    @settings(max_examples=100 if target != "model_files" else 20)
+    @given(data=st.binary(max_size=600))
+    def one(data):
+        run(data, folder)
+
+    one()
+
+
+def test_every_seed_is_accepted(folder, seeds):
+    """The seeds are valid inputs: a target that refused them would be fuzzing its error path alone."""
+    for target, (_, _, run) in fuzz_targets.TARGETS.items():
+        if target != "kernels":  # its "seed" is the bytes that seed a random case
+            assert all(run(seed, folder) == "accepted" for seed in seeds[target]), target
+
+
+def test_a_broken_contract_is_an_assertion(folder):
+    """The checks can fail: the data target's oracle sees a row dropped."""
+    _, _, run = fuzz_targets.TARGETS["data"]
+    reader = fuzz_targets.DATA_READERS[0]
+    dropping = (reader[0], lambda path: [list(column)[:-1] for column in reader[1](path)], *reader[2:])
+    fuzz_targets.DATA_READERS[0] = dropping
+    try:
+        with pytest.raises(AssertionError, match="the rows differ from the oracle's"):
+            run(fuzz_targets.data_seeds(folder)[0], folder)
+    finally:
+        fuzz_targets.DATA_READERS[0] = reader
+
+
+def fuzz_script(*args):
+    return subprocess.run([sys.executable, str(REPO / "bench" / "fuzz.py"), *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=600)
+
+
+def test_the_fuzz_script_counts_cases_crashes_and_hangs(tmp_path):
+    done = fuzz_script("--targets", "data", "--seconds", "3", "--engine", "random", "--out", str(tmp_path / "found"),
+                       "--json", str(tmp_path / "rows.json"))
+    assert done.returncode == 0, done.stderr
+    assert "| target | engine | seconds | cases | cases/s | crashes | hangs | distinct errors | accepted |" in done.stdout
+    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    assert row["target"] == "data" and row["cases"] > 0 and row["crashes"] == row["hangs"] == 0
+    assert sum(row["outcomes"].values()) == row["cases"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", list(fuzz_targets.TARGETS))
+def test_ten_minutes_of_fuzzing_find_no_crash_and_no_hang(target, tmp_path):
+    """The long run of docs/reliability.md, one target at a time (about 10 minutes each)."""
+    done = fuzz_script("--targets", target, "--seconds", "600", "--out", str(tmp_path / "found"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
