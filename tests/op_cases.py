@@ -169,8 +169,11 @@ case("cross_entropy", _ce_case())(
 
 
 def _ln_case():
+    # rows of values at least 0.1 apart: in a row of near-equal values rstd is huge and the input
+    # gradient, which cancels to a term in eps, amplifies float32's rounding of the mean past any
+    # tolerance (torch's float32 too); bench/fuzz.py's kernel target covers such rows against the twin
     return hst.tuples(st.shapes(max_dims=2), hst.integers(2, 6), hst.booleans()).flatmap(lambda t: hst.tuples(
-        st.arrays(t[0] + (t[1],)), st.arrays((t[1],)), st.arrays((t[1],)), hst.just(t[2])))
+        st.separated_arrays(t[0] + (t[1],)), st.arrays((t[1],)), st.arrays((t[1],)), hst.just(t[2])))
 
 
 case("layer_norm", _ln_case())(
