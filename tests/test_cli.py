@@ -45,7 +45,7 @@ def test_finetune_then_predict_and_eval(base, tmp_path, capsys):
     out = tmp_path / "out"
     assert finetune(base, out) == 0
     said = capsys.readouterr()
-    assert "saved the fine-tuned model" in said.out and "epoch 2: eval loss" in said.err
+    assert "saved the best model (loss " in said.out and "epoch 2: eval loss" in said.err
     assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt"} <= {p.name for p in out.iterdir()}
     assert len(losses(out)) == 12
 
@@ -85,7 +85,7 @@ def test_refuses_a_used_output_folder_unless_told(base, tmp_path, capsys):
 @pytest.mark.parametrize("problem, message", [
     ("resume", "cannot resume: .*checkpoint.safetensors does not exist"),
     ("no data", "no such file or folder"),
-    ("no train.tsv", "the folder has no train.tsv"),
+    ("no train.tsv", "the folder has no train.tsv, train.csv or train.jsonl"),
     ("bad label", r"train.tsv:3: label '7' is not one of the classes 0..1"),
     ("bad model", "neither a model folder nor a known model name"),
     ("max length", "--max-length must be at least 2"),
@@ -101,6 +101,7 @@ def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message
         args[4] = str(tmp_path)
     elif problem == "bad label":
         args[4] = str(write_tsv(tmp_path / "train.tsv", ["good", "bad"], [1, 7]))
+        args += ["--num-labels", "2"]  # else the classes are inferred: 0..7
     elif problem == "bad model":
         args[2] = str(tmp_path / "no-such-model")
     elif problem == "max length":

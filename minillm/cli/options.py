@@ -1,5 +1,5 @@
 """What every command's options share: --device, an --out folder checked before any work, --max-length
-within the model's positions."""
+within the model's positions, and the data file's format and columns."""
 import argparse
 import logging
 import os
@@ -44,3 +44,31 @@ def max_length(requested, model):
                        positions)
         return positions
     return requested
+
+
+def data_options(command, labeled=True):
+    """--format and the columns: what finetune, eval and predict read a data file with."""
+    from ..data.readers import LABEL_COLUMNS, PAIR_COLUMNS, TEXT_COLUMNS
+
+    command.add_argument("--format", choices=["tsv", "csv", "jsonl"], default=None,
+                         help="the data files' format (default: from the extension: .tsv, .csv, .jsonl)")
+    command.add_argument("--text-column", default=None,
+                         help=f"the text (default: the first of {', '.join(TEXT_COLUMNS)}, after the pairs)")
+    command.add_argument("--text-pair-column", default=None,
+                         help="the second text of a pair (default: the second of a pair of columns the file has: "
+                              + ", ".join("/".join(p) for p in PAIR_COLUMNS) + ")")
+    if labeled:
+        command.add_argument("--label-column", default=None,
+                             help=f"the label (default: the first of {', '.join(LABEL_COLUMNS)})")
+    command.add_argument("--label-separator", default=",",
+                         help="what joins several labels in a tsv/csv field (multi-label; default ',')")
+
+
+def read_data(args, path, labeled=True, limit=None, limit_option="--limit"):
+    """The examples of a data file (its first ``limit`` rows), with the command's --format and columns."""
+    from ..data import read_examples
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"{limit_option} must be at least 1, got {limit}")
+    return read_examples(path, args.text_column, args.text_pair_column, getattr(args, "label_column", None),
+                         args.format, labeled=labeled, limit=limit)

@@ -247,7 +247,12 @@ class BertModel(BertPreTrainedModel):
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
-    """BERT with a classifier on the pooled [CLS] state: logits = Dense(Dropout(pooler_output))."""
+    """BERT with a classifier on the pooled [CLS] state: logits = Dense(Dropout(pooler_output)).
+
+    ``class_weights`` (num_labels,) or None: the single-label loss's per-class weights, torch's
+    cross_entropy(weight=) (for imbalanced classes; the Trainer sets it from TrainingArguments). A
+    choice of the training, like the learning rate, it is not saved with the model.
+    """
 
     def __init__(self, config, initialize=True):
         super().__init__()
@@ -257,6 +262,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.dropout = Dropout(p)
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self._init_weights(self.classifier)  # always: a checkpoint of the bare model has none
+        self.class_weights = None
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 output_attentions=False, output_hidden_states=False, inputs_embeds=None):
@@ -274,10 +280,10 @@ class BertForSequenceClassification(BertPreTrainedModel):
         super().check_batch(batch)
         if batch.get("labels") is not None:
             labels = as_array(batch["labels"])
-            if self._problem_type(labels) == "single_label_classification":
+            if self.problem_type(labels) == "single_label_classification":
                 ops.check_class_ids(labels.reshape(-1), self.num_labels)
 
-    def _problem_type(self, labels):
+    def problem_type(self, labels):
         """Hugging Face's choice, unless config.problem_type says: regression for one label,
         single-label classification for integer labels, multi-label for float ones."""
         return self.config.problem_type or ("regression" if self.num_labels == 1 else
@@ -285,12 +291,12 @@ class BertForSequenceClassification(BertPreTrainedModel):
                                             "multi_label_classification")
 
     def _loss(self, logits, labels):
-        """Mean squared error (regression), cross-entropy of integer class ids (single-label), or
-        binary cross-entropy with logits of float targets (multi-label)."""
+        """Mean squared error (regression), cross-entropy of integer class ids (single-label, weighted
+        by ``class_weights`` if set), or binary cross-entropy with logits of float targets (multi-label)."""
         y = as_array(labels)
-        kind = self._problem_type(y)
+        kind = self.problem_type(y)
         if kind == "single_label_classification":
-            return F.cross_entropy(logits, y.reshape(-1))
+            return F.cross_entropy(logits, y.reshape(-1), weight=self.class_weights)
         y = Tensor(backend.to_device(y, logits.device, logits.dtype).reshape(logits.shape))
         if kind == "regression":
             return ((logits - y) ** 2).mean()
