@@ -1,7 +1,8 @@
 """GLUE's RTE (sentence pairs, string labels) with run_glue's recipe: minillm's CLI against PyTorch + transformers.
 
     python bench/glue_rte.py                       # seeds 42 and 43, both sides (here: about an hour)
-    python bench/glue_rte.py --seeds 42 --limit 256 --epochs 1    # a quick check
+    python bench/glue_rte.py --seeds 42 --limit 256 --epochs 1 --results /tmp/quick.jsonl   # a quick check
+    python bench/glue_rte.py --seeds 43 --sides torch      # one more run, added to the table's file
 
 The recipe is run_glue.py's for RTE (lr 2e-5, batch 32, 3 epochs, max length 128, weight decay 0.01 on
 all but biases and LayerNorm weights, linear decay) with a linear warmup over the first 10% of the
@@ -66,6 +67,10 @@ def main():
     parser.add_argument("--seeds", default="42,43", help="comma-separated seeds (default %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="train on the first N rows only")
     parser.add_argument("--epochs", type=int, default=RECIPE["epochs"])
+    parser.add_argument("--sides", default="minillm,torch", help="comma-separated, run in this order per seed")
+    parser.add_argument("--results", default=os.path.join(tempfile.gettempdir(), "glue_rte_results.jsonl"),
+                        help="each finished run is appended here; the table shows every run in the file "
+                             "(default %(default)s)")
     parser.add_argument("--worker", choices=["minillm", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     RECIPE["epochs"] = args.epochs
@@ -78,31 +83,43 @@ def main():
         print("RESULT " + json.dumps(result))
         return 0
 
-    rows = []
     for seed in args.seeds.split(","):
-        for side in ("minillm", "torch"):
+        for side in args.sides.split(","):
             command = [sys.executable, os.path.abspath(__file__), "--worker", side, "--data", args.data, "--model",
                        args.model, "--seeds", seed, "--epochs", str(args.epochs)] + (
                 ["--limit", str(args.limit)] if args.limit else [])
             result = run_worker(f"{side}, seed {seed}", command)
             if result is None:
                 return 1
-            rows.append((side, seed, result, os.getloadavg()))
-    print(f"\nRTE (GLUE), all-MiniLM-L6-v2, {args.epochs} epochs of {rows[0][2]['steps'] // args.epochs} steps of "
-          f"batch 32, max length 128, lr 2e-5, warmup 10%, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    print("| side | seed | dev accuracy by epoch | dev accuracy | wall time | peak RSS | loss: first -> last 20 | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for side, seed, r, load in rows:
-        by_epoch = " / ".join(f"{100 * a:.1f}" for a in r["accuracies"])
-        print(f"| {side} | {seed} | {by_epoch} | {100 * r['accuracy']:.2f}% | {r['wall_s']:.0f} s | "
-              f"{r['peak_rss_mb'] / 1024:.2f} GB | {r['first_loss']:.3f} -> {r['last_loss']:.3f} | {load[0]:.2f} |")
-    for side in ("minillm", "torch"):
-        mine = [r for s, _, r, _ in rows if s == side]
-        print(f"\n{side}: mean dev accuracy {100 * sum(r['accuracy'] for r in mine) / len(mine):.2f}%, "
-              f"mean wall time {sum(r['wall_s'] for r in mine) / len(mine):.0f} s", end="")
-    print()
+            row = dict(side=side, seed=int(seed), load=os.getloadavg()[0],
+                       date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **result)
+            with open(args.results, "a", encoding="utf-8") as f:  # each run kept as it ends: a long bench
+                f.write(json.dumps(row) + "\n")                  # may be finished by another invocation
+            print(f"{side}, seed {seed}: " + json.dumps(row), file=sys.stderr, flush=True)
+    with open(args.results, encoding="utf-8") as f:
+        print_table([json.loads(line) for line in f], args.epochs)
     return 0
+
+
+def print_table(rows, epochs):
+    print(f"\nRTE (GLUE), all-MiniLM-L6-v2, {epochs} epochs of {rows[0]['steps'] // epochs} steps of batch 32, "
+          f"max length 128, lr 2e-5, warmup 10%, {os.cpu_count()} cores\n")
+    print("| side | seed | dev accuracy by epoch | dev accuracy | wall time | peak RSS | loss: first -> last 20 "
+          "| load (1 min) at the end | finished |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        by_epoch = " / ".join(f"{100 * a:.1f}" for a in r["accuracies"])
+        rss = f"{r['peak_rss_mb'] / 1024:.2f} GB" if r.get("peak_rss_mb") else "-"  # - : not recorded
+        losses = f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}" if r.get("first_loss") else "-"
+        print(f"| {r['side']} | {r['seed']} | {by_epoch} | {100 * r['accuracy']:.2f}% | {r['wall_s']:.0f} s | "
+              f"{rss} | {losses} | {r['load']:.2f} | {r['date']} |")
+    for side in ("minillm", "torch"):
+        mine = [r for r in rows if r["side"] == side]
+        if mine:
+            print(f"\n{side}: mean dev accuracy {100 * sum(r['accuracy'] for r in mine) / len(mine):.2f}%, "
+                  f"mean wall time {sum(r['wall_s'] for r in mine) / len(mine):.0f} s over seeds "
+                  f"{', '.join(str(r['seed']) for r in mine)}", end="")
+    print()
 
 
 if __name__ == "__main__":

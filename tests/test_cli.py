@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, optional
-from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
+from finetune_helpers import tiny_model, tiny_model_folder, tiny_tokenizer, toy_texts
 from minillm.cli import main
 
 
@@ -20,10 +20,7 @@ def write_tsv(path, texts, labels):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A tiny pretrained-style model folder (config, weights, tokenizer) and a GLUE-style data folder."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = tiny_tokenizer(folder)
-    tiny_model(0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_model_folder(tmp_path_factory.mktemp("tiny-model"))
     data = tmp_path_factory.mktemp("glue")
     write_tsv(data / "train.tsv", *toy_texts(48, seed=1))
     write_tsv(data / "dev.tsv", *toy_texts(16, seed=2))

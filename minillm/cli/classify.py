@@ -103,7 +103,8 @@ def finetune(args):
     train = _dataset(tokenizer, train_rows, labels.values, length)
     dev = None
     if dev_rows is not None:
-        dev_labels = encode_labels(dev_rows, args.problem_type, id2label=config.id2label, separator=args.label_separator)
+        dev_labels = encode_labels(dev_rows, args.problem_type, id2label=config.id2label,
+                                   separator=args.label_separator)
         dev = _dataset(tokenizer, dev_rows, dev_labels.values, length)
     options = TrainingArguments(output_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
@@ -219,9 +220,9 @@ def eval_command(args):
               f"({n} examples)")
     else:
         right = round(metrics["accuracy"] * n)
-        print(f"accuracy {metrics['accuracy']:.4f} ({right}/{n}), loss {metrics['loss']:.4f}, "
-              f"macro_f1 {metrics['macro_f1']:.4f}" + "".join(f", {k} {metrics[k]:.4f}" for k in
-                                                             ("f1", "micro_f1", "matthews_correlation") if k in metrics))
+        others = [k for k in ("macro_f1", "f1", "micro_f1", "matthews_correlation") if k in metrics]
+        print(f"accuracy {metrics['accuracy']:.4f} ({right}/{n}), loss {metrics['loss']:.4f}"
+              + "".join(f", {k} {metrics[k]:.4f}" for k in others))
         print("\n".join(format_report(metrics)))
     return 0
 
