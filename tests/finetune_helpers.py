@@ -37,6 +37,15 @@ def tiny_model_folder(folder, head=True):
     return folder
 
 
+def toy_splits(folder):
+    """(tokenizer, train, dev): the toy task's 40 training and 20 dev texts, tokenized (the tokenizer in folder)."""
+    from minillm.data import TextClassificationDataset
+    tokenizer = tiny_tokenizer(folder)
+    train = TextClassificationDataset(tokenizer, *toy_texts(40, seed=1), max_length=24)
+    dev = TextClassificationDataset(tokenizer, *toy_texts(20, seed=2), max_length=24)
+    return tokenizer, train, dev
+
+
 def toy_texts(n, seed=0, max_words=9):
     """n sentences of neutral words and one sentiment word; label 1 when it is positive."""
     rng = np.random.default_rng(seed)

@@ -5,9 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
+from finetune_helpers import tiny_model, toy_splits
 from minillm import safetensors_io
-from minillm.data import TextClassificationDataset
 from minillm.training import CHECKPOINT_NAME, Trainer, TrainingArguments, TrainingError
 
 STEPS = 5  # per epoch: 40 examples in batches of 8
@@ -15,10 +14,7 @@ STEPS = 5  # per epoch: 40 examples in batches of 8
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tok"))
-    train = TextClassificationDataset(tokenizer, *toy_texts(40, seed=1), max_length=24)
-    dev = TextClassificationDataset(tokenizer, *toy_texts(20, seed=2), max_length=24)
-    return tokenizer, train, dev
+    return toy_splits(tmp_path_factory.mktemp("tok"))
 
 
 class Scripted:

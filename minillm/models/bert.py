@@ -284,11 +284,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
                 ops.check_class_ids(labels.reshape(-1), self.num_labels)
 
     def problem_type(self, labels):
-        """Hugging Face's choice, unless config.problem_type says: regression for one label,
-        single-label classification for integer labels, multi-label for float ones."""
-        return self.config.problem_type or ("regression" if self.num_labels == 1 else
-                                            "single_label_classification" if labels.dtype.kind in "iu" else
-                                            "multi_label_classification")
+        """The loss's problem type for ``labels`` (infer_problem_type, unless config.problem_type says)."""
+        return infer_problem_type(self.num_labels, labels, self.config.problem_type)
 
     def _loss(self, logits, labels):
         """Mean squared error (regression), cross-entropy of integer class ids (single-label, weighted
@@ -302,6 +299,14 @@ class BertForSequenceClassification(BertPreTrainedModel):
             return ((logits - y) ** 2).mean()
         # log(1 + exp(-|x|)) + max(x, 0) - x y: binary cross-entropy of sigmoid(x), without overflow
         return ((-logits.abs()).exp() + 1).log().mean() + (logits.relu() - logits * y).mean()
+
+
+def infer_problem_type(num_labels, labels, configured=None):
+    """Hugging Face's choice of loss, unless ``configured`` (config.problem_type) says: regression for
+    one output, single-label classification for integer labels, multi-label for float ones."""
+    return configured or ("regression" if num_labels == 1 else
+                          "single_label_classification" if labels.dtype.kind in "iu" else
+                          "multi_label_classification")
 
 
 def check_inputs(config, input_ids, attention_mask=None, token_type_ids=None):

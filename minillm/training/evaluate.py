@@ -3,6 +3,8 @@ import numpy
 from scipy import special
 
 from .. import backend
+from ..data.labels import default_names
+from ..models.bert import infer_problem_type
 from ..tensor import no_grad
 from .metrics import compute_metrics
 
@@ -32,8 +34,8 @@ def predict_logits(model, loader):
 
 def evaluate(model, loader, world=None):
     """The metrics of the model's task over ``loader``, whose batches hold "labels", and "examples", the
-    count: minillm.training.metrics.compute_metrics for ``model.problem_type(labels)`` (as
-    BertForSequenceClassification's): for classification loss, accuracy, macro_f1, f1,
+    count: minillm.training.metrics.compute_metrics for the model's task (config.problem_type, else
+    minillm.models.bert.infer_problem_type's from the labels): for classification loss, accuracy, macro_f1, f1,
     matthews_correlation, per_class and confusion_matrix; for regression loss, mse, pearson and
     spearmanr. The loss is the data's own (cross-entropy without class weights).
 
@@ -44,7 +46,10 @@ def evaluate(model, loader, world=None):
     if world is not None and world.size > 1:
         parts = world.allgather((logits, labels))
         logits, labels = (numpy.concatenate([part[k] for part in parts]) for k in (0, 1))
-    metrics = compute_metrics(model.problem_type(labels), logits, labels, model.config.id2label)
+    config = getattr(model, "config", None)  # any model with .logits; a BERT classifier's config names the task
+    kind = infer_problem_type(logits.shape[1], labels, getattr(config, "problem_type", None))
+    id2label = getattr(config, "id2label", None) or default_names(logits.shape[1])
+    metrics = compute_metrics(kind, logits, labels, id2label)
     return {**metrics, "examples": len(labels)}
 
 

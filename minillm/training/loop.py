@@ -345,11 +345,15 @@ class Trainer:
         logger.info("resuming from %s at step %d of %d", self.checkpoint_path, self.step, self.total_steps)
 
     def save_model(self):
-        """The model as a Hugging Face folder: config.json, model.safetensors, tokenizer files. Under
-        mpirun rank 0 alone writes them."""
+        """The model as a Hugging Face folder: config.json, model.safetensors, tokenizer files (a model
+        without save_pretrained: its state_dict in model.safetensors). Under mpirun rank 0 alone writes them."""
         if self.world.rank != 0:
             return
-        self.model.save_pretrained(self.args.output_dir)
+        if hasattr(self.model, "save_pretrained"):
+            self.model.save_pretrained(self.args.output_dir)
+        else:
+            safetensors_io.write_safetensors(self.model.state_dict(),
+                                             os.path.join(self.args.output_dir, safetensors_io.WEIGHTS_NAME))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(self.args.output_dir)
 
