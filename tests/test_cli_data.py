@@ -183,3 +183,6 @@ def test_data_folders_of_each_format_and_their_refusals(model, tmp_path, capsys)
     assert "saved the fine-tuned model" in capsys.readouterr().out  # no dev file: the last model
     assert main(["predict", "--model", str(tmp_path / "out")]) == 1
     assert "give the texts to predict, or --data FILE" in capsys.readouterr().err
+    assert finetune(model, tmp_path, tmp_path / "other", "--metric", "pearson") == 1
+    assert ("--metric pearson: the evaluation of single_label_classification with 2 classes reports loss, accuracy, "
+            "macro_f1, f1, matthews_correlation") in capsys.readouterr().err

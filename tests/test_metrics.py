@@ -109,3 +109,14 @@ def test_evaluate_gathers_the_ranks_predictions_before_computing(sklearn):
     assert whole["examples"] == 12 and mine["examples"] == 6
     assert whole["f1"] == pytest.approx(sklearn.f1_score(labels, logits.argmax(1), zero_division=0))
     assert whole["matthews_correlation"] == pytest.approx(sklearn.matthews_corrcoef(labels, logits.argmax(1)))
+
+
+def test_the_names_finetune_checks_metric_against_are_the_ones_reported():
+    rng = np.random.default_rng(0)
+    logits, ids = rng.standard_normal((8, 2)), rng.integers(0, 2, 8)
+    names = {0: "a", 1: "b"}
+    reported = {"single_label_classification": metrics.classification_metrics(logits, ids, names),
+                "multi_label_classification": metrics.multi_label_metrics(logits, ids[:, None] * [1, 0], names),
+                "regression": metrics.regression_metrics(logits[:, 0], logits[:, 1])}
+    for kind, values in reported.items():
+        assert {k for k, v in values.items() if isinstance(v, float)} == set(metrics.METRIC_NAMES[kind]), kind

@@ -91,6 +91,7 @@ def finetune(args):
     labels = _encode(args, train_rows, encode_labels(train_rows, args.problem_type, names=args.labels,
                                                     num_labels=args.num_labels, separator=args.label_separator))
     dev_rows = read_data(args, dev_file, limit=args.eval_limit, limit_option="--eval-limit") if dev_file else None
+    _check_selection(args, dev_rows, len(labels.id2label))
     random.manual_seed(args.seed)  # the classifier's initialization is part of the run
     fields = dict(num_labels=len(labels.id2label), id2label=labels.id2label, problem_type=args.problem_type)
     if args.cuda_graph:  # a replayed step would repeat the dropout masks drawn when it was captured
@@ -142,6 +143,19 @@ def _encode(args, rows, labels):
         raise ValueError(f"{rows.path}: every label is {labels.id2label[0]!r}: classification needs 2 classes "
                          "or more (--labels names them all)")
     return labels
+
+
+def _check_selection(args, dev_rows, classes):
+    """--metric must be one the evaluation reports (said before training, not after an epoch)."""
+    from ..training.metrics import METRIC_NAMES
+
+    names = [n for n in METRIC_NAMES[args.problem_type] if n != "f1" or classes == 2]
+    if args.metric not in names:
+        raise ValueError(f"--metric {args.metric}: the evaluation of {args.problem_type} with {classes} classes "
+                         f"reports {', '.join(names)}")
+    if dev_rows is None and (args.early_stopping_patience or args.metric != "loss"):
+        logger.warning("--metric and --early-stopping-patience need a dev file (dev.tsv|csv|jsonl beside train): "
+                       "without one the last model is saved")
 
 
 def class_weights(spec, labels):

@@ -13,6 +13,11 @@ classes' F1, for imbalanced classes) and mse. A class never predicted (or never 
 import numpy
 from scipy import special, stats
 
+# the numbers each problem type's evaluation reports (f1: binary classification only)
+METRIC_NAMES = {"single_label_classification": ("loss", "accuracy", "macro_f1", "f1", "matthews_correlation"),
+                "multi_label_classification": ("loss", "accuracy", "macro_f1", "micro_f1"),
+                "regression": ("loss", "mse", "pearson", "spearmanr")}
+
 
 def confusion_matrix(labels, predicted, num_labels):
     """(C, C) int64 counts: entry [i, j] is the number of examples of class i predicted as class j."""
