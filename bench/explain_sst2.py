@@ -46,7 +46,7 @@ def main():
     from captum.attr import LayerIntegratedGradients
 
     from minillm import explain
-    from minillm.data import read_glue_tsv
+    from minillm.data import read_examples
     from minillm.inspect import load
 
     torch.set_num_threads(1)
@@ -56,7 +56,7 @@ def main():
         model, hf = model.to(dtype=numpy.float64), hf.double()
     lig = LayerIntegratedGradients(lambda i, m, t: hf(input_ids=i, attention_mask=m, token_type_ids=t).logits,
                                    hf.bert.embeddings.word_embeddings)
-    texts = read_glue_tsv(os.path.join(args.data, "dev.tsv")).texts[:args.rows]
+    texts = read_examples(os.path.join(args.data, "dev.tsv"), limit=args.rows).texts
     gaps, own, of_max, ours_s, theirs_s = [], [], [], [], []
     for text in texts:
         start = time.perf_counter()

@@ -29,10 +29,13 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".
 
 
 def load_rows(data, limit, eval_limit):
-    from minillm.data import read_glue_tsv
-    train = read_glue_tsv(os.path.join(data, "train.tsv"))
-    dev = read_glue_tsv(os.path.join(data, "dev.tsv"))
-    return (train.texts[:limit], train.labels[:limit]), (dev.texts[:eval_limit], dev.labels[:eval_limit])
+    """((texts, pairs, labels) of train, the same of dev) from a GLUE folder (pairs None for single texts)."""
+    from minillm.data import encode_labels, read_examples
+    train = read_examples(os.path.join(data, "train.tsv"), limit=limit)
+    dev = read_examples(os.path.join(data, "dev.tsv"), limit=eval_limit)
+    labels = encode_labels(train)
+    return ((train.texts, train.text_pairs, labels.values.tolist()),
+            (dev.texts, dev.text_pairs, encode_labels(dev, id2label=labels.id2label).values.tolist()))
 
 
 def peak_rss_mb():
@@ -47,7 +50,7 @@ def run_minillm(args, bucket):
     from minillm.tokenizer import BertTokenizer
     from minillm.training import Trainer, TrainingArguments, evaluate
 
-    (texts, labels), (dev_texts, dev_labels) = load_rows(args.data, args.limit, args.eval_limit)
+    (texts, _, labels), (dev_texts, _, dev_labels) = load_rows(args.data, args.limit, args.eval_limit)
     minillm.manual_seed(RECIPE["seed"])
     model = BertForSequenceClassification.from_pretrained(args.model, num_labels=2)
     tokenizer = BertTokenizer.from_pretrained(args.model)
@@ -69,55 +72,86 @@ def run_minillm(args, bucket):
 
 
 def run_torch(args):
+    train, dev = load_rows(args.data, args.limit, args.eval_limit)
+    return torch_finetune(args.model, train, dev, RECIPE)
+
+
+def torch_finetune(model_name, train, dev, recipe):
+    """PyTorch + transformers on ``recipe`` (lr, batch_size, max_length, warmup_ratio, weight_decay,
+    max_grad_norm, seed, epochs) with the batches of minillm's seeded DataLoader: train and dev are
+    (texts, second texts of pairs or None, integer labels). Returns the dev accuracy after each epoch
+    (``accuracies``; ``accuracy`` the last), the training time (the optimizer steps only) and the losses."""
     import torch
     import transformers
     from minillm.data import DataLoader
 
     torch.set_num_threads(os.cpu_count())
-    (texts, labels), (dev_texts, dev_labels) = load_rows(args.data, args.limit, args.eval_limit)
-    torch.manual_seed(RECIPE["seed"])
-    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
-    model.train()
+    (texts, pairs, labels), (dev_texts, dev_pairs, dev_labels) = train, dev
+    torch.manual_seed(recipe["seed"])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_name)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(model_name,
+                                                                            num_labels=max(labels) + 1)
     no_decay = ("bias", "LayerNorm.weight")
     groups = [{"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-               "weight_decay": RECIPE["weight_decay"]},
+               "weight_decay": recipe["weight_decay"]},
               {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=RECIPE["lr"])
-    batches = DataLoader(range(len(texts)), RECIPE["batch_size"], shuffle=True, seed=RECIPE["seed"]).batches(0)
-    schedule = transformers.get_linear_schedule_with_warmup(
-        optimizer, math.ceil(RECIPE["warmup_ratio"] * len(batches)), len(batches))
+    optimizer = torch.optim.AdamW(groups, lr=recipe["lr"])
+    loader = DataLoader(range(len(texts)), recipe["batch_size"], shuffle=True, seed=recipe["seed"])
+    epochs = [loader.batches(epoch) for epoch in range(recipe["epochs"])]
+    steps = sum(len(batches) for batches in epochs)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, math.ceil(recipe["warmup_ratio"] * steps), steps)
 
-    def encode(rows, index):
-        return tokenizer([rows[i] for i in index], padding=True, truncation=True, max_length=RECIPE["max_length"],
+    def encode(rows, second, index):
+        return tokenizer([rows[i] for i in index], None if second is None else [second[i] for i in index],
+                         padding=True, truncation="longest_first", max_length=recipe["max_length"],
                          return_tensors="pt")
 
-    encoded = [encode(texts, b) for b in batches]  # tokenized before the clock starts, as minillm's
-    losses = []
-    start = time.perf_counter()
-    for batch, index in zip(encoded, batches):
-        loss = model(**batch, labels=torch.tensor([labels[i] for i in index])).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), RECIPE["max_grad_norm"])
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-        if sys.stderr.isatty() and len(losses) % 10 == 0:
-            print(f"\rtorch: step {len(losses)}/{len(batches)} loss {loss.item():.4f}", end="", file=sys.stderr)
-    train_s = time.perf_counter() - start
-    model.eval()
-    right = 0
-    with torch.no_grad():
+    @torch.no_grad()
+    def dev_accuracy():
+        model.eval()
+        right = 0
         for s in range(0, len(dev_texts), 64):
             index = range(s, min(s + 64, len(dev_texts)))
-            predicted = model(**encode(dev_texts, index)).logits.argmax(-1)
+            predicted = model(**encode(dev_texts, dev_pairs, index)).logits.argmax(-1)
             right += int((predicted == torch.tensor([dev_labels[i] for i in index])).sum())
-    return dict(accuracy=right / len(dev_texts), train_s=train_s, steps=len(losses), first_loss=losses[0],
-                last_loss=sum(losses[-20:]) / len(losses[-20:]), peak_rss_mb=peak_rss_mb())
+        model.train()
+        return right / len(dev_texts)
+
+    losses, accuracies, train_s = [], [], 0.0
+    model.train()
+    for batches in epochs:
+        encoded = [encode(texts, pairs, b) for b in batches]  # tokenized before the clock starts, as minillm's
+        start = time.perf_counter()
+        for batch, index in zip(encoded, batches):
+            loss = model(**batch, labels=torch.tensor([labels[i] for i in index])).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["max_grad_norm"])
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            if sys.stderr.isatty() and len(losses) % 10 == 0:
+                print(f"\rtorch: step {len(losses)}/{steps} loss {loss.item():.4f}", end="", file=sys.stderr)
+        train_s += time.perf_counter() - start
+        accuracies.append(dev_accuracy())
+    return dict(accuracy=accuracies[-1], accuracies=accuracies, train_s=train_s, steps=len(losses),
+                first_loss=losses[0], last_loss=sum(losses[-20:]) / len(losses[-20:]), peak_rss_mb=peak_rss_mb())
 
 
 # ---- the driver ----------------------------------------------------------------------------------
+def run_worker(name, command):
+    """Run one worker process; the dict it printed on its RESULT line, with its wall time, or None if it failed."""
+    print(f"running {name} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    wall_s = time.perf_counter() - start
+    results = [line[len("RESULT "):] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not results:
+        print(f"{name} failed (exit {done.returncode})", file=sys.stderr)
+        return None
+    return {**json.loads(results[0]), "wall_s": wall_s}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=DEFAULT_DATA, help="GLUE SST-2 folder (default %(default)s)")
@@ -143,13 +177,9 @@ def main():
         command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--data", args.data,
                    "--model", args.model, "--seed", str(args.seed)] + (["--limit", str(args.limit)] if args.limit else []) + (
                    ["--eval-limit", str(args.eval_limit)] if args.eval_limit else [])
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-        results = [line[len("RESULT "):] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or not results:
-            print(f"{name} failed (exit {done.returncode})", file=sys.stderr)
+        rows[name] = run_worker(name, command)
+        if rows[name] is None:
             return 1
-        rows[name] = json.loads(results[0])
 
     first = next(iter(rows.values()))
     print(f"\nSST-2, all-MiniLM-L6-v2, seed {args.seed}, 1 epoch, {first['steps']} steps of batch 32 "

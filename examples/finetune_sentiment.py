@@ -74,12 +74,13 @@ def predict(model, tokenizer, text=QUERY):
 
 def finetune_sst2(model, tokenizer, data, out, limit=None):
     """A real fine-tune on GLUE SST-2 with the BERT recipe; returns the dev accuracy."""
-    from minillm.data import TextClassificationDataset, read_glue_tsv
+    from minillm.data import TextClassificationDataset, encode_labels, read_examples
     from minillm.training import Trainer, TrainingArguments
 
     def dataset(name, rows):
-        texts, labels = read_glue_tsv(os.path.join(data, name))
-        return TextClassificationDataset(tokenizer, texts[:rows], labels[:rows], max_length=64, name=name)
+        examples = read_examples(os.path.join(data, name), limit=rows)
+        return TextClassificationDataset(tokenizer, examples.texts, encode_labels(examples).values, max_length=64,
+                                         name=name)
 
     args = TrainingArguments(output_dir=out, epochs=1, batch_size=32, lr=5e-5, weight_decay=0.01, warmup_ratio=0.1,
                              max_grad_norm=1.0, seed=42)

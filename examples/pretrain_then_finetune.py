@@ -29,7 +29,7 @@ import time
 
 import minillm as mm
 from minillm.cli import main as minillm
-from minillm.data import read_glue_tsv
+from minillm.data import read_examples
 from minillm.data.text_corpus import GroupedTextDataset, read_text_files
 from minillm.models import BertConfig, BertForMaskedLM
 from minillm.tokenizer import BertTokenizer
@@ -57,7 +57,7 @@ def history(folder):
 
 def write_sentences(tsv, path, limit=None):
     """A GLUE file's sentences, one a line, without their labels; returns how many."""
-    texts, _ = read_glue_tsv(tsv)
+    texts = read_examples(tsv).texts
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(text + "\n" for text in texts[:limit])
     return len(texts[:limit])

@@ -49,6 +49,13 @@ def transformers(torch):
 
 
 @pytest.fixture(scope="session")
+def sklearn():
+    """scikit-learn, the metrics' oracle (the `parity` extra)."""
+    optional("sklearn")
+    return optional("sklearn.metrics")
+
+
+@pytest.fixture(scope="session")
 def matplotlib():
     """matplotlib, for --plot (the `plot` extra)."""
     return optional("matplotlib", "plot")

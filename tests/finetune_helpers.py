@@ -27,6 +27,25 @@ def tiny_model(seed=0, dropout=0.1, num_labels=2):
     return BertForSequenceClassification(config)
 
 
+def tiny_model_folder(folder, head=True):
+    """A tiny pretrained-style model folder (config, weights, tokenizer) in ``folder``; head=False: the
+    encoder alone, as a pretrained checkpoint (all-MiniLM-L6-v2), so any number of labels fits."""
+    tokenizer = tiny_tokenizer(folder)
+    model = tiny_model(0)
+    (model if head else model.bert).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def toy_splits(folder):
+    """(tokenizer, train, dev): the toy task's 40 training and 20 dev texts, tokenized (the tokenizer in folder)."""
+    from minillm.data import TextClassificationDataset
+    tokenizer = tiny_tokenizer(folder)
+    train = TextClassificationDataset(tokenizer, *toy_texts(40, seed=1), max_length=24)
+    dev = TextClassificationDataset(tokenizer, *toy_texts(20, seed=2), max_length=24)
+    return tokenizer, train, dev
+
+
 def toy_texts(n, seed=0, max_words=9):
     """n sentences of neutral words and one sentiment word; label 1 when it is positive."""
     rng = np.random.default_rng(seed)

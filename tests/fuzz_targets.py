@@ -25,7 +25,7 @@ import numpy as np
 
 from finetune_helpers import tiny_model, tiny_tokenizer
 from minillm import kernels, safetensors_io
-from minillm.data import DataError, read_glue_tsv
+from minillm.data import DataError, encode_labels, read_examples
 from minillm.optim.adamw import update as adamw_update
 from minillm.safetensors_io import CheckpointError
 from minillm.tokenizer import PADDING
@@ -293,37 +293,52 @@ def run_model_files(data, folder):
 
 
 # ---- the data readers ---------------------------------------------------------------------------
-def _tsv_rows(text):
-    """The rows as Python's csv module reads a GLUE TSV (tab-separated, no quoting, as the GLUE
-    processors of transformers read them): the outside oracle of read_glue_tsv."""
-    return list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
-
-
-def _glue_oracle(text):
-    """(texts, labels) by the csv module, or None where it refuses the file or the file is not a good one."""
+def _delimited_oracle(text, dialect):
+    """(texts, labels) of a file as Python's csv module reads it with ``dialect``, or None where it
+    refuses the file or the file is not a good one (no sentence or label column, a short row, an
+    empty text or label): the outside oracle of read_examples."""
     try:
-        rows = [row for row in _tsv_rows(text) if any(field.strip() for field in row)]
+        rows = [row for row in csv.reader(io.StringIO(text, newline=""), strict=True, **dialect)
+                if any(field.strip() for field in row)]
     except csv.Error:
         return None
-    if len(rows) < 2 or "sentence" not in rows[0] or "label" not in rows[0]:
+    header = [name.strip() for name in rows[0]] if rows else []
+    if len(rows) < 2 or "sentence" not in header or "label" not in header:
         return None
-    text_at, label_at = rows[0].index("sentence"), rows[0].index("label")
+    text_at, label_at = header.index("sentence"), header.index("label")
     texts, labels = [], []
     for row in rows[1:]:
-        if len(row) < len(rows[0]) or not row[text_at].strip() or row[label_at].strip() not in ("0", "1"):
+        if len(row) < len(header) or not row[text_at].strip() or not row[label_at].strip() or \
+                any("\0" in field for field in row):
             return None
         texts.append(row[text_at])
-        labels.append(int(row[label_at].strip()))
+        labels.append(row[label_at])
     return texts, labels
 
 
-def tsv_seed(rows):
-    return ("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows)).encode()
+def read_labeled(path):
+    """(texts, raw labels) of a data file by read_examples, after encode_labels has taken the labels
+    (ids or names: a DataError or a Labels, never another exception)."""
+    examples = read_examples(path)
+    encode_labels(examples)
+    return examples.texts, examples.labels
+
+
+def delimited_seed(separator):
+    def seed(rows):
+        quote = (lambda t: '"' + t.replace('"', '""') + '"') if separator == "," else (lambda t: t)
+        return (f"sentence{separator}label\n" + "".join(f"{quote(text)}{separator}{label}\n"
+                                                       for text, label in rows)).encode()
+    return seed
 
 
 # (suffix, reader(path), seed(rows) -> bytes, oracle(text) -> (texts, labels) or None): a new reader
-# (.csv, .jsonl) is one more line here, and every data fuzz test and the fuzz run take it up
-DATA_READERS = [(".tsv", read_glue_tsv, tsv_seed, _glue_oracle)]
+# is one more line here, and every data fuzz test and the fuzz run take it up
+DATA_READERS = [
+    (".tsv", read_labeled, delimited_seed("\t"),
+     lambda text: _delimited_oracle(text, dict(delimiter="\t", quoting=csv.QUOTE_NONE))),  # GLUE's TSV
+    (".csv", read_labeled, delimited_seed(","), lambda text: _delimited_oracle(text, dict(delimiter=","))),
+]
 
 
 def data_seeds(folder):
@@ -343,7 +358,7 @@ def mutate_data(rng, seed):
         content = content[:at] + rng.choice([b'"', b"'", b"\x00", b"\t", "\ufeff".encode(), "²".encode()]) + content[at:]
     elif kind == 2:
         label = rng.choice([b"2", b"-1", b"1.0", b" 1", b"", b"9" * 5000, "١".encode(), "²".encode(), b"0x1"])
-        content = content.replace(b"\t1\n", b"\t" + label + b"\n", 1)
+        content = content.replace(b"1\n", label + b"\n", 1)
     elif kind == 3:
         content = content[:rng.randrange(len(content) + 1)]
     if kind == 4 or rng.random() < 0.3:

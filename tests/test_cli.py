@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, optional
-from finetune_helpers import tiny_model, tiny_tokenizer, toy_texts
+from finetune_helpers import tiny_model, tiny_model_folder, tiny_tokenizer, toy_texts
 from minillm.cli import main
 
 
@@ -21,10 +21,7 @@ def write_tsv(path, texts, labels):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A tiny pretrained-style model folder (config, weights, tokenizer) and a GLUE-style data folder."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = tiny_tokenizer(folder)
-    tiny_model(0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_model_folder(tmp_path_factory.mktemp("tiny-model"))
     data = tmp_path_factory.mktemp("glue")
     write_tsv(data / "train.tsv", *toy_texts(48, seed=1))
     write_tsv(data / "dev.tsv", *toy_texts(16, seed=2))
@@ -46,7 +43,7 @@ def test_finetune_then_predict_and_eval(base, tmp_path, capsys):
     out = tmp_path / "out"
     assert finetune(base, out) == 0
     said = capsys.readouterr()
-    assert "saved the fine-tuned model" in said.out and "epoch 2: eval loss" in said.err
+    assert "saved the best model (loss " in said.out and "epoch 2: eval loss" in said.err
     assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt"} <= {p.name for p in out.iterdir()}
     assert len(losses(out)) == 12
 
@@ -86,7 +83,7 @@ def test_refuses_a_used_output_folder_unless_told(base, tmp_path, capsys):
 @pytest.mark.parametrize("problem, message", [
     ("resume", "cannot resume: .*checkpoint.safetensors does not exist"),
     ("no data", "no such file or folder"),
-    ("no train.tsv", "the folder has no train.tsv"),
+    ("no train.tsv", "the folder has no train.tsv, train.csv or train.jsonl"),
     ("bad label", r"train.tsv:3: label '7' is not one of the classes 0..1"),
     ("bad model", "neither a model folder nor a known model name"),
     ("max length", "--max-length must be at least 2"),
@@ -111,6 +108,7 @@ def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message
         args[4] = str(tmp_path)
     elif problem == "bad label":
         args[4] = str(write_tsv(tmp_path / "train.tsv", ["good", "bad"], [1, 7]))
+        args += ["--num-labels", "2"]  # else the classes are inferred: 0..7
     elif problem == "bad model":
         args[2] = str(tmp_path / "no-such-model")
     elif problem == "max length":

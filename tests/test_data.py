@@ -1,4 +1,5 @@
-"""The data pipeline: the GLUE TSV reader's errors, tokenized datasets, and the loader's order."""
+"""The data pipeline: tokenized datasets (texts, pairs, float labels), batches, and the loader's order.
+The readers and labels are tests/test_readers.py's."""
 import logging
 
 import numpy as np
@@ -7,81 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from finetune_helpers import tiny_tokenizer, toy_texts
-from minillm.data import DataError, DataLoader, Dataset, TextClassificationDataset, default_collate, pad_batch
-from minillm.data import read_glue_tsv
-
-
-# ---- the TSV reader ----------------------------------------------------------------------------
-
-def write(tmp_path, text, name="train.tsv"):
-    path = tmp_path / name
-    path.write_bytes(text.encode("utf-8"))
-    return path
-
-
-def test_reads_rows_by_header_name(tmp_path):
-    path = write(tmp_path, "idx\tlabel\tsentence\r\n0\t1\tit 's charming \r\n1\t0\tdull\r\n\r\n")
-    texts, labels = read_glue_tsv(path)
-    assert texts == ["it 's charming ", "dull"] and labels == [1, 0]
-
-
-@pytest.mark.parametrize("content, message", [
-    ("", r"train.tsv: empty file; expected a header line"),
-    ("sentence\tlabel\n", r"train.tsv: the header is there but there are no rows"),
-    ("text\tlabel\nfine\t1\n", r"train.tsv:1: the header \['text', 'label'\] has no 'sentence' column"),
-    ("sentence\tlabel\nfine\t1\nno label here\n", r"train.tsv:3: expected 2 tab-separated columns .* found 1"),
-    ("sentence\tlabel\nfine\t1\n\nworse\t2\n", r"train.tsv:4: label '2' is not one of the classes 0..1"),
-    ("sentence\tlabel\nfine\t-1\n", r"train.tsv:2: label '-1' is not one of the classes 0..1"),
-    ("sentence\tlabel\nfine\tpositive\n", r"train.tsv:2: label 'positive' is not one of the classes"),
-    ("sentence\tlabel\n \t1\n", r"train.tsv:2: the 'sentence' column is empty"),
-])
-def test_bad_files_are_reported_by_file_and_line(tmp_path, content, message):
-    with pytest.raises(DataError, match=message):
-        read_glue_tsv(write(tmp_path, content))
-
-
-@pytest.mark.parametrize("label", ["²", "١", "9" * 5000, "01", "1.0"])
-def test_labels_the_fuzzing_found(tmp_path, label):
-    """int() raised on '²' and on 5000 digits (a bare ValueError naming no file) and read '١' (Arabic-Indic
-    one) as 1; a label is one of the strings '0'..'N-1', as GLUE's processors compare them."""
-    with pytest.raises(DataError, match=r"train.tsv:3: label '.*' is not one of the classes 0..1"):
-        read_glue_tsv(write(tmp_path, f"sentence\tlabel\nfine\t1\nfine\t{label}\n"))
-
-
-def test_rows_end_where_csv_ends_them(tmp_path):
-    """Lines end at \\n, \\r\\n or \\r (mixed in one file, too), as Python's csv module reads them;
-    str.splitlines also cut at \\f, \\v, \\x85, U+2028 and U+2029, which then split a text in two.
-    A byte-order mark is not part of the first column's name."""
-    texts = ["page\x0cbreak", "next\u2028line", "vertical\x0btab", "nel\x85here", "plain"]
-    content = "\ufeffsentence\tlabel\r\n" + "\r".join(f"{t}\t1" for t in texts[:3]) + "\n" + texts[3] + "\t0\r\n"
-    path = tmp_path / "train.tsv"
-    path.write_bytes((content + texts[4] + "\t1").encode())
-    assert read_glue_tsv(path) == (texts, [1, 1, 1, 0, 1])
-
-
-def test_a_nul_byte_is_an_error_naming_the_line(tmp_path):
-    with pytest.raises(DataError, match=r"train.tsv:3: a NUL byte"):
-        read_glue_tsv(write(tmp_path, "sentence\tlabel\nfine\t1\nbin\x00ary\t0\n"))
-
-
-def test_missing_and_binary_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.tsv does not exist"):
-        read_glue_tsv(tmp_path / "nothing.tsv")
-    path = tmp_path / "latin1.tsv"
-    path.write_bytes("sentence\tlabel\ncaf\xe9\t1\n".encode("latin-1"))
-    with pytest.raises(DataError, match="latin1.tsv: not UTF-8"):
-        read_glue_tsv(path)
-
-
-def test_more_classes(tmp_path):
-    path = write(tmp_path, "sentence\tlabel\na\t2\n")
-    assert read_glue_tsv(path, num_labels=3).labels == [2]
-
-
-def test_reads_the_real_sst2_dev_set(sst2_dir):
-    texts, labels = read_glue_tsv(sst2_dir / "dev.tsv")
-    assert len(texts) == 872 and set(labels) == {0, 1}
-    assert texts[0].startswith("it 's a charming")
+from minillm.data import DataLoader, Dataset, TextClassificationDataset, default_collate, pad_batch
 
 
 # ---- tokenized datasets ------------------------------------------------------------------------
@@ -192,3 +119,34 @@ def test_loader_arguments_are_checked():
         DataLoader([1, 2], 1, bucket=True)
     with pytest.raises(ValueError, match="the dataset is empty"):
         DataLoader([], 1)
+
+
+def test_pairs_are_encoded_as_transformers_encodes_them(minilm_dir, transformers):
+    """[CLS] a [SEP] b [SEP], token types 1 on b; pairs too long cut longest-first, as BertTokenizerFast
+    cuts them (the dataset tokenizes whole, then re-tokenizes only the long pairs with truncation)."""
+    from minillm.tokenizer import BertTokenizer
+    rng = np.random.default_rng(0)
+    words = "the premise of a story is not its hypothesis , but it entails something . Héllo wörld".split()
+    texts, pairs = ([" ".join(rng.choice(words, rng.integers(1, 40))) for _ in range(60)] for _ in range(2))
+    theirs = transformers.BertTokenizerFast.from_pretrained(minilm_dir)
+    ours = BertTokenizer.from_pretrained(minilm_dir)
+    for max_length in (512, 32, 9):
+        data = TextClassificationDataset(ours, texts, np.zeros(60, np.int64), max_length, text_pairs=pairs)
+        expected = theirs(texts, pairs, truncation="longest_first", max_length=max_length)
+        for i in range(60):
+            assert data[i]["input_ids"].tolist() == expected["input_ids"][i]
+            assert data[i]["token_type_ids"].tolist() == expected["token_type_ids"][i]
+        assert (data.truncated > 0) == (max_length < 512)
+
+
+def test_float_labels_keep_their_dtype_through_the_batches(tokenizer):
+    scores = TextClassificationDataset(tokenizer, ["good", "bad movie"], [0.5, 4.25])
+    several = TextClassificationDataset(tokenizer, ["good", "bad movie"], np.eye(2, 3))
+    assert pad_batch([scores[0], scores[1]])["labels"].tolist() == [0.5, 4.25]
+    batch = pad_batch([several[0], several[1]])
+    assert batch["labels"].dtype == np.float32 and batch["labels"].shape == (2, 3)
+    assert pad_batch([scores[0]])["labels"].dtype == np.float32
+    ids = TextClassificationDataset(tokenizer, ["good"], [1])
+    assert pad_batch([ids[0]])["labels"].dtype == np.int64
+    with pytest.raises(ValueError, match="toy: 2 texts but 1 second texts of pairs"):
+        TextClassificationDataset(tokenizer, ["a", "b"], [1, 0], text_pairs=["c"], name="toy")

@@ -148,7 +148,7 @@ def test_mpirun_minillm_finetune_is_the_one_process_run_on_the_global_batch(mpie
         done = subprocess.run([mpiexec, "-n", str(ranks), *command] if ranks else command, env=env,
                               capture_output=True, text=True, timeout=TIMEOUT)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.count("saved the fine-tuned model") == 1  # rank 0 alone reports and logs
+        assert done.stdout.count("saved the best model") == 1  # rank 0 alone reports and logs
         assert done.stderr.count("epoch 1: eval loss") == 1
         states.append(json.loads((out / "trainer_state.json").read_text())["log_history"])
     assert "data parallel over 2 ranks: batches of 4 per rank, a global batch of 8" in done.stderr
@@ -157,3 +157,7 @@ def test_mpirun_minillm_finetune_is_the_one_process_run_on_the_global_batch(mpie
     assert reduced["eval_examples"] == evaluated["eval_examples"] == 15
     assert reduced["eval_loss"] == pytest.approx(evaluated["eval_loss"], rel=1e-5)
     assert reduced["eval_accuracy"] == evaluated["eval_accuracy"]
+    # gathered, not averaged over the shards: an F1, a correlation and a confusion matrix of the whole set
+    for name in ("eval_f1", "eval_macro_f1", "eval_matthews_correlation"):
+        assert reduced[name] == pytest.approx(evaluated[name], rel=1e-6), name
+    assert reduced["eval_confusion_matrix"] == evaluated["eval_confusion_matrix"]

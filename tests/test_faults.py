@@ -129,9 +129,12 @@ def test_a_full_disk_during_a_save_is_a_clear_error_and_keeps_the_last_checkpoin
     fdopen = os.fdopen
 
     def filling_disk(fd, *a, **k):
-        """A file that takes 1000 bytes, then fails as a full disk does (ENOSPC)."""
+        """A checkpoint file that takes 1000 bytes, then fails as a full disk does (ENOSPC); the
+        other files (log.jsonl) still fit."""
         f = fdopen(fd, *a, **k)
         write = f.write
+        if CHECKPOINT_NAME not in os.readlink(f"/proc/self/fd/{fd}"):
+            return f
 
         def full(content):
             write(content[:1000])

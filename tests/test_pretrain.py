@@ -57,7 +57,7 @@ def test_the_held_out_masked_lm_loss_falls(corpus, tmp_path, capsys):
     out = tmp_path / "bert"
     assert pretrain(corpus, out) == 0
     said = capsys.readouterr()
-    assert "saved the pretrained model" in said.out and "epoch 3: eval loss" in said.err
+    assert "saved the best model (loss " in said.out and "epoch 3: eval loss" in said.err
     evals = [h for h in history(out) if "eval_loss" in h]
     assert len(evals) == 3
     vocab = len(BertTokenizer.from_pretrained(corpus / "vocab"))

@@ -9,8 +9,8 @@ import pytest
 
 import minillm as mm
 import minillm.nn.functional as F
-from finetune_helpers import poison_loss, tiny_model, tiny_tokenizer, toy_texts
-from minillm.data import TextClassificationDataset, pad_batch
+from finetune_helpers import poison_loss, tiny_model, toy_splits
+from minillm.data import pad_batch
 from minillm.nn import Embedding, Linear, Module
 from minillm.nn.utils import clip_grad_norm_
 from minillm.optim import AdamW
@@ -20,10 +20,7 @@ from minillm.training import (CHECKPOINT_NAME, Trainer, TrainingArguments, Train
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tok"))
-    train = TextClassificationDataset(tokenizer, *toy_texts(40, seed=1), max_length=24)
-    dev = TextClassificationDataset(tokenizer, *toy_texts(20, seed=2), max_length=24)
-    return tokenizer, train, dev
+    return toy_splits(tmp_path_factory.mktemp("tok"))
 
 
 def run(toy, out, resume=False, stop_after=None, seed=0, **options):
@@ -92,10 +89,13 @@ def test_the_trainer_trains_any_model_that_returns_a_loss(toy, tmp_path):
     model = MeanOfEmbeddings(len(tokenizer))
     args = TrainingArguments(output_dir=str(tmp_path), epochs=2, batch_size=8, lr=2e-2, progress=False)
     trainer = Trainer(model, args, train, dev, tokenizer)
-    history = trainer.train(stop_after=5)  # one epoch, evaluated and checkpointed (no save_pretrained here)
+    history = trainer.train(stop_after=5)  # one epoch, evaluated and checkpointed
     assert len(losses(history)) == 5 and all(np.isfinite(losses(history)))
     assert [h["eval_examples"] for h in history if "eval_examples" in h] == [20]
     assert (tmp_path / CHECKPOINT_NAME).exists()
+    from minillm import safetensors_io  # the best model so far: no save_pretrained here, so its state_dict
+    saved = safetensors_io.read_safetensors(tmp_path / "model.safetensors")[0]
+    np.testing.assert_array_equal(saved["head.weight"], model.head.weight.numpy())
 
 
 def test_same_seed_same_losses_and_training_helps(toy, tmp_path):

@@ -1,6 +1,6 @@
 """What every command's options share: --device, an --out folder checked before any work, --max-length
-within the model's positions, a classifier loaded so that a bad file fails before any weight is read,
-and a training run as --overwrite, --resume and --stop-after say."""
+within the model's positions, the data file's format and columns, a classifier loaded so that a bad
+file fails before any weight is read, and a training run as --overwrite, --resume and --stop-after say."""
 import argparse
 import logging
 import os
@@ -79,7 +79,8 @@ def max_length(requested, model):
 
 def run_training(trainer, args, finished):
     """Train as --overwrite (no resuming into the old run's checkpoint), --resume and --stop-after say,
-    then print ``finished``, or where the run stopped (under mpirun rank 0 alone reports); the exit code.
+    then print ``finished`` (with a dev set: the best model's metric and step, the model --out holds),
+    or where the run stopped (under mpirun rank 0 alone reports); the exit code.
     Ctrl-C ends the run at the end of its step, checkpointed, with the command that resumes (130)."""
     from ..training import CHECKPOINT_NAME, TrainingInterrupted
 
@@ -94,8 +95,12 @@ def run_training(trainer, args, finished):
         return 130
     if trainer.world.rank != 0:
         pass  # under mpirun rank 0 alone reports
-    elif trainer.step < trainer.total_steps:
+    elif not trainer.finished:
         print(f"stopped at step {trainer.step} of {trainer.total_steps}; continue with --resume")
+    elif trainer.eval_loader is not None:  # the Trainer kept the best evaluation's model in --out
+        early = f"stopped early at step {trainer.step}; " if trainer.stopped_early else ""
+        print(f"{early}saved the best model ({trainer.args.metric_for_best_model} {trainer.best_metric:.4f}, step "
+              f"{trainer.best_step}) to {args.out}; the last state is {checkpoint}")
     else:
         print(finished)
     return 0
@@ -105,7 +110,6 @@ def resume_command(argv):
     """The command line that continues the run ``argv`` started: --resume in place of --overwrite."""
     kept = [arg for arg in argv if arg not in ("--overwrite", "--resume")]
     return shlex.join(["minillm", *kept, "--resume"])
-
 
 
 def load_classifier(name, device="cpu", **config_fields):
@@ -124,3 +128,31 @@ def load_classifier(name, device="cpu", **config_fields):
                               "tokenizer and model do not belong together")
     model = BertForSequenceClassification.from_pretrained(name, config=config).to(device)
     return model, tokenizer
+
+
+def data_options(command, labeled=True):
+    """--format and the columns: what finetune, eval and predict read a data file with."""
+    from ..data.readers import LABEL_COLUMNS, PAIR_COLUMNS, TEXT_COLUMNS
+
+    command.add_argument("--format", choices=["tsv", "csv", "jsonl"], default=None,
+                         help="the data files' format (default: from the extension: .tsv, .csv, .jsonl)")
+    command.add_argument("--text-column", default=None,
+                         help=f"the text (default: the first of {', '.join(TEXT_COLUMNS)}, after the pairs)")
+    command.add_argument("--text-pair-column", default=None,
+                         help="the second text of a pair (default: the second of a pair of columns the file has: "
+                              + ", ".join("/".join(p) for p in PAIR_COLUMNS) + ")")
+    if labeled:
+        command.add_argument("--label-column", default=None,
+                             help=f"the label (default: the first of {', '.join(LABEL_COLUMNS)})")
+    command.add_argument("--label-separator", default=",",
+                         help="what joins several labels in a tsv/csv field (multi-label; default ',')")
+
+
+def read_data(args, path, labeled=True, limit=None, limit_option="--limit"):
+    """The examples of a data file (its first ``limit`` rows), with the command's --format and columns."""
+    from ..data import read_examples
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"{limit_option} must be at least 1, got {limit}")
+    return read_examples(path, args.text_column, args.text_pair_column, getattr(args, "label_column", None),
+                         args.format, labeled=labeled, limit=limit)

@@ -21,39 +21,49 @@ class Dataset:
 
 
 class TextClassificationDataset(Dataset):
-    """Texts tokenized to at most ``max_length`` tokens each, with their integer labels.
+    """Texts, or pairs of texts, tokenized to at most ``max_length`` tokens each, with their labels.
 
-    Item i is {"input_ids": (L_i,), "token_type_ids": (L_i,), "labels": int} with L_i <= max_length;
-    ``lengths`` holds every L_i (for length bucketing). Texts longer than ``max_length`` tokens are
-    cut (keeping [CLS] ... [SEP]) and one logged warning says how many; ``truncated`` is the count.
-    ``name`` (e.g. the file) is what that warning calls the data.
+    Item i is {"input_ids": (L_i,), "token_type_ids": (L_i,), "labels": ...} with L_i <= max_length;
+    a pair (``text_pairs`` given, the second texts) is [CLS] a [SEP] b [SEP] with token type 1 on b.
+    labels: (N,) integer class ids, (N,) floats (regression) or (N, C) multi-hot floats (multi-label),
+    kept with their dtype; ``lengths`` holds every L_i (for length bucketing). Texts longer than
+    ``max_length`` tokens are cut by the tokenizer (a pair longest-first: a token off the longer text
+    until it fits, as Hugging Face's tokenizer) and one logged warning says how many; ``truncated`` is
+    the count. ``name`` (e.g. the file) is what that warning calls the data.
     """
 
     CHUNK = 1024  # texts per tokenizer call: bounds the padded (CHUNK, longest) temporary
 
-    def __init__(self, tokenizer, texts, labels, max_length=512, name="data"):
+    def __init__(self, tokenizer, texts, labels, max_length=512, name="data", text_pairs=None):
         if len(texts) != len(labels):
             raise ValueError(f"{name}: {len(texts)} texts but {len(labels)} labels")
+        if text_pairs is not None and len(text_pairs) != len(texts):
+            raise ValueError(f"{name}: {len(texts)} texts but {len(text_pairs)} second texts of pairs")
         if max_length < 2:
             raise ValueError(f"{name}: max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
-        self.labels = numpy.asarray(labels, dtype=numpy.int64)
+        labels = numpy.asarray(labels)
+        self.labels = labels.astype(numpy.int64 if labels.dtype.kind in "biu" else numpy.float32)
         self.input_ids, self.token_type_ids = [], []
         self.truncated = 0
         for start in range(0, len(texts), self.CHUNK):
-            self._encode(tokenizer, list(texts[start:start + self.CHUNK]), max_length)
+            chunk = slice(start, start + self.CHUNK)
+            pairs = None if text_pairs is None else list(text_pairs[chunk])
+            self._encode(tokenizer, list(texts[chunk]), pairs, max_length)
         self.lengths = numpy.array([len(ids) for ids in self.input_ids], dtype=numpy.int64)
         if self.truncated:
-            logger.warning("%s: %d of %d texts are longer than max_length=%d tokens and were truncated to it",
-                           name, self.truncated, len(texts), max_length)
+            what = "pairs" if text_pairs is not None else "texts"
+            logger.warning("%s: %d of %d %s are longer than max_length=%d tokens and were truncated to it",
+                           name, self.truncated, len(texts), what, max_length)
 
-    def _encode(self, tokenizer, texts, max_length):
+    def _encode(self, tokenizer, texts, pairs, max_length):
         """Tokenize whole, find each text's real length from the mask, and re-tokenize the long
         ones with truncation (so the tokenizer, not we, decides how to cut and re-add [SEP])."""
-        full = tokenizer(texts, padding=True, truncation=False)
+        full = tokenizer(texts, pairs, padding=True, truncation=False)
         long = numpy.flatnonzero(full["attention_mask"].sum(axis=1) > max_length)
         source = {i: (full, i) for i in range(len(texts))}  # text i -> (encoding, row) to take it from
         if len(long):
-            cut = tokenizer([texts[i] for i in long], padding=True, truncation=True, max_length=max_length)
+            cut = tokenizer([texts[i] for i in long], None if pairs is None else [pairs[i] for i in long],
+                            padding=True, truncation="longest_first", max_length=max_length)
             source.update({i: (cut, row) for row, i in enumerate(long)})
         for encoding, row in source.values():
             n = int(encoding["attention_mask"][row].sum())

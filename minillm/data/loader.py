@@ -39,7 +39,8 @@ def pad_batch(examples, pad_token_id=0):
 
     examples: dicts with "input_ids" (L_i,) and optional "token_type_ids" (L_i,), "labels" ().
     Returns "input_ids", "token_type_ids", "attention_mask": (B, max L_i) int64 (mask 1 on real
-    tokens, 0 on padding), and "labels": (B,) int64 when the examples have labels.
+    tokens, 0 on padding), and "labels" when the examples have them: (B,) int64 class ids, or the
+    examples' float labels stacked, (B,) or (B, C) float32 (regression, multi-label).
     """
     lengths = [len(e["input_ids"]) for e in examples]
     width = max(lengths)
@@ -53,7 +54,8 @@ def pad_batch(examples, pad_token_id=0):
         mask[row, :n] = 1
     batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
     if "labels" in examples[0]:
-        batch["labels"] = numpy.array([e["labels"] for e in examples], dtype=numpy.int64)
+        labels = numpy.stack([numpy.asarray(e["labels"]) for e in examples])
+        batch["labels"] = labels.astype(numpy.int64 if labels.dtype.kind in "biu" else numpy.float32)
     return batch
 
 

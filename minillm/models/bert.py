@@ -413,7 +413,12 @@ class BertForPreTraining(BertPreTrainedModel):
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
-    """BERT with a classifier on the pooled [CLS] state: logits = Dense(Dropout(pooler_output))."""
+    """BERT with a classifier on the pooled [CLS] state: logits = Dense(Dropout(pooler_output)).
+
+    ``class_weights`` (num_labels,) or None: the single-label loss's per-class weights, torch's
+    cross_entropy(weight=) (for imbalanced classes; the Trainer sets it from TrainingArguments). A
+    choice of the training, like the learning rate, it is not saved with the model.
+    """
 
     def __init__(self, config, initialize=True):
         super().__init__()
@@ -424,6 +429,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.classifier = Linear(config.hidden_size, config.num_labels)
         if initialize:  # from_pretrained initializes it (a new head) when the checkpoint has none
             self._init_weights(self.classifier)
+        self.class_weights = None
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 output_attentions=False, output_hidden_states=False, inputs_embeds=None):
@@ -441,23 +447,20 @@ class BertForSequenceClassification(BertPreTrainedModel):
         super().check_batch(batch)
         if batch.get("labels") is not None:
             labels = as_array(batch["labels"])
-            if self._problem_type(labels) == "single_label_classification":
+            if self.problem_type(labels) == "single_label_classification":
                 ops.check_class_ids(labels.reshape(-1), self.num_labels)
 
-    def _problem_type(self, labels):
-        """Hugging Face's choice, unless config.problem_type says: regression for one label,
-        single-label classification for integer labels, multi-label for float ones."""
-        return self.config.problem_type or ("regression" if self.num_labels == 1 else
-                                            "single_label_classification" if labels.dtype.kind in "iu" else
-                                            "multi_label_classification")
+    def problem_type(self, labels):
+        """The loss's problem type for ``labels`` (infer_problem_type, unless config.problem_type says)."""
+        return infer_problem_type(self.num_labels, labels, self.config.problem_type)
 
     def _loss(self, logits, labels):
-        """Mean squared error (regression), cross-entropy of integer class ids (single-label), or
-        binary cross-entropy with logits of float targets (multi-label)."""
+        """Mean squared error (regression), cross-entropy of integer class ids (single-label, weighted
+        by ``class_weights`` if set), or binary cross-entropy with logits of float targets (multi-label)."""
         y = as_array(labels)
-        kind = self._problem_type(y)
+        kind = self.problem_type(y)
         if kind == "single_label_classification":
-            return F.cross_entropy(logits, y.reshape(-1))
+            return F.cross_entropy(logits, y.reshape(-1), weight=self.class_weights)
         y = Tensor(backend.to_device(y, logits.device, logits.dtype).reshape(logits.shape))
         if kind == "regression":
             return ((logits - y) ** 2).mean()
@@ -489,6 +492,14 @@ def _check_labels(labels, classes):
     """Class ids in [0, classes) or -100, checked on the host as cross-entropy would check them."""
     if labels is not None:
         ops.check_class_ids(as_array(labels).reshape(-1), classes)
+
+
+def infer_problem_type(num_labels, labels, configured=None):
+    """Hugging Face's choice of loss, unless ``configured`` (config.problem_type) says: regression for
+    one output, single-label classification for integer labels, multi-label for float ones."""
+    return configured or ("regression" if num_labels == 1 else
+                          "single_label_classification" if labels.dtype.kind in "iu" else
+                          "multi_label_classification")
 
 
 def check_inputs(config, input_ids, attention_mask=None, token_type_ids=None):

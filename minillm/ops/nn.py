@@ -49,39 +49,43 @@ def log_softmax(x, dim): return LogSoftmax.apply(x, dim=dim)
 
 
 class CrossEntropy(Function):
-    """loss = mean over kept rows i of -log softmax(x_i)[t_i];  x: (N, C) logits, t: (N,) classes.
+    """loss = sum_i r_i * -log softmax(x_i)[t_i] / sum_i r_i;  x: (N, C) logits, t: (N,) classes.
 
-    Rows whose target equals ``ignore_index`` are left out of the sum and of the count n.
-    dL/dx_i = g * (softmax(x_i) - onehot(t_i)) / n for kept rows, 0 for ignored ones.
-    With no row kept (n = 0: every target ignored, a batch where masked-LM chose no token) the
-    loss is NaN, the mean of nothing, as in torch, and the gradient is 0, as in torch: nothing to
-    learn. n stays an array (on a GPU, reading it would wait), so neither is a branch on it.
+    r_i, the weight of row i, is ``weight[t_i]`` (torch's ``weight=``, one per class; 1 without it),
+    and 0 for rows whose target equals ``ignore_index``: the loss is the weighted mean over the kept
+    rows, as torch's (without weights, the plain mean over the n kept rows).
+    dL/dx_i = g * r_i * (softmax(x_i) - onehot(t_i)) / sum_j r_j (0 for ignored rows).
+    With no weight kept (every target ignored, a batch where masked-LM chose no token) the loss is
+    NaN, the mean of nothing, as in torch, and the gradient is 0, as in torch: nothing to learn.
+    The sum stays an array (on a GPU, reading it would wait), so neither is a branch on it.
     """
     float_only = True
 
-    def forward(self, logits, target, ignore_index=IGNORE_INDEX):
+    def forward(self, logits, target, ignore_index=IGNORE_INDEX, weight=None):
         xp = backend.array_module(logits)
         logp = logits - kernels.logsumexp(logits, -1)
         kept = target != ignore_index
         safe_target = xp.where(kept, target, 0)
         picked = xp.take_along_axis(logp, safe_target[:, None], axis=1)[:, 0]
-        count = kept.sum().astype(logits.dtype)  # on a GPU it stays there: reading it would wait
-        divisor = xp.maximum(count, 1)           # n, or 1 where n = 0 (the sum is 0 then): no 0 / 0
-        self.save(logp, safe_target, kept, divisor)
-        loss = -xp.where(kept, picked, 0).sum() / divisor
-        return xp.where(count > 0, loss, logits.dtype.type(xp.nan))
+        rows = kept.astype(logits.dtype) if weight is None else xp.where(kept, weight[safe_target], 0)
+        total = rows.sum()                            # n, or the kept rows' weights: stays where it is
+        divisor = xp.where(total != 0, total, 1)      # 1 where nothing is kept (the sum is 0 then): no 0 / 0
+        self.save(logp, safe_target, rows, divisor)
+        loss = -(rows * picked).sum() / divisor
+        return xp.where(total != 0, loss, logits.dtype.type(xp.nan))
 
     def backward(self, g):
-        logp, target, kept, divisor = self.saved
+        logp, target, rows, divisor = self.saved
         xp = backend.array_module(logp)
         gx = xp.exp(logp)
         gx[xp.arange(len(target)), target] -= 1
-        gx *= (kept * (g / divisor))[:, None]   # ignored rows times 0; with n = 0, every row
+        gx *= (rows * (g / divisor))[:, None]   # ignored rows times 0; with nothing kept, every row
         return gx, None
 
 
-def cross_entropy(logits, target, ignore_index=IGNORE_INDEX):
-    """Mean negative log-likelihood of integer ``target`` (N,) under softmax(``logits``) (N, C)."""
+def cross_entropy(logits, target, ignore_index=IGNORE_INDEX, weight=None):
+    """Mean negative log-likelihood of integer ``target`` (N,) under softmax(``logits``) (N, C);
+    ``weight`` (C,): a weight per class, the mean then weighted by the targets' weights (torch's)."""
     t = as_array(target)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
@@ -89,7 +93,12 @@ def cross_entropy(logits, target, ignore_index=IGNORE_INDEX):
         raise ValueError(f"cross_entropy: target must be ({logits.shape[0]},) to match logits "
                          f"{logits.shape}, got shape {tuple(t.shape)}")
     check_class_ids(t, logits.shape[1], ignore_index)
-    return CrossEntropy.apply(logits, t, ignore_index=ignore_index)
+    if weight is not None:
+        weight = backend.to_device(as_array(weight), logits.device, logits.dtype)
+        if weight.shape != (logits.shape[1],):
+            raise ValueError(f"cross_entropy: weight must be ({logits.shape[1]},), one per class of logits "
+                             f"{logits.shape}, got shape {tuple(weight.shape)}")
+    return CrossEntropy.apply(logits, t, ignore_index=ignore_index, weight=weight)
 
 
 def check_class_ids(target, classes, ignore_index=IGNORE_INDEX):

@@ -16,6 +16,12 @@ class TrainingArguments:
     a GPU model without dropout): every batch is padded to the longest training text, the last one
     filled with rows the loss ignores, so the batches, the steps and the losses stay those of an
     eager run (to float rounding); the NaN check then comes after a step's update.
+
+    With evaluation data (Hugging Face's names): ``metric_for_best_model`` is the evaluation metric
+    that picks the best epoch, whose model is the one saved in output_dir ("loss" by default, lower
+    is better; any other, e.g. "accuracy" or "f1", higher is better unless ``greater_is_better`` says);
+    ``early_stopping_patience``: stop after that many evaluations in a row without improvement (0: never).
+    ``class_weights``: one weight per class for the single-label loss (torch's cross_entropy weight=).
     """
     output_dir: str
     epochs: int = 1
@@ -30,16 +36,26 @@ class TrainingArguments:
     save_steps: int = 0
     progress: bool = True
     cuda_graph: bool = False
+    metric_for_best_model: str = "loss"
+    greater_is_better: bool = None
+    early_stopping_patience: int = 0
+    class_weights: list = None
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("lr", "weight_decay", "max_grad_norm", "save_steps"):
+        for name in ("lr", "weight_decay", "max_grad_norm", "save_steps", "early_stopping_patience"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.warmup_ratio <= 1:
             raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio!r}")
+        if self.greater_is_better is None:  # as Hugging Face's: a loss is better lower, a score higher
+            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
+        if self.class_weights is not None:
+            self.class_weights = [float(w) for w in self.class_weights]
+            if not all(w >= 0 for w in self.class_weights) or not any(self.class_weights):
+                raise ValueError(f"class_weights must be >= 0 and not all 0, got {self.class_weights}")
         if self.cuda_graph and self.bucket:
             raise ValueError("cuda_graph=True pads every batch to one shape, so bucket=True (batches of similar "
                              "lengths, to pad less) would only change the batches: choose one of them")

@@ -14,6 +14,14 @@ batches of batch_size (the global batch is ranks x batch_size), the gradients av
 ranks before the clipping (so the norm clipped is the global one), the loss logged and checked as
 the mean over the ranks (a NaN on one rank stops them all), the evaluation sharded and reduced;
 rank 0 alone writes the checkpoint (with every rank's dropout generator), the model and the bar.
+
+With evaluation data, the best model so far (by ``metric_for_best_model``) is saved in output_dir
+whenever an evaluation improves on it, and training stops early after ``early_stopping_patience``
+evaluations without improvement: at the end output_dir holds the best model, while the checkpoint
+keeps the last state (with the best metric and the count of evaluations without improvement, so a
+resumed run selects and stops as an uninterrupted one). Without evaluation data the final model is
+saved. Every record of ``history`` (each step, each evaluation) is also appended, as one JSON line,
+to output_dir/log.jsonl, which ``minillm plot`` draws.
 """
 import functools
 import hashlib
@@ -38,10 +46,12 @@ from .training_checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoi
 from .cuda_graph import CapturedStep, check_capturable, full_batch
 from .evaluate import evaluate
 from .interrupt import TrainingInterrupted, at_step_boundary
+from .metrics import format_report
 from .step import train_step
 
 logger = logging.getLogger("minillm")
 NO_DECAY = ("bias", "LayerNorm.weight")  # the BERT recipe decays neither
+LOG_NAME = "log.jsonl"
 
 
 class TrainingError(RuntimeError):
@@ -82,19 +92,27 @@ class Trainer:
     batch's keyword arguments (pad_batch's input_ids, token_type_ids, attention_mask, labels) whose
     output has a ``.loss``, such as a sequence classifier.
 
-    eval_data: evaluated after each epoch, if given, by ``evaluate_fn(model, loader)`` (default
-    minillm.training.evaluate: loss and accuracy), which returns a dict of floats with "loss" and
-    "examples" (under mpirun each metric is averaged over the ranks, weighted by "examples"). tokenizer: saved beside the
-    final model so the output folder is a complete Hugging Face model. After ``train()``:
-    ``history`` holds one record per step ({"step", "epoch", "loss", "lr"}) and per evaluation.
+    eval_data: evaluated after each epoch, if given: by default with minillm.training.evaluate (the
+    metrics of the model's task, computed on the whole set, under mpirun too), or by
+    ``evaluate_fn(model, loader)``, which returns a dict of floats with "loss" and "examples" (under
+    mpirun each of its metrics is averaged over the ranks, weighted by "examples"). tokenizer: saved
+    beside the model so the output folder is a complete Hugging Face model. After ``train()``:
+    ``history`` holds one record per step ({"step", "epoch", "loss", "lr"}) and per evaluation
+    ({"step", "epoch", "eval_<metric>"...}); ``best_metric`` and ``best_step`` say which evaluation
+    was the best, and ``stopped_early`` whether early stopping ended the run.
     With ``args.cuda_graph`` each train() call captures the step anew (minillm.training.cuda_graph):
     a resumed run's optimizer state is new arrays, which a graph captured before would not update.
     """
 
     def __init__(self, model, args, train_data, eval_data=None, tokenizer=None, data_collator=None,
-                 evaluate_fn=evaluate):
+                 evaluate_fn=None):
         self.model, self.args, self.tokenizer = model, args, tokenizer
-        self.evaluate_fn = evaluate_fn  # (model, loader) -> {"loss", "examples", other metrics}
+        self.evaluate_fn = evaluate_fn  # None, or (model, loader) -> {"loss", "examples", other metrics}
+        if args.class_weights is not None:
+            if len(args.class_weights) != model.config.num_labels:
+                raise ValueError(f"class_weights has {len(args.class_weights)} weights, the model "
+                                 f"{model.config.num_labels} classes")
+            model.class_weights = args.class_weights  # the loss's cross_entropy(weight=)
         self.train_data = train_data
         self.pad_token_id = pad = getattr(tokenizer, "pad_token_id", 0) or 0
         # data_collator: list of examples -> the model's keyword arguments, as in transformers' Trainer
@@ -122,7 +140,10 @@ class Trainer:
         self.step = 0
         self.saved_step = None  # the step of the last checkpoint written or loaded
         self.history = []
+        self.best_metric, self.best_step = None, None  # the best evaluation so far, by metric_for_best_model
+        self.evaluations_without_improvement, self.stopped_early = 0, False
         self.checkpoint_path = os.path.join(args.output_dir, CHECKPOINT_NAME)
+        self.log_path = os.path.join(args.output_dir, LOG_NAME)
 
     # ---- the loop -----------------------------------------------------------------------------------
     def train(self, resume=False, stop_after=None):
@@ -133,21 +154,37 @@ class Trainer:
             safetensors_io.remove_temporaries(self.args.output_dir)  # of a run killed while it wrote
         if resume:
             self._resume()
+        if self.world.rank == 0:  # the log starts as the history (a resumed run's: up to its checkpoint)
+            safetensors_io.atomic_write(self.log_path, "".join(json.dumps(r) + "\n" for r in self.history))
         self.graph = None
         self.model.train()
         steps_per_epoch = len(self.loader)
         stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         with at_step_boundary(enabled=self.world.size == 1) as self._interrupted:  # Ctrl-C: interrupt.py
-            while self.step < stop_at:
+            while self.step < stop_at and not self.stopped_early:
                 epoch, start = divmod(self.step, steps_per_epoch)
                 self._run_epoch(epoch, start, stop_at)
                 if self.step % steps_per_epoch == 0:
                     self._end_epoch(epoch)
                 else:  # stopped inside the epoch
                     self.save()
-        if self.step == self.total_steps:
-            self.save_model()
+        if self.finished:
+            if self.eval_loader is None:
+                self.save_model()  # else output_dir holds the best model already
+            self.save_state()
         return self.history
+
+    @property
+    def finished(self):
+        """Whether the run is over: every epoch done, or stopped early."""
+        return self.step == self.total_steps or self.stopped_early
+
+    def _log(self, record):
+        """Keep ``record`` in the history and append it to log.jsonl (rank 0)."""
+        self.history.append(record)
+        if self.world.rank == 0:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
     def _run_epoch(self, epoch, start, stop_at):
         """Epoch ``epoch``'s batches from number ``start`` on, until it ends or the run reaches ``stop_at``."""
@@ -195,7 +232,7 @@ class Trainer:
         if loss is not None:
             record["loss"] = loss
         self.step += 1
-        self.history.append({**record, "lr": self.schedule.get_last_lr()[0]})
+        self._log({**record, "lr": self.schedule.get_last_lr()[0]})
         self.schedule.step()
         return loss
 
@@ -237,16 +274,49 @@ class Trainer:
 
     def _end_epoch(self, epoch):
         if self.eval_loader is not None:
-            metrics = distributed.average_metrics(self.evaluate_fn(self.model, self.eval_loader), self.world)
-            self.history.append({"step": self.step, "epoch": epoch + 1, **{f"eval_{k}": v for k, v in metrics.items()}})
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples")
+            metrics = self._evaluate()
+            self._log({"step": self.step, "epoch": epoch + 1, **{f"eval_{k}": v for k, v in metrics.items()}})
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                              if k != "examples" and isinstance(v, (int, float)))
             logger.info("epoch %d: eval %s on %d examples", epoch + 1, shown, metrics["examples"])
+            for line in format_report(metrics):
+                logger.info("  %s", line)
+            self._select(metrics)
         self.save()
+
+    def _evaluate(self):
+        if self.evaluate_fn is None:  # gathers the ranks' predictions: the metrics are the whole set's
+            return evaluate(self.model, self.eval_loader, self.world)
+        return distributed.average_metrics(self.evaluate_fn(self.model, self.eval_loader), self.world)
+
+    def _select(self, metrics):
+        """Keep the model if this evaluation is the best so far; count the ones that are not, and stop
+        after early_stopping_patience of them in a row (Hugging Face's EarlyStoppingCallback)."""
+        name = self.args.metric_for_best_model
+        if name not in metrics or not isinstance(metrics[name], (int, float)):
+            known = [k for k, v in metrics.items() if isinstance(v, (int, float)) and k != "examples"]
+            raise TrainingError(f"metric_for_best_model={name!r} is not a metric of this evaluation; "
+                                f"it has {', '.join(known)}")
+        value, sign = metrics[name], 1 if self.args.greater_is_better else -1
+        if self.best_metric is None or sign * (value - self.best_metric) > 0:
+            self.best_metric, self.best_step, self.evaluations_without_improvement = value, self.step, 0
+            self.save_model()
+            logger.info("epoch %d: the best %s so far (%.4f): saved the model to %s", self.step // len(self.loader),
+                        name, value, self.args.output_dir)
+            return
+        self.evaluations_without_improvement += 1
+        patience = self.args.early_stopping_patience
+        if patience and self.evaluations_without_improvement >= patience:
+            self.stopped_early = True
+            logger.info("early stopping: %d evaluations without a better %s than %.4f (step %d)", patience, name,
+                        self.best_metric, self.best_step)
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def _info(self):
         return {"step": self.step, "recipe": self.args.recipe(), "data": fingerprint(self.train_data),
-                "history": self.history}
+                "history": self.history, "best_metric": self.best_metric, "best_step": self.best_step,
+                "evaluations_without_improvement": self.evaluations_without_improvement,
+                "stopped_early": self.stopped_early}
 
     def save(self):
         """Write the training checkpoint (atomically: the previous one survives a crash mid-write)."""
@@ -276,15 +346,29 @@ class Trainer:
         if self.world.size > 1:
             random.set_state(info["rng_ranks"][self.world.rank])
         self.step, self.saved_step, self.history = info["step"], info["step"], info["history"]
+        self.best_metric, self.best_step = info["best_metric"], info["best_step"]
+        self.evaluations_without_improvement, self.stopped_early = (info["evaluations_without_improvement"],
+                                                                    info["stopped_early"])
         logger.info("resuming from %s at step %d of %d", self.checkpoint_path, self.step, self.total_steps)
 
     def save_model(self):
-        """The final model as a Hugging Face folder: config.json, model.safetensors, tokenizer files,
-        and trainer_state.json with the history. Under mpirun rank 0 alone writes them."""
+        """The model as a Hugging Face folder: config.json, model.safetensors, tokenizer files (a model
+        without save_pretrained: its state_dict in model.safetensors). Under mpirun rank 0 alone writes them."""
         if self.world.rank != 0:
             return
-        self.model.save_pretrained(self.args.output_dir)
+        if hasattr(self.model, "save_pretrained"):
+            self.model.save_pretrained(self.args.output_dir)
+        else:
+            safetensors_io.write_safetensors(self.model.state_dict(),
+                                             os.path.join(self.args.output_dir, safetensors_io.WEIGHTS_NAME))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(self.args.output_dir)
-        safetensors_io.atomic_write(os.path.join(self.args.output_dir, "trainer_state.json"),
-                                    json.dumps({"global_step": self.step, "log_history": self.history}, indent=1))
+
+    def save_state(self):
+        """trainer_state.json, as Hugging Face's: the history, and which evaluation was the best."""
+        if self.world.rank == 0:
+            state = {"global_step": self.step, "log_history": self.history, "best_metric": self.best_metric,
+                     "best_global_step": self.best_step, "metric_for_best_model": self.args.metric_for_best_model,
+                     "stopped_early": self.stopped_early}
+            safetensors_io.atomic_write(os.path.join(self.args.output_dir, "trainer_state.json"),
+                                        json.dumps(state, indent=1))
