@@ -216,7 +216,7 @@ def main():
             t, mb = alternate(shape, mode, args)
             kind, batch, length = SHAPES[shape]
             flops = encoder_flops(kind, batch, length) * (3 if mode == "train" else 1)
-            share = {s: flops / t[s] / 1e9 / peak for s in runs}
+            share = {s: flops / t[s] / 1e9 / peak for s in t}
             print(f"{shape:<15}{mode:<7}{t['minillm']:>11.3f}{t['torch']:>10.3f}{t['minillm'] / t['torch']:>8.2f}"
                   f"{mb['minillm']:>12.0f}{mb['torch']:>10.0f}{share['minillm']:>15.1%}{share['torch']:>13.1%}",
                   flush=True)
