@@ -26,6 +26,7 @@ import numpy as np
 from finetune_helpers import tiny_model, tiny_tokenizer
 from minillm import kernels, safetensors_io
 from minillm.data import DataError, encode_labels, read_examples
+from minillm.data.readers import LABEL_COLUMNS
 from minillm.optim.adamw import update as adamw_update
 from minillm.safetensors_io import CheckpointError
 from minillm.tokenizer import PADDING
@@ -303,9 +304,10 @@ def _delimited_oracle(text, dialect):
     except csv.Error:
         return None
     header = [name.strip() for name in rows[0]] if rows else []
-    if len(rows) < 2 or "sentence" not in header or "label" not in header:
+    label = next((name for name in LABEL_COLUMNS if name in header), None)  # the documented defaults
+    if len(rows) < 2 or "sentence" not in header or label is None:
         return None
-    text_at, label_at = header.index("sentence"), header.index("label")
+    text_at, label_at = header.index("sentence"), header.index(label)
     texts, labels = [], []
     for row in rows[1:]:
         if len(row) < len(header) or not row[text_at].strip() or not row[label_at].strip() or \
