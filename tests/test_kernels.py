@@ -351,3 +351,17 @@ def test_bad_inputs_name_the_argument():
     _raises(TypeError, "same dtype", matmul, f32, f64.T)
     _raises(ValueError, "at least 2 dimensions", matmul, np.ones(3), np.ones((3, 2)))
     _raises(ValueError, "batch dimensions", matmul, np.ones((2, 3, 3)), np.ones((4, 3, 3)))
+
+
+def test_softmax_of_rows_with_inf_or_nan_is_torchs_in_both_twins(torch):
+    """A row whose maximum is +inf or NaN is all NaN (exp(inf - inf)), as torch's; only an all -inf
+    row (fully masked) is zeros. The NumPy twin used to take +inf for a missing maximum: [0, NaN]
+    for [0, +inf] (bench/fuzz.py's kernel target counted it)."""
+    x = np.array([[0, np.inf], [1, -np.inf], [np.nan, 1], [np.inf, np.inf], [-np.inf, -np.inf]], np.float32)
+    expected = torch.softmax(torch.tensor(x), -1).numpy()
+    expected[-1] = 0  # torch: NaN for a fully masked row; minillm: zeros (its attention masks need them)
+    np.testing.assert_array_equal(softmax_forward_numpy(x), expected)
+    np.testing.assert_array_equal(softmax_forward(x), expected)
+    rows = x[:4]  # log-softmax (x - logsumexp) too: NaN rows where torch's are
+    np.testing.assert_array_equal(F.log_softmax(mm.tensor(rows), -1).numpy(),
+                                  torch.log_softmax(torch.tensor(rows), -1).numpy())

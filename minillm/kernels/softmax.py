@@ -24,7 +24,7 @@ def _shifted_exp(x, axis):
         zeros = xp.zeros(x.shape[:axis % x.ndim] + (1,) + x.shape[axis % x.ndim + 1:], x.dtype)
         return x, zeros, zeros
     row_max = x.max(axis=axis, keepdims=True)
-    row_max = xp.where(xp.isfinite(row_max), row_max, 0)
+    row_max = xp.where(row_max == -xp.inf, 0, row_max)  # +inf and NaN stay: their rows are NaN, as torch's
     e = xp.exp(x - row_max)
     return e, e.sum(axis=axis, keepdims=True), row_max
 
@@ -41,7 +41,7 @@ def logsumexp(x, axis=-1):
     """log sum exp(x) along ``axis``, with keepdims: stable for large x, 0 for an all -inf row."""
     xp = backend.array_module(x)
     _, total, row_max = _shifted_exp(x, axis)
-    return xp.log(xp.where(total > 0, total, 1)) + row_max
+    return xp.log(xp.where(total == 0, 1, total)) + row_max  # a NaN total (a +inf or NaN entry) stays NaN
 
 
 def softmax_forward_numpy(x, mask=None):
