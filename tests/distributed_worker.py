@@ -10,7 +10,8 @@ parameters, a dropout mask drawn after training).
 --fail-rank: that rank raises after the start; --differ-rank: that rank builds a 3-label model;
 --ignore-rank: every label of that rank's data is -100 (its batches carry no targets, the others' do).
 --kill-rank / --hang-rank: that rank SIGKILLs itself / sleeps for an hour when it reaches step
---at-step (after the checkpoint of step 2: the run checkpoints every 2 steps).
+--at-step (the run checkpoints every 2 steps; rank 0 writes, so rank 1 may reach step 3 while the
+step-2 checkpoint is still being written, but not step 4).
 """
 import argparse
 import json

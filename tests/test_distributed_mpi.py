@@ -94,8 +94,8 @@ def assert_checkpoint_of_step(folder, step):
 
 
 def test_a_killed_rank_ends_every_rank_at_once_and_the_checkpoint_stays_whole(mpiexec, tmp_path):
-    began = time.monotonic()
-    done = run(mpiexec, tmp_path, 2, "--kill-rank", "1", "--at-step", "3")
+    began = time.monotonic()  # at step 4: the step-3 collectives waited for rank 0's step-2 checkpoint
+    done = run(mpiexec, tmp_path, 2, "--kill-rank", "1", "--at-step", "4")
     assert done.returncode != 0 and time.monotonic() - began < TIMEOUT / 2
     pid = re.search(r"rank 1 of 2 is pid (\d+)", done.stderr).group(1)  # whose PID the launcher names
     assert f"PID {pid} " in done.stdout + done.stderr and "signal 9" in done.stdout + done.stderr
