@@ -233,3 +233,12 @@ def test_a_class_id_with_separator_characters_around_it(tmp_path):
     """'\x1f1' passed the class-id check (str.strip() removes \x1c-\x1f) but not int() (the fuzzer's find)."""
     path = write(tmp_path, "train.tsv", "sentence\tlabel\nfine\t\x1f1\ndull\t0\x1d\x1d\n")
     assert encode_labels(read_examples(path)).values.tolist() == [1, 0]
+
+
+def test_a_column_named_twice_is_an_error(tmp_path):
+    """'sentence, label, label': which label? The fuzzer found the reader taking the last and the csv
+    oracle the first; neither is ours to guess."""
+    with pytest.raises(DataError, match=r"train.tsv:1: the header names the column\(s\) \['label'\] more than once"):
+        read_examples(write(tmp_path, "train.tsv", "sentence\tlabel\tlabel\nfine\t1\t0\n"))
+    with pytest.raises(DataError, match=r"train.jsonl:2: the object has the key 'label' more than once"):
+        read_examples(write(tmp_path, "train.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 1, "label": 0}\n'))

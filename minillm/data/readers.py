@@ -76,6 +76,9 @@ def _read_delimited(path, f, kind):
     if not header or not any(h.strip() for h in header):
         raise DataError(f"{path}: empty file; expected a header line naming the columns, then one row per example")
     header = [h.strip() for h in header]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:  # which of two same-named columns is the text or the label? Not ours to guess
+        raise DataError(f"{path}:1: the header names the column(s) {twice} more than once: {header}")
     rows, line = [], reader.line_num + 1  # a quoted field may span lines: a row starts after the last one read
     while True:
         try:
@@ -104,9 +107,11 @@ def _read_jsonl(path, f):
         if not text.strip():
             continue
         try:
-            values = json.loads(text)
+            values = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{line}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if isinstance(values, _Twice):
+            raise DataError(f"{path}:{line}: the object has the key {values.key!r} more than once")
         if not isinstance(values, dict):
             raise DataError(f"{path}:{line}: expected a JSON object (one example a line), got {type(values).__name__}")
         columns = list(values) if columns is None else columns
@@ -114,6 +119,19 @@ def _read_jsonl(path, f):
     if columns is None:
         raise DataError(f"{path}: empty file; expected one JSON object a line")
     return columns, rows
+
+
+class _Twice:
+    """What _unique_keys makes of a JSON object with a key twice (json.loads would keep the last)."""
+
+    def __init__(self, key):
+        self.key = key
+
+
+def _unique_keys(pairs):
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    return dict(pairs) if twice is None else _Twice(twice)
 
 
 def choose_columns(path, columns, text_column=None, text_pair_column=None, label_column=None, labeled=True):
