@@ -60,13 +60,8 @@ def fill_mask(model, tokenizer, text_or_texts, top_k=5):
 def _mask_probabilities(model, batch, blanks):
     """softmax of the model's scores at the ``blanks`` (B, L) of the batch: (number of blanks, V),
     in row-major order, float32 as the pipeline computes them."""
-    training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            out = model(**batch)
-    finally:
-        model.train(training)
+    with model.evaluating(), no_grad():
+        out = model(**batch)
     logits = out.logits if hasattr(out, "logits") else out.prediction_logits   # (B, L, V)
     scores = backend.to_host(logits.data)[blanks]
     scores = numpy.exp(scores - scores.max(axis=-1, keepdims=True))

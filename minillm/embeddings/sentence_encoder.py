@@ -125,9 +125,7 @@ class SentenceEncoder(Module):
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
         order = numpy.argsort([-len(t) for t in texts], kind="stable")  # longest first
         out = numpy.empty((len(texts), self.get_sentence_embedding_dimension()), dtype=numpy.float32)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             for start in tqdm(range(0, len(texts), batch_size), desc="Batches", disable=not show_progress_bar):
                 rows = order[start:start + batch_size]
                 batch = self.tokenize([texts[i] for i in rows])
@@ -135,8 +133,6 @@ class SentenceEncoder(Module):
                 if normalize_embeddings:
                     embeddings = normalize(embeddings)
                 out[rows] = embeddings.numpy()
-        finally:
-            self.train(was_training)
         result = out[0] if single else out
         return result if convert_to_numpy else Tensor(result)
 

@@ -73,12 +73,8 @@ def _in_eval_mode(explain):
     network), then put the model back in the mode it was in, as Captum leaves it."""
     @functools.wraps(explain)
     def run(model, *args, **kwargs):
-        was_training = model.training
-        model.eval()
-        try:
+        with model.evaluating():
             return explain(model, *args, **kwargs)
-        finally:
-            model.train(was_training)
     return run
 
 

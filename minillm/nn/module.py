@@ -5,6 +5,7 @@ Attribute assignment registers things: ``self.dense = Linear(...)`` adds a child
 ``named_parameters()`` and ``state_dict()`` follow the attribute names, exactly as Hugging Face's
 BERT names its weights (``encoder.layer.0.attention.self.query.weight``).
 """
+import contextlib
 from collections import OrderedDict
 
 from .. import backend
@@ -95,6 +96,17 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """``with model.evaluating():`` eval mode inside (dropout off), and after, whatever mode the
+        model was in: what evaluation, prediction and explanation run in."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def zero_grad(self):
         for p in self.parameters():

@@ -19,16 +19,12 @@ def _logits(model, batch):
 def predict_logits(model, loader):
     """(logits (N, C) float64, labels) of every batch of ``loader`` (labels None if it has none), in eval
     mode; the model's mode is put back after."""
-    was_training = model.training
-    model.eval()
     logits, labels = [], []
-    try:
+    with model.evaluating():
         for batch in loader:
             logits.append(backend.to_host(_logits(model, batch).data).astype(numpy.float64))
             if "labels" in batch:
                 labels.append(backend.to_host(batch["labels"]))
-    finally:
-        model.train(was_training)
     return numpy.concatenate(logits), numpy.concatenate(labels) if labels else None
 
 
@@ -60,10 +56,8 @@ def predict_proba(model, tokenizer, texts, max_length=None, batch_size=64, text_
     (default and at most the model's positions) are truncated. A regression model's is its output."""
     positions = model.config.max_position_embeddings
     max_length = positions if max_length is None else min(max_length, positions)
-    was_training = model.training
-    model.eval()
-    try:
-        rows = []
+    rows = []
+    with model.evaluating():
         for start in range(0, len(texts), batch_size):
             pairs = None if text_pairs is None else list(text_pairs[start:start + batch_size])
             batch = tokenizer(list(texts[start:start + batch_size]), pairs, padding=True, truncation=True,
@@ -73,6 +67,4 @@ def predict_proba(model, tokenizer, texts, max_length=None, batch_size=64, text_
             rows.append(logits if kind == "regression" or model.config.num_labels == 1 else
                         special.expit(logits) if kind == "multi_label_classification" else
                         special.softmax(logits, axis=-1))
-    finally:
-        model.train(was_training)
     return numpy.concatenate(rows)

@@ -25,10 +25,8 @@ def evaluate_mlm(model, loader):
     For a BertForPreTraining whose batches hold "next_sentence_label", also "nsp_accuracy" (weighed
     by the masked tokens too, which under mpirun makes it approximate) and the loss is the masked-LM
     loss alone. The model runs in eval mode and is put back after."""
-    was_training = model.training
-    model.eval()
     total_loss, right, count, nsp_right, sequences = 0.0, 0, 0, 0, 0
-    try:
+    with model.evaluating():
         for batch in loader:
             labels = numpy.asarray(batch["labels"])
             targets = labels[labels != IGNORE_INDEX]  # row-major: the order of the model's (M, V) logits
@@ -43,8 +41,6 @@ def evaluate_mlm(model, loader):
                 nsp = numpy.asarray(batch["next_sentence_label"])
                 nsp_right += int((out.seq_relationship_logits.numpy().argmax(axis=-1) == nsp).sum())
                 sequences += len(nsp)
-    finally:
-        model.train(was_training)
     if not count:
         raise ValueError("evaluate_mlm: the held-out data has no masked tokens (every label is -100)")
     metrics = {"loss": total_loss / count, "accuracy": right / count, "perplexity": math.exp(total_loss / count)}
