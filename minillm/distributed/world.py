@@ -151,8 +151,10 @@ def _abort_on_exception(w):
     """sys.excepthook: the traceback headed 'rank r of n', then MPI_Abort (every rank stops)."""
     def hook(kind, value, tb):
         text = "".join(traceback.format_exception(kind, value, tb))
-        sys.stderr.write(f"minillm.distributed: rank {w.rank} of {w.size} failed, aborting every rank:\n{text}")
         sys.stderr.flush()
+        # straight to fd 2, and a moment for the launcher to forward it before Abort kills the ranks
+        os.write(2, f"minillm.distributed: rank {w.rank} of {w.size} failed, aborting every rank:\n{text}".encode())
+        time.sleep(0.5)
         w.comm.Abort(1)
 
     sys.excepthook = hook
