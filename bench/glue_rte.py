@@ -14,7 +14,10 @@ torch_finetune), each pair tokenized by transformers' tokenizer with longest-fir
 is on in both, each framework drawing its own masks. Each side runs in its own process, the sides
 alternating, one process per seed; the wall time is the whole process (loading, tokenizing, the three
 epochs and the three dev evaluations), the dev accuracy the last epoch's (no selection on dev: the
-model run_glue would report).
+model run_glue would report). Both sides start from one folder per seed: the pretrained encoder (its
+checkpoint has the pooler) with a classifier head that minillm draws with that seed, saved once, so that
+the sides do not differ in their initial head: what is left between them is their own dropout masks and
+their arithmetic.
 """
 import argparse
 import json
@@ -55,6 +58,20 @@ def run_minillm(args):
                 last_loss=sum(losses[-20:]) / len(losses[-20:]), peak_rss_mb=peak_rss_mb())
 
 
+def starting_point(args, seed, folder):
+    """Save the model both sides start from for ``seed`` into ``folder``: see the docstring above."""
+    from minillm import pretrained, random
+    from minillm.cli.options import load_classifier
+    from minillm.data import encode_labels, read_examples
+
+    labels = encode_labels(read_examples(os.path.join(args.data, "train.tsv")))
+    random.manual_seed(seed)
+    model, tokenizer = load_classifier(pretrained.resolve(args.model), num_labels=len(labels.id2label),
+                                       id2label=labels.id2label)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def run_torch(args):
     train, dev = load_rows(args.data, args.limit, None)
     return torch_finetune(args.model, train, dev, RECIPE)
@@ -84,18 +101,20 @@ def main():
         return 0
 
     for seed in args.seeds.split(","):
-        for side in args.sides.split(","):
-            command = [sys.executable, os.path.abspath(__file__), "--worker", side, "--data", args.data, "--model",
-                       args.model, "--seeds", seed, "--epochs", str(args.epochs)] + (
-                ["--limit", str(args.limit)] if args.limit else [])
-            result = run_worker(f"{side}, seed {seed}", command)
-            if result is None:
-                return 1
-            row = dict(side=side, seed=int(seed), load=os.getloadavg()[0],
-                       date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **result)
-            with open(args.results, "a", encoding="utf-8") as f:  # each run kept as it ends: a long bench
-                f.write(json.dumps(row) + "\n")                  # may be finished by another invocation
-            print(f"{side}, seed {seed}: " + json.dumps(row), file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory() as start:
+            starting_point(args, int(seed), start)
+            for side in args.sides.split(","):
+                command = [sys.executable, os.path.abspath(__file__), "--worker", side, "--data", args.data,
+                           "--model", start, "--seeds", seed, "--epochs", str(args.epochs)] + (
+                    ["--limit", str(args.limit)] if args.limit else [])
+                result = run_worker(f"{side}, seed {seed}", command)
+                if result is None:
+                    return 1
+                row = dict(side=side, seed=int(seed), load=os.getloadavg()[0], same_start=True,
+                           date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **result)
+                with open(args.results, "a", encoding="utf-8") as f:  # each run kept as it ends: a long
+                    f.write(json.dumps(row) + "\n")                  # bench may be finished by another call
+                print(f"{side}, seed {seed}: " + json.dumps(row), file=sys.stderr, flush=True)
     with open(args.results, encoding="utf-8") as f:
         print_table([json.loads(line) for line in f], args.epochs)
     return 0
