@@ -72,7 +72,7 @@ def main():
         show("scores = q k^T / sqrt(D)", scores, "(B, H, L, L)")
         probs = scores.softmax(-1)
         show("p = softmax(scores)", probs, "each row sums to 1")
-        print(f"  head 0: where each token looks most: "
+        print("  head 0: where each token looks most: "
               + ", ".join(f"{tokens[i]}->{tokens[j]}" for i, j in enumerate(probs.numpy()[0, 0].argmax(-1))))
         context = (probs @ v).transpose(1, 2).reshape(1, L, E)
         show("context = p v, heads joined", context, "(B, L, E)")
