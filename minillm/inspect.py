@@ -46,14 +46,14 @@ class Inspection:
 
 def load(name_or_path):
     """(model, tokenizer) in eval mode: the classifier when the folder holds one
-    (its config.json lists BertForSequenceClassification), otherwise the bare encoder."""
-    from .models.bert import BertConfig, BertForSequenceClassification, BertModel
-    from .tokenizer import BertTokenizer
+    (its config.json lists BertForSequenceClassification), otherwise the bare encoder. The
+    tokenizer and config.json are read and checked first, the weights last (tokenizer_and_config)."""
+    from .models.bert import BertForSequenceClassification, BertModel
 
-    config = BertConfig.from_pretrained(name_or_path)
+    tokenizer, config = BertModel.tokenizer_and_config(name_or_path)
     is_classifier = "BertForSequenceClassification" in config.extra.get("architectures", ())
     cls = BertForSequenceClassification if is_classifier else BertModel
-    return cls.from_pretrained(name_or_path), BertTokenizer.from_pretrained(name_or_path)
+    return cls.from_pretrained(name_or_path, config=config), tokenizer
 
 
 @no_grad()

@@ -11,11 +11,13 @@ A target has
 tests/test_fuzz.py draws from these with hypothesis in CI; bench/fuzz.py runs them for minutes, with
 atheris (coverage-guided, libFuzzer's mutations and ours) or with seeded random mutation alone.
 """
+import collections
 import csv
 import io
 import json
 import math
 import random
+import re
 import shutil
 import struct
 import tracemalloc
@@ -294,6 +296,9 @@ def run_model_files(data, folder):
 
 
 # ---- the data readers ---------------------------------------------------------------------------
+WHOLE_FILE = ("empty file", "there are no rows", "no labels")  # the errors with no line to name
+
+
 def _delimited_oracle(text, dialect):
     """(texts, labels) of a file as Python's csv module reads it with ``dialect``, or None where it
     refuses the file or the file is not a good one (no sentence or label column, a short row, an
@@ -318,6 +323,44 @@ def _delimited_oracle(text, dialect):
     return texts, labels
 
 
+def _jsonl_oracle(text):
+    """(texts, labels) of a JSON Lines file as its spec reads it (jsonlines.org: a JSON value a line,
+    lines separated by \\n, so a \\r before one is JSON's whitespace), each line by Python's json
+    module; or None where the file is not a good one: a line that is not an object, has a key twice
+    or is not JSON; a first object without 'sentence' and a default label key; a row without them, a
+    text that is not a non-blank string, a label that is null, a list, an object or blank."""
+    objects = []
+    for line in text.split("\n"):
+        if not line.strip(" \t\r"):  # JSON's whitespace alone: a blank line, not a row
+            continue
+        try:
+            values = json.loads(line, object_pairs_hook=_pairs)
+        except (ValueError, RecursionError):  # not JSON, a key twice, a 5000-digit number, nested too deep
+            return None
+        if not isinstance(values, dict):
+            return None
+        objects.append(values)
+    label = next((name for name in LABEL_COLUMNS if objects and name in objects[0]), None)  # the defaults
+    if label is None or "sentence" not in objects[0]:
+        return None
+    texts, labels = [], []
+    for values in objects:
+        text, y = values.get("sentence"), values.get(label)
+        if not isinstance(text, str) or not text.strip() or y is None or isinstance(y, (list, dict)) or \
+                (isinstance(y, str) and not y.strip()):
+            return None
+        texts.append(text)
+        labels.append(y)
+    return texts, labels
+
+
+def _pairs(pairs):
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) < len(keys):
+        raise ValueError("a key twice")
+    return dict(pairs)
+
+
 def read_labeled(path):
     """(texts, raw labels) of a data file by read_examples, after encode_labels has taken the labels
     (ids or names: a DataError or a Labels, never another exception)."""
@@ -334,23 +377,14 @@ def delimited_seed(separator):
     return seed
 
 
-# (suffix, reader(path), seed(rows) -> bytes, oracle(text) -> (texts, labels) or None): a new reader
-# is one more line here, and every data fuzz test and the fuzz run take it up
-DATA_READERS = [
-    (".tsv", read_labeled, delimited_seed("\t"),
-     lambda text: _delimited_oracle(text, dict(delimiter="\t", quoting=csv.QUOTE_NONE))),  # GLUE's TSV
-    (".csv", read_labeled, delimited_seed(","), lambda text: _delimited_oracle(text, dict(delimiter=","))),
-]
+def jsonl_seed(rows):
+    """One object a line, as Hugging Face datasets' to_json writes them (UTF-8, not \\u escapes)."""
+    return "".join(json.dumps({"sentence": text, "label": label}, ensure_ascii=False) + "\n"
+                   for text, label in rows).encode()
 
 
-def data_seeds(folder):
-    rows = [("a charming , funny film", 1), ("it 's \"dull\"", 0), ("l'été était beau", 1), ("plot ; twist", 0)]
-    return [bytes([i]) + seed(rows) for i, (_, _, seed, _) in enumerate(DATA_READERS)]
-
-
-def mutate_data(rng, seed):
+def mutate_text(rng, content):
     """Mixed line endings, stray quotes, NUL bytes, missing columns, odd labels; then byte noise."""
-    which, content = seed[0], seed[1:]
     kind = rng.randrange(5)
     if kind == 0:
         ending = rng.choice([b"\r\n", b"\r", b"\n\n", b"\x0b", b"\x0c", "\u2028".encode(), b"\x85"])
@@ -365,22 +399,90 @@ def mutate_data(rng, seed):
         content = content[:rng.randrange(len(content) + 1)]
     if kind == 4 or rng.random() < 0.3:
         content = mutate_bytes(rng, content)
-    return bytes([which]) + content
+    return content
+
+
+JSONL_ODD_LINES = [b"[1, 2]", b'"a sentence"', b"3", b"null", b"true", b"{}", b"{", b"}", b"NaN", b"  ", b"\t\r",
+                   "\u2028".encode(), b"\x0c", b"\x00", "\ufeff".encode(), b'{"sentence": "x"}', b'{"label": 1}']
+
+
+def mutate_jsonl(rng, content):
+    """The faults JSON Lines invites, on one line (or between two): an object's key deleted, retyped
+    (a number, list or null for a string), added or written twice; a line that is not an object, a
+    blank line, a truncated one, JSON nested far too deep, invalid UTF-8, a NUL byte, a byte-order
+    mark, CR or CRLF line ends; or (one time in eight) mutate_text's faults."""
+    lines = content.split(b"\n")
+    at = rng.randrange(len(lines))
+    kind = rng.randrange(8)
+    if kind <= 1:  # deleted, retyped, added (kind 0), or a key twice, nested deep (kind 1)
+        try:
+            values = json.loads(lines[at])
+        except ValueError:  # the line is no longer JSON (an earlier mutation): cut it instead
+            values = None
+        if isinstance(values, dict):
+            lines[at] = dumps_json(rng, mutate_json(rng, values)) if kind == 0 else dumps_json(rng, values)
+        else:
+            lines[at] = lines[at][:rng.randrange(len(lines[at]) + 1)]
+    elif kind == 2:  # a line that is not an object, or is blank, or is a bare fragment
+        lines.insert(at, rng.choice(JSONL_ODD_LINES))
+    elif kind == 3:  # a value nested too deep for the stack, in a text or a label
+        depth = rng.choice([10, 500, 990, 1000, 100_000])
+        lines[at] = re.sub(rb'(: )("[^"]*"|[0-9]+)', lambda m: m[1] + b"[" * depth + m[2] + b"]" * depth,
+                           lines[at], count=1)
+    elif kind == 4:  # a line cut short
+        lines[at] = lines[at][:rng.randrange(len(lines[at]) + 1)]
+    elif kind == 5:  # invalid UTF-8, a NUL byte, a byte-order mark, escapes of a NUL or of half a surrogate pair
+        odd = rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80", b"\x00", "\ufeff".encode(), b"\\u0000",
+                          b"\\ud800", b"\\udc00x", b"\\"])
+        cut = rng.randrange(len(lines[at]) + 1)
+        lines[at] = lines[at][:cut] + odd + lines[at][cut:]
+    elif kind == 6:  # line ends: CRLF, a lone CR, a blank line of whitespace
+        return rng.choice([b"\r\n", b"\r", b"\n \t\n", b"\n\r\n"]).join(lines)
+    else:
+        return mutate_text(rng, content)
+    content = b"\n".join(lines)
+    return mutate_bytes(rng, content, 1) if rng.random() < 0.2 else content
+
+
+# (suffix, reader(path), seed(rows) -> bytes, oracle(text) -> (texts, labels) or None, mutate(rng, bytes)):
+# a new reader is one more line here, and every data fuzz test and the fuzz run take it up
+DataReader = collections.namedtuple("DataReader", ["suffix", "read", "seed", "oracle", "mutate"])
+DATA_READERS = [
+    DataReader(".tsv", read_labeled, delimited_seed("\t"),
+               lambda text: _delimited_oracle(text, dict(delimiter="\t", quoting=csv.QUOTE_NONE)),  # GLUE's TSV
+               mutate_text),
+    DataReader(".csv", read_labeled, delimited_seed(","), lambda text: _delimited_oracle(text, dict(delimiter=",")),
+               mutate_text),
+    DataReader(".jsonl", read_labeled, jsonl_seed, _jsonl_oracle, mutate_jsonl),
+]
+
+
+def data_seeds(folder):
+    rows = [("a charming , funny film", 1), ("it 's \"dull\"", 0), ("l'été était beau", 1), ("plot ; twist", 0)]
+    return [bytes([i]) + reader.seed(rows) for i, reader in enumerate(DATA_READERS)]
+
+
+def mutate_data(rng, seed):
+    """The faults of the seed's format (its reader's mutate), then byte noise at times."""
+    which, content = seed[0], seed[1:]
+    return bytes([which]) + DATA_READERS[which % len(DATA_READERS)].mutate(rng, content)
 
 
 def run_data(data, folder):
-    """A data reader: an error naming file:line (or the file, for the whole file), or exactly the rows
-    the outside oracle reads (no row dropped, split or relabeled)."""
-    suffix, reader, _, oracle = DATA_READERS[data[0] % len(DATA_READERS)] if data else DATA_READERS[0]
-    path = folder / f"train{suffix}"
+    """A data reader: an error naming file:line (or the file, for what is about the whole file), or
+    exactly the rows the outside oracle reads (no row dropped, split or relabeled)."""
+    reader = DATA_READERS[data[0] % len(DATA_READERS)] if data else DATA_READERS[0]
+    path = folder / f"train{reader.suffix}"
     path.write_bytes(data[1:])
     try:
-        texts, labels = reader(path)
+        texts, labels = reader.read(path)
     except DataError as err:
-        assert str(err).startswith(f"{path}:"), f"the error does not name the file: {err}"
+        named = re.match(rf"{re.escape(str(path))}(:[0-9]+)?: ", str(err))
+        assert named, f"the error does not name the file: {err}"
+        assert named[1] or any(whole in str(err) for whole in WHOLE_FILE), f"the error names no line: {err}"
         return err
     try:
-        expected = oracle(data[1:].decode("utf-8-sig"))
+        expected = reader.oracle(data[1:].decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise AssertionError("the reader accepted a file that is not UTF-8") from None
     assert expected is not None, f"the reader accepted a file its oracle refuses: {data[1:200]!r}"

@@ -94,7 +94,7 @@ def test_refuses_a_used_output_folder_unless_told(base, tmp_path, capsys):
     ("empty training file", r"train.tsv: empty file"),
     ("config does not fit its weights", r"config.json does not fit the weights:\n.*'embeddings.word_embeddings."
                                         r"weight' \(30, 16\), but .*model.safetensors has \(28, 16\)"),
-    ("vocabulary larger than the embedding table", "the tokenizer has ids up to 29 but config.json's vocab_size=28"),
+    ("vocabulary larger than the embedding table", "the tokenizer has ids up to 29 but .*config.json's vocab_size=28"),
     ("out not writable", r"--out .*/file/out cannot be written \(Not a directory\)"),
 ])
 def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message):
@@ -136,16 +136,69 @@ def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message
 
 
 def edited_copy(folder, copy, problem):
-    """The tiny model folder with config.json's vocab_size 2 too large (weights that do not fit it), or
-    two more tokens in its tokenizer than its embedding table has rows."""
+    """The tiny model folder with config.json's vocab_size 2 too large (weights that do not fit it),
+    a tokenizer.json that is not JSON, or two more tokens in its tokenizer than its embedding table
+    has rows."""
     shutil.copytree(folder, copy)
     if problem.startswith("config"):
         config = json.loads((copy / "config.json").read_text())
         (copy / "config.json").write_text(json.dumps({**config, "vocab_size": config["vocab_size"] + 2}))
+    elif problem.startswith("broken"):
+        (copy / "tokenizer.json").write_text('{"version": "1.0", "model": ')
     else:
         (copy / "tokenizer.json").unlink()
         (copy / "vocab.txt").write_text((copy / "vocab.txt").read_text() + "extra\nwords\n")
     return copy
+
+
+# every command that loads a model (--model), with the rest of a command line that would run
+READS_A_MODEL = {
+    "finetune": ["--data", "{data}", "--out", "{tmp}/out", "--no-progress"],
+    "eval": ["--data", "{data}/dev.tsv"],
+    "predict": ["a good movie"],
+    "explain": ["a good movie"],
+    "inspect": ["a good movie"],
+    "embed": ["{corpus}", "--out", "{tmp}/vectors.npy"],
+    "search": ["--corpus", "{corpus}", "a good movie"],
+    "train-embeddings": ["--data", "{corpus}", "--out", "{tmp}/encoder", "--no-progress"],
+    "pretrain": ["--files", "{corpus}", "--out", "{tmp}/mlm", "--no-progress"],
+    "fill-mask": ["the film was [MASK] ."],
+}
+
+
+@pytest.mark.parametrize("problem", ["broken tokenizer.json", "vocabulary larger than the embedding table"])
+@pytest.mark.parametrize("command", list(READS_A_MODEL))
+def test_every_command_reads_the_tokenizer_before_the_weights(base, tmp_path, capsys, command, problem):
+    """A model folder whose tokenizer is broken and whose model.safetensors is garbage: every command
+    fails on the tokenizer, naming its file, as it could not if it had read the weights first
+    (PreTrainedModel.tokenizer_and_config; inspect, explain, embed, search, train-embeddings,
+    pretrain and fill-mask read the weights first before)."""
+    folder, data = base
+    model = edited_copy(folder, tmp_path / "model", problem)
+    (model / "model.safetensors").write_bytes(b"garbage, not a safetensors file\n" * 100)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a good movie\ta great film\nthe plot was dull\tthe story was boring\n")
+    rest = [arg.format(data=data, tmp=tmp_path, corpus=corpus) for arg in READS_A_MODEL[command]]
+    assert main([command, "--model", str(model), *rest]) == 1
+    err = capsys.readouterr().err
+    said = f"{model}/tokenizer.json: " if problem.startswith("broken") else \
+        f"{model}: the tokenizer has ids up to 29 but {model}/config.json's vocab_size=28 gives the embedding table"
+    assert f"minillm {command}: error: {said}" in err, err
+    assert "model.safetensors" not in err and "Traceback" not in err
+
+
+def test_pretrain_checks_another_tokenizer_against_the_model_before_its_weights(base, tmp_path, capsys):
+    """pretrain --model M --tokenizer T: T's ids against M's config.json, before M's weights."""
+    folder, _ = base
+    model = shutil.copytree(folder, tmp_path / "model")
+    (model / "model.safetensors").write_bytes(b"garbage, not a safetensors file\n" * 100)
+    larger = edited_copy(folder, tmp_path / "larger", "vocabulary")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a good movie\n" * 20)
+    assert main(["pretrain", "--model", str(model), "--tokenizer", str(larger), "--files", str(corpus),
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {larger}: the tokenizer has ids up to 29 but {model}/config.json's vocab_size=28" in err, err
 
 
 def test_long_texts_are_truncated_and_said_once(base, tmp_path, capsys):

@@ -117,10 +117,16 @@ def test_a_plain_hugging_face_folder_gets_mean_pooling(tmp_path):
          {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}])), r"modules.json: modules .*Dense"),
     (lambda d: d.joinpath("1_Pooling", "config.json").write_text(json.dumps(
         {"word_embedding_dimension": 16, "pooling_mode_lasttoken": True})), r"config.json: pooling .*lasttoken"),
+    (lambda d: d.joinpath("tokenizer.json").write_text("{"), r"out/tokenizer.json: "),
+    (lambda d: d.joinpath("config.json").write_text(d.joinpath("config.json").read_text().replace(
+        f'"vocab_size": {5 + len(WORDS)}', '"vocab_size": 20')), r"the tokenizer has ids up to 27 but .*vocab_size=20"),
 ])
 def test_unsupported_folders_are_refused_by_name(tmp_path, change, message):
+    """... before the weights are read: the tokenizer and config.json, then the modules' files (the
+    weights here are garbage, which would be the error if they were read first)."""
     tiny_encoder(tmp_path).save_pretrained(tmp_path / "out")
     change(tmp_path / "out")
+    (tmp_path / "out" / "model.safetensors").write_bytes(b"garbage" * 100)
     with pytest.raises(ValueError, match=message):
         SentenceEncoder.from_pretrained(tmp_path / "out")
 

@@ -64,7 +64,7 @@ def test_a_broken_contract_is_an_assertion(folder):
     """The checks can fail: the data target's oracle sees a row dropped."""
     _, _, run = fuzz_targets.TARGETS["data"]
     reader = fuzz_targets.DATA_READERS[0]
-    dropping = (reader[0], lambda path: [list(column)[:-1] for column in reader[1](path)], *reader[2:])
+    dropping = reader._replace(read=lambda path: [list(column)[:-1] for column in reader.read(path)])
     fuzz_targets.DATA_READERS[0] = dropping
     try:
         with pytest.raises(AssertionError, match="the rows differ from the oracle's"):

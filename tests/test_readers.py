@@ -94,7 +94,7 @@ def test_missing_named_columns_and_files(tmp_path):
         read_examples(path, text_column="sentence", text_pair_column="b")
     with pytest.raises(FileNotFoundError, match="nothing.tsv does not exist"):
         read_examples(tmp_path / "nothing.tsv")
-    with pytest.raises(DataError, match="latin1.tsv: not UTF-8"):
+    with pytest.raises(DataError, match=r"latin1.tsv:2: not UTF-8 text \(invalid continuation byte at byte 18 of the"):
         read_examples(write(tmp_path, "latin1.tsv", "sentence\tlabel\ncaf\xe9\t1\n", encoding="latin-1"))
 
 
@@ -208,6 +208,67 @@ def test_rows_end_where_csv_ends_them(tmp_path):
     assert read_examples(write(tmp_path, "train.jsonl", lines)).texts == texts
 
 
+def test_jsonl_lines_end_at_a_line_feed_alone(tmp_path):
+    """JSON Lines' spec (jsonlines.org): a line ends at \\n, and a \\r is JSON's whitespace, so CRLF
+    reads as LF and an object may hold a \\r between its members; a lone \\r ends no line (the fuzzer
+    found the reader cutting there, where the spec has one line, which json refuses), and a line of
+    \\f or U+2028 is not blank (str.strip() took them for whitespace; JSON does not)."""
+    path = write(tmp_path, "train.jsonl", '{"text": "a",\r"label": 1}\r\n \t\r\n{"text": "b", "label": 0}')
+    assert read_examples(path).texts == ["a", "b"] and read_examples(path).lines == [1, 3]
+    with pytest.raises(DataError, match=r"train.jsonl:1: not valid JSON \(Extra data at column 27\)"):
+        read_examples(write(tmp_path, "train.jsonl", '{"text": "a", "label": 1}\r{"text": "b", "label": 0}\r'))
+    for blank in ("\x0c", "\u2028"):
+        with pytest.raises(DataError, match=r"train.jsonl:2: not valid JSON \(Expecting value at column 1\)"):
+            read_examples(write(tmp_path, "train.jsonl", f'{{"text": "a", "label": 1}}\n{blank}\n'))
+
+
+GOOD = '{"text": "fine", "label": 1}\n'
+
+
+@pytest.mark.parametrize("content, message", [
+    (GOOD + '{"text": "x", "label": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+     r"train.jsonl:2: JSON nested too deeply to read"),  # was a RecursionError
+    (GOOD + '{"text": "x", "label": ' + "1" * 5000 + "}\n",
+     r"train.jsonl:2: not valid JSON here \(Exceeds the limit \(4300 digits\) for integer string conversion\)$"),
+    (GOOD + '{"text": "x", "label": 1, "meta": {"a": 1, "a": 2}}\n', r"train.jsonl:2: an object has the key 'a'"),
+    (GOOD + '{"text": "bin\x00ary", "label": 1}\n', r"train.jsonl:2: a NUL byte"),
+    (GOOD + '{"text": "tab\tinside", "label": 1}\n',
+     r"train.jsonl:2: not valid JSON \(Invalid control character at column 14\)"),  # not '... at at column'
+    (GOOD + "\ufeff" + GOOD, r"train.jsonl:2: a byte-order mark \(U\+FEFF\) starts this line, not the file"),
+    (GOOD + '{"text": "half \\ud800 a pair", "label": 1}\n',
+     r"train.jsonl:2: the 'text' column holds a lone surrogate U\+D800"),
+    ("\n\n" + '{"sentence": "fine", "score": 1}\n', r"train.jsonl:3: no label column"),  # the first object's line
+    ('[1, 2]\n', r"train.jsonl:1: expected a JSON object \(one example a line\), got \[1, 2\]$"),
+    (GOOD + '{"text": "' + "x" * 10_000 + '", "label": 0}\n' + '"cut', r"train.jsonl:3: not valid JSON"),
+])
+def test_jsonl_faults_the_fuzzing_found(tmp_path, content, message):
+    """Each names its line; the first four escaped as other exceptions or named no line."""
+    with pytest.raises(DataError, match=message):
+        read_examples(write(tmp_path, "train.jsonl", content))
+
+
+def test_a_byte_that_is_not_utf8_names_its_line(tmp_path):
+    """The error named the file alone, and its byte offset came from the decoder's chunk (csv reads
+    8 KB at a time) and left out the byte-order mark; now: the line, and the offset in the file."""
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode() * 2 + b'{"text": "\xff"}\n')
+    with pytest.raises(DataError, match=r"train.jsonl:3: not UTF-8 text \(invalid start byte at byte 71 of the file\)"):
+        read_examples(path)
+    path = tmp_path / "train.csv"  # csv's lines end at \r too
+    path.write_bytes(b"\xef\xbb\xbfsentence,label\r\n" + b"fine,1\n" * 2000 + b"ok,1\rbad\xff,0\n")
+    with pytest.raises(DataError, match=r"train.csv:2003: not UTF-8 text \(invalid start byte at byte 14027 of"):
+        read_examples(path)
+
+
+def test_a_label_nested_deep_is_shown_short(tmp_path):
+    """A label 900 lists deep passes json (its limit is near 1000) but not json.dumps at the depth an
+    error is raised: the message shows the value cut short either way."""
+    path = write(tmp_path, "train.jsonl", '{"text": "x", "label": ' + "[" * 900 + "]" * 900 + "}\n")
+    with pytest.raises(DataError, match=r"train.jsonl:1: the 'label' column holds \[\[\[") as caught:
+        encode_labels(read_examples(path))
+    assert len(str(caught.value)) < 300
+
+
 @pytest.mark.parametrize("name", ["train.tsv", "train.csv"])
 def test_a_nul_byte_is_an_error_naming_the_line(tmp_path, name):
     separator = "\t" if name.endswith("tsv") else ","
@@ -240,5 +301,5 @@ def test_a_column_named_twice_is_an_error(tmp_path):
     oracle the first; neither is ours to guess."""
     with pytest.raises(DataError, match=r"train.tsv:1: the header names the column\(s\) \['label'\] more than once"):
         read_examples(write(tmp_path, "train.tsv", "sentence\tlabel\tlabel\nfine\t1\t0\n"))
-    with pytest.raises(DataError, match=r"train.jsonl:2: the object has the key 'label' more than once"):
+    with pytest.raises(DataError, match=r"train.jsonl:2: an object has the key 'label' more than once"):
         read_examples(write(tmp_path, "train.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 1, "label": 0}\n'))

@@ -113,19 +113,12 @@ def resume_command(argv):
 
 
 def load_classifier(name, device="cpu", **config_fields):
-    """(model, tokenizer) of a BERT classifier folder or known name, in the order that reads the
-    least before it can fail: the tokenizer files, then config.json (with ``config_fields`` set),
-    each checked, then the vocabulary against the embedding table, and only then the weights."""
-    from ..models.bert import BertConfig, BertForSequenceClassification
-    from ..safetensors_io import CheckpointError
-    from ..tokenizer import BertTokenizer
+    """(model, tokenizer) of a BERT classifier folder or known name: the tokenizer files, then
+    config.json (with ``config_fields`` set), checked together, and only then the weights
+    (PreTrainedModel.tokenizer_and_config)."""
+    from ..models.bert import BertForSequenceClassification
 
-    tokenizer = BertTokenizer.from_pretrained(name)
-    config = BertConfig.from_pretrained(name, **config_fields)
-    if tokenizer.max_id >= config.vocab_size:
-        raise CheckpointError(f"{name}: the tokenizer has ids up to {tokenizer.max_id} but config.json's "
-                              f"vocab_size={config.vocab_size} gives the embedding table only that many rows: "
-                              "tokenizer and model do not belong together")
+    tokenizer, config = BertForSequenceClassification.tokenizer_and_config(name, **config_fields)
     model = BertForSequenceClassification.from_pretrained(name, config=config).to(device)
     return model, tokenizer
 

@@ -97,14 +97,12 @@ def pretrain_command(args):
         raise ValueError("--config starts from random weights and needs --tokenizer (e.g. minillm train-tokenizer's "
                          "--out)")
     random.manual_seed(args.seed)  # the initialization and the masks are part of the run
-    tokenizer = BertTokenizer.from_pretrained(args.tokenizer or args.model)
     model_class = BertForPreTraining if args.nsp else BertForMaskedLM
-    if args.model is not None:
-        model = model_class.from_pretrained(args.model)
-        if len(tokenizer) > model.config.vocab_size:
-            raise ValueError(f"--tokenizer {args.tokenizer} has {len(tokenizer)} tokens but {args.model} embeds "
-                             f"{model.config.vocab_size}: use the model's own tokenizer")
+    if args.model is not None:  # --tokenizer's (or the model's own) checked against config.json, then the weights
+        tokenizer, config = model_class.tokenizer_and_config(args.model, tokenizer=args.tokenizer)
+        model = model_class.from_pretrained(args.model, config=config)
     else:
+        tokenizer = BertTokenizer.from_pretrained(args.tokenizer)
         model = model_class(pretraining_config(args.config, tokenizer))
     model = model.to(args.device)
     length = max_length(args.max_length, model)
@@ -149,12 +147,11 @@ def _corpora(args, tokenizer, length):
 def fill_mask_command(args):
     from ..fill_mask import fill_mask
     from ..models import BertForMaskedLM
-    from ..tokenizer import BertTokenizer
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
-    model = BertForMaskedLM.from_pretrained(args.model).to(args.device)
-    tokenizer = BertTokenizer.from_pretrained(args.model)
+    tokenizer, config = BertForMaskedLM.tokenizer_and_config(args.model)
+    model = BertForMaskedLM.from_pretrained(args.model, config=config).to(args.device)
     for text in args.texts:
         found = fill_mask(model, tokenizer, text, top_k=args.top_k)
         blanks = [found] if isinstance(found[0], dict) else found  # one [MASK]: its list, as the pipeline

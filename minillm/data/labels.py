@@ -12,14 +12,13 @@ Training data decides the labels (``id2label`` None); evaluation data is read wi
 ``id2label``, and a label the model was never trained on is an error naming the file and line.
 """
 import collections
-import json
 import math
 import re
 import reprlib
 
 import numpy
 
-from .readers import DataError
+from .readers import DataError, shown
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 Labels = collections.namedtuple("Labels", ["values", "id2label"])  # values: the array; id2label: {id: name}
@@ -124,7 +123,7 @@ class _Where:
     def scalar(self, line, y):
         if isinstance(y, (list, dict)) or y is None:
             hint = " (several labels: --problem-type multi_label_classification)" if isinstance(y, list) else ""
-            raise DataError(f"{self.at(line)}: the '{self.column}' column holds {json.dumps(y)}, expected one "
+            raise DataError(f"{self.at(line)}: the '{self.column}' column holds {shown(y)}, expected one "
                             f"label{hint}")
         if isinstance(y, str) and not y.strip():
             raise DataError(f"{self.at(line)}: the '{self.column}' column is empty")
@@ -133,15 +132,14 @@ class _Where:
         self.scalar(line, y)
         if isinstance(y, bool) or not isinstance(y, (int, float, str)) or not _is_number(y) or \
                 not math.isfinite(float(y)):
-            shown = json.dumps(y)
-            raise DataError(f"{self.at(line)}: the '{self.column}' column holds {reprlib.repr(shown)[1:-1]}, "
+            raise DataError(f"{self.at(line)}: the '{self.column}' column holds {shown(y)}, "
                             "expected a finite number (--problem-type regression)")
         return float(y)
 
     def label_set(self, line, y, separator):
         names = y if isinstance(y, list) else str(y).split(separator) if isinstance(y, (str, int)) else None
         if names is None or not all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in names):
-            raise DataError(f"{self.at(line)}: the '{self.column}' column holds {json.dumps(y)}, expected a list "
+            raise DataError(f"{self.at(line)}: the '{self.column}' column holds {shown(y)}, expected a list "
                             f"of labels (or labels joined by {separator!r})")
         return [str(n).strip() for n in names if str(n).strip()]  # an empty list: a row of no class
 

@@ -9,17 +9,20 @@ The formats, chosen by the file's extension or ``format=``:
            own reader, csv with quoting off): RTE's texts begin with quotation marks that are text.
     csv    a header, then comma-separated rows (the csv module: "quoted fields" may hold commas, tabs,
            doubled "" quotes and line breaks), as spreadsheets and pandas' to_csv write them.
-    jsonl  one JSON object a line (JSON Lines), as Hugging Face datasets' to_json writes it: a label
-           may be a number, a string or, for several labels, a list.
+    jsonl  one JSON object a line (JSON Lines: a line ends at \\n), as Hugging Face datasets' to_json
+           writes it: a label may be a number, a string or, for several labels, a list.
 Every format is UTF-8, with or without a byte-order mark, with LF or CRLF line ends; blank lines
 are not rows. A bad row fails with the file, the line and the column, because a silently dropped or
 mislabeled row is a wrong result no one notices: ``rte/train.tsv:17: the 'sentence2' column is empty``.
 """
+import codecs
 import collections
 import csv
+import io
 import json
 import os
 import re
+import reprlib
 
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl"}
 # the defaults cover GLUE's columns (as Hugging Face's datasets name them) and the common ones
@@ -30,6 +33,10 @@ LABEL_COLUMNS = ("label", "labels", "target")
 
 Row = collections.namedtuple("Row", ["line", "values"])  # values: column -> str (tsv, csv) or JSON value
 Examples = collections.namedtuple("Examples", ["texts", "text_pairs", "labels", "lines", "path", "label_column"])
+# where lines end, to name the line of a byte that is not UTF-8: csv's ends, and JSON Lines' \n alone
+LINE_ENDS = {"tsv": re.compile(rb"\r\n|\r|\n"), "csv": re.compile(rb"\r\n|\r|\n"), "jsonl": re.compile(rb"\n")}
+JSON_WHITESPACE = " \t\r\n"  # RFC 8259's four; str.strip() would also take \f, \x1f, U+2028, ... which JSON refuses
+SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's \ud800 escape: half a UTF-16 pair, no character
 
 
 class DataError(ValueError):
@@ -54,21 +61,33 @@ def read_rows(path, format=None):
     and a Row(line, values) for every row that is not blank."""
     path = os.fspath(path)
     kind = file_format(path, format)
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not text
-            columns, rows = _read_jsonl(path, f) if kind == "jsonl" else _read_delimited(path, f, kind)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"data file {path} does not exist") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    text = _read_text(path, kind)
+    columns, rows = _read_jsonl(path, text) if kind == "jsonl" else _read_delimited(path, text, kind)
     if not rows:
         raise DataError(f"{path}: the header is there but there are no rows")
     return columns, rows
 
 
-def _read_delimited(path, f, kind):
+def _read_text(path, kind):
+    """The file decoded as UTF-8, less a byte-order mark at its start (it is not text); a byte that
+    is not UTF-8 is an error naming its line and its offset in the file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"data file {path} does not exist") from None
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = start + err.start  # err.start counts from the slice decoded
+        line = len(LINE_ENDS[kind].findall(data, 0, at)) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {at} of the file)") from None
+
+
+def _read_delimited(path, text, kind):
     dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if kind == "tsv" else dict(delimiter=",")
-    reader = csv.reader(f, strict=True, **dialect)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, **dialect)
     try:
         header = next(reader, None)
     except csv.Error as err:  # e.g. a quote in the header never closed
@@ -89,7 +108,7 @@ def _read_delimited(path, f, kind):
             break
         if any(field.strip() for field in fields):
             if any("\0" in field for field in fields):
-                raise DataError(f"{path}:{line}: a NUL byte: this is not a text file (or it is corrupt)")
+                raise _nul_byte(path, line)
             if len(fields) < len(header):
                 sep = "tab" if kind == "tsv" else "comma"
                 raise DataError(f"{path}:{line}: expected {len(header)} {sep}-separated columns {header}, "
@@ -99,21 +118,15 @@ def _read_delimited(path, f, kind):
     return header, rows
 
 
-def _read_jsonl(path, f):
+def _read_jsonl(path, text):
+    """JSON Lines (jsonlines.org): a JSON value a line, lines ending at \\n. A \\r before it is JSON's
+    whitespace, so CRLF files read the same; a raw line break cannot be inside a JSON string, so no
+    text is cut in two (str.splitlines would also cut at \\f, \\x85, U+2028, ..., which strings may hold)."""
     columns, rows = None, []
-    # lines end at \n, \r\n or \r, as csv reads them (str.splitlines would also cut at \f, \x85, U+2028, ...,
-    # which JSON strings may hold)
-    for line, text in enumerate(re.split(r"\r\n|\r|\n", f.read()), start=1):
-        if not text.strip():
+    for line, source in enumerate(text.split("\n"), start=1):
+        if not source.strip(JSON_WHITESPACE):
             continue
-        try:
-            values = json.loads(text, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{line}: not valid JSON ({err.msg} at column {err.colno})") from None
-        if isinstance(values, _Twice):
-            raise DataError(f"{path}:{line}: the object has the key {values.key!r} more than once")
-        if not isinstance(values, dict):
-            raise DataError(f"{path}:{line}: expected a JSON object (one example a line), got {type(values).__name__}")
+        values = _json_object(path, line, source)
         columns = list(values) if columns is None else columns
         rows.append(Row(line, values))
     if columns is None:
@@ -121,25 +134,71 @@ def _read_jsonl(path, f):
     return columns, rows
 
 
-class _Twice:
-    """What _unique_keys makes of a JSON object with a key twice (json.loads would keep the last)."""
+def _json_object(path, line, source):
+    """The JSON object on line ``line``, or a DataError saying what is wrong with it."""
+    if "\0" in source:
+        raise _nul_byte(path, line)
+    if source.startswith("\ufeff"):  # where `cat a.jsonl b.jsonl` put the second file's mark
+        raise DataError(f"{path}:{line}: a byte-order mark (U+FEFF) starts this line, not the file: "
+                        "files joined together? Remove it")
+    try:
+        values = json.loads(source, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as err:  # its msg may end in ' at' ('Invalid control character at')
+        reason = err.msg.removesuffix(" at")
+        raise DataError(f"{path}:{line}: not valid JSON ({reason} at column {err.colno})") from None
+    except _KeyTwice as err:
+        raise DataError(f"{path}:{line}: an object has the key {err.key!r} more than once") from None
+    except RecursionError:  # json recurses once a level: 1000 or so '[' are past Python's stack limit
+        raise DataError(f"{path}:{line}: JSON nested too deeply to read") from None
+    except ValueError as err:  # a number of more than 4300 digits, which int() refuses
+        raise DataError(f"{path}:{line}: not valid JSON here ({str(err).split(':')[0]})") from None
+    if not isinstance(values, dict):
+        raise DataError(f"{path}:{line}: expected a JSON object (one example a line), got {shown(values)}")
+    return values
+
+
+class _KeyTwice(Exception):
+    """An object, at any depth of a line, with a key twice (json.loads would keep the last)."""
 
     def __init__(self, key):
+        super().__init__(key)
         self.key = key
 
 
 def _unique_keys(pairs):
-    keys = [key for key, _ in pairs]
-    twice = next((key for key in keys if keys.count(key) > 1), None)
-    return dict(pairs) if twice is None else _Twice(twice)
+    values = dict(pairs)
+    if len(values) < len(pairs):  # a key twice: the first, by a set of those seen (a line may hold 10,000 keys)
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _KeyTwice(key)
+            seen.add(key)
+    return values
 
 
-def choose_columns(path, columns, text_column=None, text_pair_column=None, label_column=None, labeled=True):
+def _nul_byte(path, line):
+    return DataError(f"{path}:{line}: a NUL byte: this is not a text file (or it is corrupt)")
+
+
+def shown(value, limit=60):
+    """A JSON value as an error message shows it: its JSON, cut to about ``limit`` characters (a
+    megabyte of text, or lists nested 900 deep, which json.dumps cannot even write at the depth
+    an error is raised, would make it no message at all)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return reprlib.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def choose_columns(path, columns, text_column=None, text_pair_column=None, label_column=None, labeled=True,
+                   line=1):
     """(text, pair or None, label or None): the columns asked for, or the first of the defaults the file has
-    (a pair of GLUE's columns before a single text column)."""
+    (a pair of GLUE's columns before a single text column). ``line``: where the columns are named (the
+    header; in jsonl, the first object, after any blank lines)."""
     def present(name, option):
         if name not in columns:
-            raise DataError(f"{path}:1: there is no column '{name}' ({option}); the columns are {columns}")
+            raise DataError(f"{path}:{line}: there is no column '{name}' ({option}); the columns are {columns}")
         return name
 
     if text_column is not None:
@@ -150,7 +209,7 @@ def choose_columns(path, columns, text_column=None, text_pair_column=None, label
     else:
         found = [p for p in PAIR_COLUMNS if set(p) <= set(columns)] + [(t, None) for t in TEXT_COLUMNS if t in columns]
         if not found:
-            raise DataError(f"{path}:1: no text column: the columns are {columns}; expected one of {TEXT_COLUMNS} "
+            raise DataError(f"{path}:{line}: no text column: the columns are {columns}; expected one of {TEXT_COLUMNS} "
                             f"or a pair such as {PAIR_COLUMNS[0]}, or name it with --text-column")
         text, pair = found[0]
     label = None
@@ -159,8 +218,8 @@ def choose_columns(path, columns, text_column=None, text_pair_column=None, label
     elif labeled:
         label = next((c for c in LABEL_COLUMNS if c in columns), None)
         if label is None:
-            raise DataError(f"{path}:1: no label column: the columns are {columns}; expected one of {LABEL_COLUMNS}, "
-                            "or name it with --label-column")
+            raise DataError(f"{path}:{line}: no label column: the columns are {columns}; expected one of "
+                            f"{LABEL_COLUMNS}, or name it with --label-column")
     return text, pair, label
 
 
@@ -170,8 +229,9 @@ def read_examples(path, text_column=None, text_pair_column=None, label_column=No
     row; ``limit``: only the first that many rows. labeled=False: no label column needed (labels None)."""
     path = os.fspath(path)
     columns, rows = read_rows(path, format)
+    named = rows[0].line if file_format(path, format) == "jsonl" else 1  # the header, or the first object
     text_column, pair_column, label_column = choose_columns(path, columns, text_column, text_pair_column,
-                                                            label_column, labeled)
+                                                            label_column, labeled, named)
     rows = rows[:limit] if limit is not None else rows
     texts = [_text(path, row, text_column) for row in rows]
     pairs = [_text(path, row, pair_column) for row in rows] if pair_column else None
@@ -188,8 +248,12 @@ def _value(path, row, column):
 def _text(path, row, column):
     text = _value(path, row, column)
     if not isinstance(text, str):
-        raise DataError(f"{path}:{row.line}: the '{column}' column holds {json.dumps(text)} "
+        raise DataError(f"{path}:{row.line}: the '{column}' column holds {shown(text)} "
                         f"({type(text).__name__}), expected a string of text")
     if not text.strip():
         raise DataError(f"{path}:{row.line}: the '{column}' column is empty")
+    half = SURROGATE.search(text)
+    if half:  # only JSON can hold one; the tokenizer would refuse the text with no line to name
+        raise DataError(f"{path}:{row.line}: the '{column}' column holds a lone surrogate U+{ord(half[0]):04X} "
+                        "(half of a UTF-16 pair, written as a \\u escape), which is no character")
     return text

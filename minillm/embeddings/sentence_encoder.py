@@ -27,7 +27,6 @@ from ..models.bert import BertModel
 from ..nn import Module
 from ..safetensors_io import atomic_write
 from ..tensor import Tensor, no_grad
-from ..tokenizer import BertTokenizer
 from .pooling import Normalize, Pooling, normalize
 
 logger = logging.getLogger("minillm")
@@ -56,15 +55,18 @@ class SentenceEncoder(Module):
     @classmethod
     def from_pretrained(cls, name_or_path):
         """From a sentence-transformers folder (modules.json: Transformer, Pooling, optionally
-        Normalize), a plain Hugging Face folder (mean pooling), or a known name (minillm.pretrained)."""
+        Normalize), a plain Hugging Face folder (mean pooling), or a known name (minillm.pretrained).
+        Every small file is read and checked before the weights: the tokenizer and config.json
+        (BertModel.tokenizer_and_config), then the modules' files."""
         folder = pretrained.resolve(name_or_path)
-        bert, tokenizer = BertModel.from_pretrained(folder), BertTokenizer.from_pretrained(folder)
-        if not os.path.isfile(os.path.join(folder, "modules.json")):
-            return cls(bert, tokenizer, normalize=False)
-        paths = _module_paths(os.path.join(folder, "modules.json"))
-        pooling = Pooling.from_config_file(os.path.join(folder, paths["Pooling"], "config.json"))
-        settings = _read_json(os.path.join(folder, "sentence_bert_config.json"))
-        return cls(bert, tokenizer, pooling, normalize="Normalize" in paths,
+        tokenizer, config = BertModel.tokenizer_and_config(folder)
+        pooling, normalized, settings = None, False, {}  # a plain folder: mean pooling (see __init__)
+        if os.path.isfile(os.path.join(folder, "modules.json")):
+            paths = _module_paths(os.path.join(folder, "modules.json"))
+            pooling = Pooling.from_config_file(os.path.join(folder, paths["Pooling"], "config.json"))
+            normalized = "Normalize" in paths
+            settings = _read_json(os.path.join(folder, "sentence_bert_config.json"))
+        return cls(BertModel.from_pretrained(folder, config=config), tokenizer, pooling, normalized,
                    max_seq_length=settings.get("max_seq_length"), do_lower_case=settings.get("do_lower_case", False))
 
     def save_pretrained(self, folder):

@@ -70,6 +70,27 @@ class PreTrainedModel(Module):
         raise NotImplementedError(f"{type(self).__name__} does not define check_batch()")
 
     @classmethod
+    def tokenizer_and_config(cls, name_or_path, tokenizer=None, **config_fields):
+        """(tokenizer, config) of a model folder or known name, read and checked together before any
+        weight is, in the order that reads the least before it can fail: the tokenizer files (of the
+        folder ``tokenizer``, if given; else the model's), then config.json (``config_fields`` set),
+        then the tokenizer's largest id against config's vocab_size, the embedding table's rows.
+        from_pretrained(name_or_path, config=config) reads the weights last: so a broken tokenizer
+        file, or a vocabulary the model cannot embed, fails at once, whatever model.safetensors holds
+        (gigabytes, or garbage). Every command that loads a model loads it so."""
+        from ..tokenizer import BertTokenizer
+
+        folder = pretrained.resolve(name_or_path)  # a known name is fetched; a folder's files are only listed
+        tokens = BertTokenizer.from_pretrained(folder if tokenizer is None else tokenizer)
+        config = cls.config_class.from_pretrained(folder, **config_fields)
+        if tokens.max_id >= config.vocab_size:
+            raise safetensors_io.CheckpointError(
+                f"{folder if tokenizer is None else tokenizer}: the tokenizer has ids up to {tokens.max_id} but "
+                f"{os.path.join(folder, 'config.json')}'s vocab_size={config.vocab_size} gives the embedding table "
+                "only that many rows: tokenizer and model do not belong together")
+        return tokens, config
+
+    @classmethod
     def from_pretrained(cls, name_or_path, num_labels=None, config=None, output_loading_info=False):
         """The model from a Hugging Face folder (config.json + model.safetensors) or a known name
         (minillm.pretrained.resolve), in eval mode. Weights of heads this model lacks are ignored and
