@@ -117,6 +117,11 @@ def test_a_plain_hugging_face_folder_gets_mean_pooling(tmp_path):
          {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}])), r"modules.json: modules .*Dense"),
     (lambda d: d.joinpath("1_Pooling", "config.json").write_text(json.dumps(
         {"word_embedding_dimension": 16, "pooling_mode_lasttoken": True})), r"config.json: pooling .*lasttoken"),
+    (lambda d: d.joinpath("1_Pooling", "config.json").write_text("{"), r"1_Pooling/config.json: not valid JSON"),
+    (lambda d: d.joinpath("1_Pooling", "config.json").write_text("[]"), r"1_Pooling/config.json: expected a JSON"),
+    (lambda d: d.joinpath("1_Pooling", "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})),
+     r"config.json: word_embedding_dimension=32 but the model's hidden_size is 16"),
     (lambda d: d.joinpath("tokenizer.json").write_text("{"), r"out/tokenizer.json: "),
     (lambda d: d.joinpath("config.json").write_text(d.joinpath("config.json").read_text().replace(
         f'"vocab_size": {5 + len(WORDS)}', '"vocab_size": 20')), r"the tokenizer has ids up to 27 but .*vocab_size=20"),

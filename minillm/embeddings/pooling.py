@@ -44,18 +44,22 @@ class Pooling(Module):
         self.modes = tuple(m for m in MODES if m in modes)
 
     @classmethod
-    def from_config_file(cls, path):
-        """From sentence-transformers' 1_Pooling/config.json: the pooling_mode_* flags (older files)
-        or "pooling_mode" (a name or a list of names, newer files)."""
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+    def from_config(cls, config, path, hidden_size):
+        """From sentence-transformers' 1_Pooling/config.json, read into ``config`` from ``path``: the
+        pooling_mode_* flags (older files) or "pooling_mode" (a name or a list of names, newer files).
+        Its word_embedding_dimension must be the model's hidden_size (what it pools)."""
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
         on = [key for key in UNSUPPORTED if config.get(key)]
         named = config.get("pooling_mode")
         modes = ([named] if isinstance(named, str) else list(named)) if named else \
             [mode for key, mode in CONFIG_KEYS.items() if config.get(key)]
         if on or any(m not in MODES for m in modes):
             raise ValueError(f"{path}: pooling {on or modes} is not supported (supported: {', '.join(MODES)})")
-        dimension = config.get("word_embedding_dimension", config.get("embedding_dimension"))
+        dimension = config.get("word_embedding_dimension", config.get("embedding_dimension", hidden_size))
+        if dimension != hidden_size:
+            raise ValueError(f"{path}: word_embedding_dimension={dimension!r} but the model's hidden_size is "
+                             f"{hidden_size}: the pooling config does not belong to this model")
         return cls(dimension, modes or ["mean"])
 
     def get_config_dict(self):

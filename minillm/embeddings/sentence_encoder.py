@@ -63,7 +63,8 @@ class SentenceEncoder(Module):
         pooling, normalized, settings = None, False, {}  # a plain folder: mean pooling (see __init__)
         if os.path.isfile(os.path.join(folder, "modules.json")):
             paths = _module_paths(os.path.join(folder, "modules.json"))
-            pooling = Pooling.from_config_file(os.path.join(folder, paths["Pooling"], "config.json"))
+            pooling_file = os.path.join(folder, paths["Pooling"], "config.json")
+            pooling = Pooling.from_config(_read_json(pooling_file, default=None), pooling_file, config.hidden_size)
             normalized = "Normalize" in paths
             settings = _read_json(os.path.join(folder, "sentence_bert_config.json"))
         return cls(BertModel.from_pretrained(folder, config=config), tokenizer, pooling, normalized,
