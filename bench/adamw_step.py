@@ -5,6 +5,8 @@
 
 torch (if installed) runs its default CPU AdamW (one tensor at a time), foreach=True and fused=True,
 on the same shapes and the same number of threads. Each figure is the median of --repeat steps.
+Both run in this process; the machine and what each side runs there come first (bench/machine.py,
+its probes launched with this process's threads at the native level).
 """
 import argparse
 import statistics
@@ -12,6 +14,7 @@ import time
 
 import numpy
 
+import machine
 from minillm import kernels
 from minillm.nn import Parameter
 from minillm.optim import AdamW
@@ -50,6 +53,7 @@ def main():
     arrays = [rng.standard_normal(s, dtype=numpy.float32) * 0.02 for s in shapes]
     grads = [rng.standard_normal(s, dtype=numpy.float32) * 1e-3 for s in shapes]
     threads = kernels.info()["threads"]
+    print(machine.describe("native", threads))
     print(f"AdamW step over {sum(a.size for a in arrays) / 1e6:.1f}M parameters in {len(shapes)} tensors "
           f"({args.size}), {threads} threads, median of {args.repeat}")
 

@@ -15,7 +15,8 @@ Modelled: a ring allreduce moves 2 (N - 1) / N of the gradient bytes per rank ov
   efficiency(N) = compute / step(N)
 with compute the measured 1-thread per-rank step of MiniLM (BERT-base: that times the ratio of their
 non-embedding parameters, the FLOPs per token) and overlap the measured one. Latency and the
-per-bucket start costs are left out, so on slow links the figures are upper bounds.
+per-bucket start costs are left out, so on slow links the figures are upper bounds. The machine and
+what minillm runs on it come first (bench/machine.py).
 """
 import argparse
 import json
@@ -26,6 +27,8 @@ import sys
 import time
 
 import numpy
+
+import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZES = {"MiniLM": 22_713_986, "BERT-base": 109_483_778}  # parameters, a 2-label classifier head included
@@ -105,7 +108,7 @@ def measure_step(batch, length, rounds, threads):
 
 
 def run(ranks, *args, threads):
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+    env = machine.worker_env("native", threads, OPENBLAS_NUM_THREADS=str(threads))
     command = [sys.executable, __file__, *args]
     if ranks:
         command = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", str(ranks), *command]
@@ -125,6 +128,7 @@ def main():
         return measure_allreduce(args.rounds)
     if args.worker == "step":
         return measure_step(args.batch, args.length, args.rounds, args.threads)
+    print(machine.describe("native", 2, sides=("minillm",)))  # minillm alone: 2 ranks or 2 threads
     common = ["--rounds", str(args.rounds), "--batch", str(args.batch), "--length", str(args.length)]
     allreduce = run(2, "--worker", "allreduce", *common, threads=1)
     ranks, alone = [], []

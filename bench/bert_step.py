@@ -11,13 +11,13 @@ and no dropout:
   train step: forward, cross-entropy, backward, clip_grad_norm_(1.0), AdamW step, zero_grad.
 MiniLM is all-MiniLM-L6-v2; BERT-base is a random model with bert-base-uncased's config, written
 once by minillm and read by both. Peak RSS is the worker's own (imports and weights included).
-GFLOP/s counts the encoder's matrix products (training = 3 x forward) against this CPU's peak:
-threads x 2 FMA units x 16 float32 lanes x 2 flops x clock, the clock read from /proc/cpuinfo (on a
-virtual machine that is often the base clock, so a share above 100% means the cores run faster).
+GFLOP/s counts the encoder's matrix products (training = 3 x forward) against the CPU's float32 peak
+at the level run, as bench/machine.py computes it from the real vector width and prints it, with
+the machine, at the top.
 
---native-blas unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the worker processes: some machines
-set them to force an older OpenBLAS kernel (AVX2 on an AVX-512 CPU), which halves minillm's matrix
-products and leaves torch (oneDNN/MKL) untouched.
+--level native (the default) runs what the machine runs by itself; --level avx2 holds both sides to
+AVX2 on an AVX-512 machine (minillm built for x86-64-v3, OpenBLAS's Haswell kernels, torch's AVX2
+kernels and MKL's): bench/machine.py says how, and stops the bench if a worker ran another level.
 """
 import argparse
 import json
@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import machine
 
 SHAPES = {  # name: (model, batch, length)
     "minilm-32x64": ("minilm", 32, 64),
@@ -129,12 +131,14 @@ def torch_train_step(torch, model, batch):
 
 def worker(side, shape, mode, threads, repeat):
     kind, batch, length = SHAPES[shape]
-    report((minillm_step if side == "minillm" else torch_step)(model_dir(kind), mode, batch, length, threads), repeat)
+    report((minillm_step if side == "minillm" else torch_step)(model_dir(kind), mode, batch, length, threads),
+           repeat, side)
 
 
-def report(step, repeat):
+def report(step, repeat, side):
     """A worker's result, as one JSON line on stdout: the median of ``repeat`` timed calls of step()
-    after one warm-up call (first-touch allocations, lazy imports), and the process's peak RSS."""
+    after one warm-up call (first-touch allocations, lazy imports), the process's peak RSS, and
+    what ``side`` ran (bench/machine.py's ran())."""
     step()
     times = []
     for _ in range(repeat):
@@ -142,7 +146,7 @@ def report(step, repeat):
         step()
         times.append(time.perf_counter() - start)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": statistics.median(times), "rss_mb": rss}))
+    print(json.dumps({"seconds": statistics.median(times), "rss_mb": rss, "ran": machine.ran(side)}))
 
 
 # ---- the driver ------------------------------------------------------------------------------------
@@ -154,23 +158,18 @@ def encoder_flops(kind, batch, length):
     return n * per_layer
 
 
-def peak_gflops(threads):
-    mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
-    return threads * 2 * 16 * 2 * (max(mhz) / 1000 if mhz else 2.0)
-
-
 def measure(side, shape, mode, args, script=__file__):
-    """One worker process of ``script`` (this file, or a bench that shares its flags), its JSON result."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    if args.native_blas:
-        env.pop("OPENBLAS_CORETYPE", None)
-        env.pop("OPENBLAS_L2_SIZE", None)
+    """One worker process of ``script`` (this file, or a bench that shares its flags) at args.level,
+    its JSON result; the bench stops if the worker ran another level."""
+    env = machine.worker_env(args.level, args.threads)
     cmd = [sys.executable, script, "--worker", side, "--shapes", shape, "--mode", mode,
            "--threads", str(args.threads), "--repeat", str(args.repeat)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{side} {shape} {mode} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    machine.check(args.level, side, result["ran"])
+    return result
 
 
 def alternate(shape, mode, args, script=__file__):
@@ -191,8 +190,8 @@ def arguments(doc, shapes, modes=("infer", "train")):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--native-blas", action="store_true",
-                        help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the workers (see above)")
+    parser.add_argument("--level", choices=machine.LEVELS, default="native",
+                        help="native, or avx2: both sides held to AVX2 (bench/machine.py)")
     parser.add_argument("--worker", choices=("minillm", "torch"))
     parser.add_argument("--mode", choices=modes)
     return parser
@@ -203,12 +202,9 @@ def main():
     if args.worker:
         return worker(args.worker, args.shapes, args.mode, args.threads, args.repeat)
 
-    peak = peak_gflops(args.threads)
-    import minillm
-    blas = minillm.kernels.info().get("blas", "numpy")
-    print(f"{args.threads} threads, {args.rounds} alternating rounds x {args.repeat} repeats (medians); "
-          f"CPU peak {peak:.0f} GFLOP/s; minillm's BLAS in this process: {blas}"
-          + (" (workers: OPENBLAS_CORETYPE unset)" if args.native_blas else ""))
+    print(machine.describe(args.level, args.threads))
+    peak = machine.level_peak(args.level, args.threads)[0]
+    print(f"{args.rounds} alternating rounds x {args.repeat} repeats (medians); %peak against the peak above")
     print(f"{'shape':<15}{'mode':<7}{'minillm s':>11}{'torch s':>10}{'ratio':>8}"
           f"{'minillm MB':>12}{'torch MB':>10}{'minillm %peak':>15}{'torch %peak':>13}")
     for shape in args.shapes.split(","):

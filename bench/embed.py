@@ -9,7 +9,9 @@ both), the sides alternate A B A B, and the table shows medians over the rounds.
 all-MiniLM-L6-v2 from the same local folder (sentence-transformers with HF_HUB_OFFLINE=1) and run
 encode(sentences, batch_size) with the same thread count; the timed call follows a warm-up encode
 of 64 sentences. Peak RSS is the worker's own (imports and weights included). The last column is
-the lowest cosine between the two sides' embeddings of the same sentence.
+the lowest cosine between the two sides' embeddings of the same sentence. The machine and what each
+side runs come first (bench/machine.py: probes launched as the workers are; sentence-transformers
+runs torch).
 """
 import argparse
 import json
@@ -20,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -73,7 +77,7 @@ def worker(side, args):
 
 # ---- the driver ------------------------------------------------------------------------------------
 def measure(side, args, vectors):
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1")
+    env = machine.worker_env("native", args.threads, HF_HUB_OFFLINE="1")
     cmd = [sys.executable, __file__, "--worker", side, "--n", str(args.n), "--threads", str(args.threads),
            "--batch-size", str(args.batch_size), "--vectors", vectors, "--data", data_file(args.data)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -101,9 +105,9 @@ def main():
     if args.worker:
         return worker(args.worker, args)
 
-    import minillm
+    print(machine.describe("native", args.threads))
     print(f"{args.n} SST-2 sentences, batch {args.batch_size}, {args.threads} threads, {args.rounds} alternating "
-          f"rounds (medians); minillm's BLAS: {minillm.kernels.info().get('blas', 'numpy')}")
+          f"rounds (medians)")
     runs = {"minillm": [], "sentence-transformers": []}
     with tempfile.TemporaryDirectory() as tmp:
         files = {side: os.path.join(tmp, f"{side}.npy") for side in runs}

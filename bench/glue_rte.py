@@ -27,6 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
 from sst2_finetune import load_rows, peak_rss_mb, run_worker, torch_finetune  # noqa: E402
 
 RECIPE = dict(lr=2e-5, batch_size=32, max_length=128, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0,
@@ -97,9 +98,10 @@ def main():
         if args.worker == "torch":
             args.model = pretrained.resolve(args.model)
         result = run_torch(args) if args.worker == "torch" else run_minillm(args)
-        print("RESULT " + json.dumps(result))
+        print("RESULT " + json.dumps({**result, "ran": machine.ran(args.worker)}))
         return 0
 
+    print(machine.describe("native", os.cpu_count()), flush=True)
     for seed in args.seeds.split(","):
         with tempfile.TemporaryDirectory() as start:
             starting_point(args, int(seed), start)
@@ -107,7 +109,7 @@ def main():
                 command = [sys.executable, os.path.abspath(__file__), "--worker", side, "--data", args.data,
                            "--model", start, "--seeds", seed, "--epochs", str(args.epochs)] + (
                     ["--limit", str(args.limit)] if args.limit else [])
-                result = run_worker(f"{side}, seed {seed}", command)
+                result = run_worker(f"{side}, seed {seed}", command, "native")
                 if result is None:
                     return 1
                 row = dict(side=side, seed=int(seed), load=os.getloadavg()[0], same_start=True,

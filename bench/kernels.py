@@ -3,6 +3,7 @@
     python bench/kernels.py              # 3 alternating rounds per side, then attention memory
     python bench/kernels.py --quick      # 1 round, few repeats: checks that it all runs
     python bench/kernels.py --threads 1
+    python bench/kernels.py --level avx2 # every side held to AVX2 on an AVX-512 machine (bench/machine.py)
 
 Shapes: MiniLM-L6 (B=32, L=128, H=12, D=32, hidden 384, intermediate 1536), BERT-base (B=8,
 L=128, H=12, D=64, hidden 768, intermediate 3072), and attention at L=512 (B=2, BERT-base heads).
@@ -14,7 +15,8 @@ and a cell is the median over rounds of those medians. All sides get the same th
 OpenMP (compiled), NumPy's OpenBLAS (numpy, via OPENBLAS_NUM_THREADS), torch.set_num_threads.
 "vs numpy" is numpy time / compiled time (a speed-up); "vs torch" is compiled time / torch time
 (<= 1.0: no slower than torch). Attention memory is the peak resident memory added by one
-forward + backward (inputs excluded), each side in a fresh process.
+forward + backward (inputs excluded), each side in a fresh process. The table starts with the
+machine, the level and what each side ran (bench/machine.py), checked in every worker.
 """
 import argparse
 import json
@@ -25,6 +27,8 @@ import sys
 import time
 
 import numpy
+
+import machine
 
 SIDES = ("compiled", "numpy", "torch")
 MINILM = dict(B=32, L=128, H=12, D=32, hidden=384, inter=1536)
@@ -165,7 +169,8 @@ def timed(fn, repeat):
 
 
 def worker(side, threads, repeat):
-    """Time every case on one side; print {case index: [forward ms, forward+backward ms]} as JSON."""
+    """Time every case on one side; print {case index: [forward ms, forward+backward ms], "ran":
+    what the side ran (bench/machine.py)} as JSON."""
     if side == "torch":
         import torch
         torch.set_num_threads(threads)
@@ -176,7 +181,7 @@ def worker(side, threads, repeat):
     for index, (kernel, _, shapes) in enumerate(cases()):
         forward, both = make(kernel, shapes, numpy.random.default_rng(index))
         results[index] = [timed(forward, repeat), timed(both, repeat)]
-    print(json.dumps(results))
+    print(json.dumps({**results, "ran": machine.ran(side)}))
 
 
 def _rss_kib(field):
@@ -197,9 +202,10 @@ def memory_worker(side, length):
     print(json.dumps((_rss_kib("VmHWM") - before) / 1024))
 
 
-def _run(side, args, threads):
-    """Run this script as a worker for ``side`` in a fresh process; (its JSON result, None) or (None, error)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+def _run(side, args, threads, level):
+    """Run this script as a worker for ``side`` at ``level`` in a fresh process; (its JSON result,
+    None) or (None, error)."""
+    env = machine.worker_env(level, threads, OPENBLAS_NUM_THREADS=str(threads))
     if side != "torch":
         env["MINILLM_KERNELS"] = side
     done = subprocess.run([sys.executable, __file__, "--worker", side, "--threads", str(threads)] + args,
@@ -215,6 +221,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="alternating processes per side")
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per case per process")
     parser.add_argument("--quick", action="store_true", help="1 round, 3 repeats")
+    parser.add_argument("--level", choices=machine.LEVELS, default="native",
+                        help="native, or avx2: every side held to AVX2 (bench/machine.py)")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--memory", type=int, metavar="L", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,13 +233,15 @@ def main():
     if args.quick:
         args.rounds, args.repeat = 1, 3
 
+    print(machine.describe(args.level, args.threads))
     runs = {side: [] for side in SIDES}
     for _ in range(args.rounds):
         for side in SIDES:
-            result, error = _run(side, ["--repeat", str(args.repeat)], args.threads)
+            result, error = _run(side, ["--repeat", str(args.repeat)], args.threads, args.level)
             if error:
                 print(f"{side}: failed: {error}", file=sys.stderr)
             else:
+                machine.check(args.level, side, result["ran"])
                 runs[side].append(result)
 
     def cell(side, index, column):
@@ -252,7 +262,7 @@ def main():
     for length in (512, 2048):
         cells = []
         for side in SIDES:
-            result, error = _run(side, ["--memory", str(length)], args.threads)
+            result, error = _run(side, ["--memory", str(length)], args.threads, args.level)
             cells.append(f"{side} {result:8.1f}" if error is None else f"{side} failed")
         print(f"  L={length:<6}" + "   ".join(cells))
 

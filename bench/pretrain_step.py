@@ -1,6 +1,7 @@
 """One masked-LM pretraining step, minillm's BertForMaskedLM against transformers'.
 
-    python bench/pretrain_step.py --native-blas              # both sizes, 2 threads, 3 alternating rounds
+    python bench/pretrain_step.py                            # both sizes, 2 threads, 3 alternating rounds
+    python bench/pretrain_step.py --level avx2               # both sides held to AVX2 (bench/machine.py)
     python bench/pretrain_step.py --shapes minilm-32x128 --profile   # minillm's per-op table, one step
 
 The step is forward, the masked-LM loss, backward, clip_grad_norm_(1.0), AdamW step and zero_grad,
@@ -18,6 +19,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
 from bert_step import NO_DROPOUT, alternate, arguments, inputs, minillm_train_step, report, torch_train_step  # noqa: E402
 
 CONFIGS = {
@@ -91,11 +93,13 @@ def main():
     if args.worker:
         size, batch, length = SHAPES[args.shapes]
         make = minillm_step if args.worker == "minillm" else torch_step
-        return report(make(model_dir(size), batch, length, args.threads), args.repeat)
+        return report(make(model_dir(size), batch, length, args.threads), args.repeat, args.worker)
     if args.profile:
+        if args.level != "native":
+            raise SystemExit("--profile runs in this process, at the native level: --level is for the timed workers")
         return [profile_step(shape, args.threads) for shape in args.shapes.split(",")]
-    print(f"{args.threads} threads, {args.rounds} alternating rounds x {args.repeat} repeats (medians), "
-          f"{MLM_PROBABILITY:.0%} of the tokens masked" + (" (workers: OPENBLAS_CORETYPE unset)" if args.native_blas else ""))
+    print(machine.describe(args.level, args.threads))
+    print(f"{args.rounds} alternating rounds x {args.repeat} repeats (medians), {MLM_PROBABILITY:.0%} of the tokens masked")
     print(f"{'shape':<15}{'minillm s':>11}{'torch s':>10}{'ratio':>8}{'minillm MB':>12}{'torch MB':>10}{'MB ratio':>10}")
     for shape in args.shapes.split(","):
         t, mb = alternate(shape, "train", args, __file__)

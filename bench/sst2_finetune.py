@@ -4,6 +4,7 @@
     python bench/sst2_finetune.py --limit 512        # a quick check on the first 512 rows
     python bench/sst2_finetune.py --bucket           # also minillm with length bucketing, reported beside
     python bench/sst2_finetune.py --seed 43          # another seed: init, batches and dropout all change
+    python bench/sst2_finetune.py --level avx2       # both sides held to AVX2 on an AVX-512 machine
 
 Both frameworks run the same recipe on the same batches: lr 5e-5, batch 32, max length 64, warmup
 over the first 10% of steps then linear decay, weight decay 0.01 on all but biases and LayerNorm
@@ -11,7 +12,8 @@ weights, the global gradient norm clipped at 1.0, seed 42, and the batches of mi
 DataLoader (each padded to its longest text). Dropout is on in both (model.train()), each framework
 drawing its own masks. Each framework runs in its own process, so peak RSS is its own; the train
 time covers the optimizer steps only, not loading, tokenizing or evaluating. Dev accuracy is on
-the whole dev.tsv.
+the whole dev.tsv. The table starts with the machine, the level and what each side ran
+(bench/machine.py), checked in every worker.
 """
 import argparse
 import json
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import machine
 
 RECIPE = dict(lr=5e-5, batch_size=32, max_length=64, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0,
               seed=42, epochs=1)
@@ -139,17 +143,20 @@ def torch_finetune(model_name, train, dev, recipe):
 
 
 # ---- the driver ----------------------------------------------------------------------------------
-def run_worker(name, command):
-    """Run one worker process; the dict it printed on its RESULT line, with its wall time, or None if it failed."""
+def run_worker(name, command, level):
+    """Run one worker process at ``level`` (bench/machine.py); the dict it printed on its RESULT line,
+    with its wall time, or None if it failed. The bench stops if the worker ran another level."""
     print(f"running {name} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=machine.worker_env(level, os.cpu_count()))
     wall_s = time.perf_counter() - start
     results = [line[len("RESULT "):] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not results:
         print(f"{name} failed (exit {done.returncode})", file=sys.stderr)
         return None
-    return {**json.loads(results[0]), "wall_s": wall_s}
+    result = json.loads(results[0])
+    machine.check(level, "torch" if name.startswith("torch") else "minillm", result["ran"])  # names start with the side
+    return {**result, "wall_s": wall_s}
 
 
 def main():
@@ -161,6 +168,8 @@ def main():
     parser.add_argument("--frameworks", default="minillm,torch", help="comma-separated: minillm, torch")
     parser.add_argument("--bucket", action="store_true", help="also run minillm with length bucketing")
     parser.add_argument("--seed", type=int, default=RECIPE["seed"], help="the recipe's seed (default %(default)s)")
+    parser.add_argument("--level", choices=machine.LEVELS, default="native",
+                        help="native, or avx2: both sides held to AVX2 (bench/machine.py)")
     parser.add_argument("--worker", choices=["minillm", "minillm-bucket", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     RECIPE["seed"] = args.seed
@@ -168,16 +177,17 @@ def main():
         from minillm import pretrained
         args.model = pretrained.resolve(args.model)
         result = run_torch(args) if args.worker == "torch" else run_minillm(args, args.worker == "minillm-bucket")
-        print("RESULT " + json.dumps(result))
+        print("RESULT " + json.dumps({**result, "ran": machine.ran(args.worker.removesuffix("-bucket"))}))
         return 0
 
+    print(machine.describe(args.level, os.cpu_count()), flush=True)
     runs = args.frameworks.split(",") + (["minillm-bucket"] if args.bucket else [])
     rows = {}
     for name in runs:
         command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--data", args.data,
                    "--model", args.model, "--seed", str(args.seed)] + (["--limit", str(args.limit)] if args.limit else []) + (
                    ["--eval-limit", str(args.eval_limit)] if args.eval_limit else [])
-        rows[name] = run_worker(name, command)
+        rows[name] = run_worker(name, command, args.level)
         if rows[name] is None:
             return 1
 

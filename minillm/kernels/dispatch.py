@@ -93,11 +93,14 @@ def gpu(module, first):
 
 
 def info():
-    """Which twin each kernel runs on host arrays, the threads the compiled ones use, the BLAS under
-    them, and, where there is a GPU, what runs on float32 device arrays ("gpu")."""
+    """Which twin each kernel runs on host arrays, the threads the compiled ones use, the -march
+    level they were built for (setup.py's MINILLM_MARCH), the BLAS under them, and, where there is a
+    GPU, what runs on float32 device arrays ("gpu")."""
     names = ("softmax", "layer_norm", "gelu", "matmul", "attention")
     table = {n: ("compiled" if _mode == "compiled" and load(n) is not None else "numpy") for n in names}
     table["threads"] = threads()
+    if load("build_info") is not None:
+        table["march"] = load("build_info").MARCH
     if load("matmul") is not None:
         table["blas"] = blas.describe()
         table["blas_threads"] = blas.threads()

@@ -1,0 +1,177 @@
+"""bench/machine.py, the machine every bench describes, and setup.py's choice of -march: the CPU's
+instruction sets read from /proc/cpuinfo text, the peak from the real vector width, the checks
+that stop a bench run at another level than asked, and the compiler's own macros as the oracle of
+what a -march level lets the kernels contain."""
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, optional
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+machine = _load("bench_machine", REPO / "bench" / "machine.py")
+setup_py = _load("minillm_setup", REPO / "setup.py")  # only its functions: setup() runs under __main__
+X86 = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the levels are x86-64's")
+
+
+def cpuinfo(model, flags, mhz):
+    """/proc/cpuinfo's text for two processors with ``flags``, the second at ``mhz``."""
+    return "".join(f"processor\t: {n}\nvendor_id\t: X\nmodel name\t: {model}\ncpu MHz\t\t: {m:.3f}\n"
+                   f"flags\t\t: {flags}\n\n" for n, m in enumerate((mhz - 100, mhz)))
+
+
+BASE = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 ssse3 sse4_1 sse4_2 popcnt aes xsave avx f16c"
+ZEN3 = BASE + " fma bmi1 avx2 bmi2 sha_ni vaes vpclmulqdq"  # AVX2, no AVX-512
+SKYLAKE_X = ZEN3 + " avx512f avx512dq avx512cd avx512bw avx512vl"
+SAPPHIRE_RAPIDS = SKYLAKE_X + " avx512_vnni avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8"
+KNIGHTS_LANDING = ZEN3 + " avx512f avx512cd avx512er avx512pf"  # AVX-512F without BW/DQ/VL: not our AVX-512
+
+
+@pytest.mark.parametrize("flags, levels, widest, lanes", [
+    (ZEN3, ["AVX2"], "AVX2", 8),
+    (SKYLAKE_X, ["AVX2", "AVX-512"], "AVX-512", 16),
+    (SAPPHIRE_RAPIDS, ["AVX2", "AVX-512", "AMX"], "AVX-512", 16),
+    (KNIGHTS_LANDING, ["AVX2"], "AVX2", 8),
+])
+def test_cpuinfo_flags_give_the_instruction_sets_and_the_peak(flags, levels, widest, lanes):
+    model, found, mhz = machine.read_cpuinfo(cpuinfo("Some CPU @ 2.60GHz", flags, 2600.0))
+    assert (model, mhz) == ("Some CPU @ 2.60GHz", 2600.0)  # the highest clock of the processors
+    assert machine.isa_levels(found) == levels and machine.vector_level(found) == widest
+    gflops, how = machine.peak(2, widest, mhz)
+    assert gflops == pytest.approx(2 * 2 * lanes * 2 * 2.6)  # threads x FMA units x lanes x 2 flops x GHz
+    assert f"{lanes} float32 lanes ({widest})" in how and "2.60 GHz (cpuinfo's cpu MHz" in how
+
+
+def test_a_cpu_without_avx2_or_a_clock():
+    model, flags, mhz = machine.read_cpuinfo("processor : 0\nflags : " + BASE + "\n")
+    assert (model, mhz, machine.isa_levels(flags), machine.vector_level(flags)) == ("unknown CPU", None, [], None)
+    gflops, how = machine.peak(2, None, mhz)
+    assert gflops != gflops and "neither AVX2 nor AVX-512" in how  # NaN: no peak made up
+    assert "assumed" in machine.peak(1, "AVX2", None)[1]
+
+
+def minillm_facts(march="x86-64-v3", build="AVX2", registers="ymm", kernel="Haswell", numpy_avx512=()):
+    return {"minillm": "/cache/minillm", "march": march, "build": build, "registers": registers,
+            "blas": [["scipy", "openblas 0.3.30", kernel], ["numpy", "openblas 0.3.31", kernel]],
+            "numpy_avx512": list(numpy_avx512)}
+
+
+def test_mismatches_name_what_ran_at_another_level():
+    avx512 = set(SKYLAKE_X.split())
+    assert machine.mismatches("avx2", "minillm", minillm_facts(), avx512) == []
+    assert machine.mismatches("avx2", "torch", {"capability": "AVX2", "mkl": "AVX2"}, avx512) == []
+    assert machine.mismatches("avx2", "torch", {"capability": "AVX512", "mkl": "AVX2"}, avx512) == [
+        "torch's CPU capability AVX512, not AVX2"]
+    assert machine.mismatches("avx2", "torch", {"capability": "AVX2", "mkl": "AVX-512"}, avx512) == [
+        "torch's MKL AVX-512, not AVX2"]
+    wrong = machine.mismatches("avx2", "minillm", minillm_facts(march="native", build="AVX-512"), avx512)
+    assert wrong == ["minillm's kernels from /cache/minillm built for native (AVX-512), not AVX2"]
+    wrong = machine.mismatches("avx2", "minillm", minillm_facts(kernel="SkylakeX", numpy_avx512=["X86_V4"]), avx512)
+    assert wrong == ["scipy's openblas 0.3.30 runs its SkylakeX kernels, not Haswell",
+                     "numpy's openblas 0.3.31 runs its SkylakeX kernels, not Haswell", "NumPy's loops X86_V4 are on"]
+    # native: minillm as built for the CPU at hand; a portable or AVX2 build there says how to rebuild
+    assert machine.mismatches("native", "minillm", minillm_facts("native", "AVX-512", kernel="SkylakeX"), avx512) == []
+    assert "--force" in machine.mismatches("native", "minillm", minillm_facts(), avx512)[0]
+    assert "not built" in machine.mismatches("native", "minillm", minillm_facts(None, None), avx512)[0]
+    assert machine.mismatches("native", "minillm", minillm_facts(), set(ZEN3.split())) == []
+
+
+def test_worker_env_unsets_what_forces_a_level_and_sets_the_avx2_one(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("PYTHONPATH", "/repo")
+    native = machine.worker_env("native", 3, MINILLM_KERNELS="numpy")
+    assert not set(machine.FORCING) & set(native)
+    assert (native["OMP_NUM_THREADS"], native["MINILLM_KERNELS"], native["PYTHONPATH"]) == ("3", "numpy", "/repo")
+
+    monkeypatch.setattr(machine, "avx2_build", lambda: "/cache/bench-x86-64-v3/abc")
+    monkeypatch.setattr(machine, "this_cpu", lambda: machine.read_cpuinfo(cpuinfo("Xeon", SAPPHIRE_RAPIDS, 2600.0)))
+    avx2 = machine.worker_env("avx2", 2)
+    assert {key: avx2[key] for key in machine.AVX2_ENV} == machine.AVX2_ENV
+    assert avx2["PYTHONPATH"] == os.pathsep.join(["/cache/bench-x86-64-v3/abc", "/repo"])
+    assert set(avx2.get("NPY_DISABLE_CPU_FEATURES", "").split()) == set(machine.numpy_above_avx2())
+
+    monkeypatch.setattr(machine, "this_cpu", lambda: machine.read_cpuinfo(cpuinfo("Old", BASE, 2600.0)))
+    with pytest.raises(SystemExit, match="runs no AVX2"):
+        machine.worker_env("avx2", 2)
+    with pytest.raises(ValueError, match="'avx3'"):
+        machine.worker_env("avx3", 2)
+
+
+def _probe(side, env):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "machine.py"), "--probe", side], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@X86
+def test_the_avx2_variables_hold_torch_and_openblas_to_avx2(monkeypatch):
+    """The variables worker_env sets at avx2 do what the description claims, on the machine at hand
+    (an AVX2 machine runs them at AVX2 anyway): torch and its MKL report AVX2, every OpenBLAS its
+    Haswell kernels, and NumPy's loops above AVX2 are off."""
+    optional("torch")
+    optional("threadpoolctl")
+    monkeypatch.setattr(machine, "avx2_build", lambda: str(REPO))  # this checkout: the build is not the point
+    env = machine.worker_env("avx2", 1)
+    torch_facts = _probe("torch", env)
+    assert torch_facts["capability"] == "AVX2" and torch_facts["mkl"] in ("AVX2", "unknown"), torch_facts
+    facts = _probe("minillm", env)
+    assert facts["blas"] and all(kernel == "Haswell" for _, _, kernel in facts["blas"]), facts
+    assert facts["numpy_avx512"] == []
+
+
+def test_compile_flags_follow_minillm_march():
+    flags, _ = setup_py.compile_flags({})
+    assert "-march=native" in flags and '-DMINILLM_MARCH="native"' in flags
+    flags, _ = setup_py.compile_flags({"MINILLM_MARCH": "x86-64-v3"})
+    assert "-march=x86-64-v3" in flags and '-DMINILLM_MARCH="x86-64-v3"' in flags
+    assert not any(f == "-march=native" for f in flags)
+    flags, _ = setup_py.compile_flags({"MINILLM_PORTABLE": "1"})
+    assert not any(f.startswith(("-march", "-DMINILLM_MARCH")) for f in flags)
+    with pytest.raises(SystemExit, match="two levels"):
+        setup_py.compile_flags({"MINILLM_PORTABLE": "1", "MINILLM_MARCH": "x86-64-v3"})
+    with pytest.raises(SystemExit, match="MINILLM_MARCH='x86 64; rm'"):
+        setup_py.compile_flags({"MINILLM_MARCH": "x86 64; rm"})
+
+
+# the compiler's predefined macros, by the cpuinfo flag name csrc/build_info.pyx records them under
+MACROS = {"__FMA__": "fma", "__AVX2__": "avx2", "__AVX512F__": "avx512f", "__AVX512BW__": "avx512bw",
+          "__AVX512DQ__": "avx512dq", "__AVX512VL__": "avx512vl", "__AMX_TILE__": "amx_tile"}
+
+
+def compiler_flags(flags):
+    """The MACROS flags the C compiler predefines when it compiles with ``flags``."""
+    done = subprocess.run(["cc", "-dM", "-E", "-x", "c", os.devnull] + flags, capture_output=True, text=True,
+                          check=True)
+    defined = {line.split()[1] for line in done.stdout.splitlines()}
+    return {name for macro, name in MACROS.items() if macro in defined}
+
+
+@X86
+def test_minillm_march_x86_64_v3_compiles_avx2_and_no_avx512():
+    flags, _ = setup_py.compile_flags({"MINILLM_MARCH": "x86-64-v3"})
+    assert compiler_flags(flags) == {"fma", "avx2"}
+    assert machine.vector_level(compiler_flags(flags)) == "AVX2"
+
+
+def test_the_built_kernels_record_the_level_the_compiler_gave_them():
+    """minillm._C.build_info's MARCH and FLAGS agree with the compiler's macros for that -march."""
+    from minillm import kernels
+
+    build = kernels.load("build_info")
+    assert build is not None, "minillm._C is not built"
+    assert kernels.info()["march"] == build.MARCH
+    march = [] if build.MARCH == "default" else [f"-march={build.MARCH}"]
+    assert build.FLAGS == compiler_flags(march)
