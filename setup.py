@@ -3,7 +3,11 @@
 Flags: -O3 always; OpenMP when the compiler accepts it (the build falls back to serial kernels
 when it does not); -march=native for fast vectorized exp/erf, or MINILLM_MARCH=<level> for another
 instruction set (x86-64-v3: AVX2 and FMA, the level bench/machine.py builds for `--level avx2`), or
-MINILLM_PORTABLE=1 for a build that runs on any CPU of the same architecture. The level chosen is
+MINILLM_PORTABLE=1 for a build that runs on any CPU of the same architecture.
+On x86-64 every -march build prefers 512-bit vectors (-mprefer-vector-width=512): GCC tunes several
+AVX-512 CPUs (-march=native on Rocket Lake, Ice Lake, Sapphire Rapids) to 256-bit vectors, for fear of
+the clock drop that old Skylake-X cores took on zmm code; the kernels' exp/erf loops run faster at 512
+bits (bench/kernels.py), and on a level without AVX-512 (x86-64-v3) the preference changes nothing. The level chosen is
 compiled into minillm._C.build_info (csrc/build_info.pyx), so a build says what it was built for.
 A changed MINILLM_MARCH changes no source: add --force to rebuild a tree built before.
 No -ffast-math: masks rely on -inf and NaN.
@@ -18,14 +22,16 @@ compile_flags() alone.
 """
 import glob
 import os
+import platform
 import re
 import tempfile
 
 
-def compile_flags(environ):
+def compile_flags(environ, arch=None):
     """(compile flags, link flags) that ``environ`` (MINILLM_SANITIZE, MINILLM_PORTABLE,
-    MINILLM_MARCH) asks for, OpenMP aside. The -march level is also passed as the macro
-    MINILLM_MARCH, a string literal that csrc/build_info.pyx keeps."""
+    MINILLM_MARCH) asks for on the CPU architecture ``arch`` (platform.machine() by default),
+    OpenMP aside. The -march level is also passed as the macro MINILLM_MARCH, a string literal
+    that csrc/build_info.pyx keeps."""
     if environ.get("MINILLM_SANITIZE", "0") == "1":  # for the fuzz run only (bench/fuzz.py)
         sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
                     "-g"]
@@ -40,7 +46,10 @@ def compile_flags(environ):
     march = march or "native"
     if not re.fullmatch(r"[A-Za-z0-9_.+-]+", march):  # it goes into a C string literal
         raise SystemExit(f"MINILLM_MARCH={march!r}: expected a GCC -march level such as native or x86-64-v3")
-    return flags + [f"-march={march}", f'-DMINILLM_MARCH="{march}"'], link
+    flags = flags + [f"-march={march}", f'-DMINILLM_MARCH="{march}"']
+    if (arch or platform.machine()) in ("x86_64", "AMD64"):  # an x86 option: other compilers' targets reject it
+        flags.append("-mprefer-vector-width=512")
+    return flags, link
 
 
 def _compiler_accepts(compiler, flags):

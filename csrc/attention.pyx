@@ -74,7 +74,12 @@ cdef inline void _scores(const real* q, int ldq, const real* k, int ldk, const r
     """s (rows, S) = scale q k^T + bias + key_bias; q holds the block's rows, bias its bias rows."""
     cdef Py_ssize_t i, j
     cdef real* row
-    gemm(False, True, rows, s_len, d, scale, q, ldq, k, ldk, 0, s, s_len)
+    # BLAS returns C = 0 for alpha = 0 without reading q or k, where (q k^T) * 0 is NaN for an inf or
+    # NaN in them, as torch and the NumPy twin give it: a scale of 0 (rare) multiplies afterwards
+    gemm(False, True, rows, s_len, d, scale if scale != 0 else 1, q, ldq, k, ldk, 0, s, s_len)
+    if scale == 0:
+        for j in range(rows * s_len):
+            s[j] = s[j] * 0
     if bias == NULL and key_bias == NULL:
         return
     for i in range(rows):

@@ -8,15 +8,16 @@ dL/db are sums over all rows: each fixed chunk of rows adds into its own row of 
 buffer (no locks, no races) and the wrapper sums those few rows at the end.
 """
 from cython.parallel cimport prange, threadid
-from libc.math cimport sqrt
+from libc.math cimport isfinite, sqrt
 
-from vecmath cimport real, row_dot, row_sum
+from vecmath cimport real, row_dot, row_shifted_sum, row_sum
 
 
 cdef void _row_forward(const real* x, const real* w, const real* b, real eps, real* y,
                        real* mean, real* rstd, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t j
-    cdef real mu = row_sum(x, n) / n, r
+    cdef real shift = x[0] if isfinite(x[0]) else 0  # the twin's mean, x0 + mean(x - x0): see _mean there
+    cdef real mu = shift + row_shifted_sum(x, shift, n) / n, r
     for j in range(n):
         y[j] = x[j] - mu
     r = 1 / sqrt(row_dot(y, y, n) / n + eps)  # two passes: no cancellation in E[x^2] - mu^2

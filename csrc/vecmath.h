@@ -16,13 +16,16 @@
 #include <string.h>
 
 /* exp(x) for float32 within 2 ulp, as Cephes' expf: x = n ln2 + r with |r| <= ln2/2, exp(r) by a
- * degree-7 polynomial, then times 2^n written straight into the exponent bits. exp(-inf) = 0,
- * exp(inf) = inf, NaN stays NaN. Two shortcuts buy a third of its time: results below FLT_MIN
- * (x < -87.34) are 0, not subnormal, and x > 88.376 gives inf, a hair before float32's true
- * overflow at 88.72. Neither matters to softmax (x <= 0) or GELU. */
+ * degree-7 polynomial, then times 2^n, written straight into the exponent bits as two halves,
+ * 2^(n/2) 2^(n - n/2): both are normal floats for every n from -150 to 128, so the product rounds
+ * once and, with no test on x, gives what libm and NumPy give at the ends: subnormal results below
+ * FLT_MIN (x < -87.34, down to 1.4e-45 at x = -103.97), 0 below that, and inf from x = 88.72 on.
+ * (An earlier version took 0 below FLT_MIN and inf from 88.376, in one scale: but 0 and 1e-40 differ
+ * once multiplied by an inf, NaN and inf, as in a softmax backward with an infinite gradient.)
+ * exp(-inf) = 0, exp(inf) = inf, NaN stays NaN. */
 static inline float mll_expf(float x)
 {
-    const float lo = -87.3365447505f, hi = 88.3762626647f; /* ln(FLT_MIN), 127.5 ln2: 2^n stays normal */
+    const float lo = -104.0f, hi = 89.0f; /* exp rounds to 0 below lo and overflows above hi */
     float c = x < lo ? lo : (x > hi ? hi : x);
     /* n = round(c / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer, in two vector
      * instructions on any x86-64 (roundps needs SSE4.1) */
@@ -34,11 +37,12 @@ static inline float mll_expf(float x)
     float p = (5.0000001201e-1f + 1.6666665459e-1f * r) + (4.1665795894e-2f + 8.3334519073e-3f * r) * r2
               + (1.3981999507e-3f + 1.9875691500e-4f * r) * r4;
     float y = p * r2 + (r + 1.0f);
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    y = y * scale;
-    return x < lo ? 0.0f : (x > hi ? INFINITY : y);
+    int32_t k = (int32_t)n, half = k >> 1; /* k = half + (k - half), each in [-75, 64] */
+    uint32_t bits1 = (uint32_t)(half + 127) << 23, bits2 = (uint32_t)(k - half + 127) << 23;
+    float scale1, scale2;
+    memcpy(&scale1, &bits1, 4);
+    memcpy(&scale2, &bits2, 4);
+    return y * scale1 * scale2;
 }
 
 /* erfc(z) for float32 and z >= 0, with relative error below 1.2e-7 in exact arithmetic
@@ -74,6 +78,12 @@ static inline float mll_erfcf(float x)
     {                                                                                          \
         T s = 0;                                                                               \
         _Pragma("omp simd reduction(+:s)") for (Py_ssize_t i = 0; i < n; i++) s += x[i];       \
+        return s;                                                                              \
+    }                                                                                          \
+    static inline T mll_shifted_sum_##SUFFIX(const T *x, T c, Py_ssize_t n)                    \
+    {                                                                                          \
+        T s = 0;                                                                               \
+        _Pragma("omp simd reduction(+:s)") for (Py_ssize_t i = 0; i < n; i++) s += x[i] - c;   \
         return s;                                                                              \
     }                                                                                          \
     static inline T mll_dot_##SUFFIX(const T *x, const T *y, Py_ssize_t n)                     \

@@ -15,6 +15,8 @@ cdef extern from "vecmath.h" nogil:
     double mll_max_d(const double* x, Py_ssize_t n)
     float mll_sum_f(const float* x, Py_ssize_t n)
     double mll_sum_d(const double* x, Py_ssize_t n)
+    float mll_shifted_sum_f(const float* x, float c, Py_ssize_t n)
+    double mll_shifted_sum_d(const double* x, double c, Py_ssize_t n)
     float mll_dot_f(const float* x, const float* y, Py_ssize_t n)
     double mll_dot_d(const double* x, const double* y, Py_ssize_t n)
 
@@ -46,6 +48,14 @@ cdef inline real row_sum(const real* x, Py_ssize_t n) noexcept nogil:
         return mll_sum_f(x, n)
     else:
         return mll_sum_d(x, n)
+
+
+cdef inline real row_shifted_sum(const real* x, real c, Py_ssize_t n) noexcept nogil:
+    """sum_j (x[j] - c)."""
+    if real is float:
+        return mll_shifted_sum_f(x, c, n)
+    else:
+        return mll_shifted_sum_d(x, c, n)
 
 
 cdef inline real row_dot(const real* x, const real* y, Py_ssize_t n) noexcept nogil:

@@ -370,3 +370,93 @@ def check_inf_and_nan_rows(torch, x):
     rows = x[:4]  # log-softmax (x - logsumexp) too: NaN rows where torch's are
     np.testing.assert_array_equal(F.log_softmax(mm.tensor(rows), -1).numpy(),
                                   torch.log_softmax(torch.tensor(rows), -1).numpy())
+
+
+def test_softmax_keeps_subnormal_probabilities_as_torch(torch):
+    """exp(-95) = 5.5e-42 is a subnormal float32. The compiled exp (csrc/vecmath.h) took 0 below
+    FLT_MIN (exp(x), x < -87.34), and a gradient of inf then made the whole row NaN (0 * inf in
+    <g, y>) where torch and the NumPy twin give -inf and NaN. 0 from x = -103.97 on, as libm's."""
+    x = np.array([[0, -95], [0, -87.5], [0, -103], [0, -110]], np.float32)
+    g = np.array([1, np.inf], np.float32) * np.ones_like(x)
+    tx = torch.tensor(x, requires_grad=True)
+    expected = torch.softmax(tx, -1)
+    expected.backward(torch.tensor(g))
+    for y in (softmax_forward(x), softmax_forward_numpy(x)):
+        np.testing.assert_allclose(y, expected.detach().numpy(), rtol=1e-6, atol=0)  # to 1e-45, not 1e-38
+        with np.errstate(invalid="ignore"):  # inf - inf is NaN on purpose here
+            for dx in (softmax_backward(y, g), softmax_backward_numpy(y, g)):
+                np.testing.assert_array_equal(dx, tx.grad.numpy())  # NaN where torch's, the same infinities
+
+
+def test_layer_norm_of_constant_rows_is_torchs_in_both_twins(torch):
+    """A constant float32 row, BERT's eps of 1e-12: the mean is the row's value exactly, rstd is
+    1/sqrt(eps) and y is the bias, as torch's (a Welford mean). Both twins summed the row: n c
+    rounds (rarely a float), the mean was an ulp off, the centered row an ulp, its variance an ulp
+    squared, which is not small beside 1e-12: rstd fell to a quarter of 1/sqrt(eps) at |c| ~ 1 and to
+    1/3000 at |c| ~ 1000, and y was bias +- w. Now each row is shifted by its first value first (x0 + mean(x - x0)). The
+    backward's oracle is torch in float64: torch's float32 backward takes xhat = x rstd - mean rstd,
+    two numbers near 1e9 whose rounding leaves xhat off by up to 64, not 0."""
+    rng = np.random.default_rng(11)
+    values = np.float32([1, 5, -3.3, 0.1, 7e-3, 1000.1, -31.7])
+    for n in (1, 7, 33, 384, 1000):
+        x = np.repeat(values[:, None], n, axis=1)
+        w, b, g = rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32), \
+            rng.normal(size=x.shape).astype(np.float32)
+        ty, tmean, trstd = torch.native_layer_norm(torch.tensor(x), (n,), torch.tensor(w), torch.tensor(b), 1e-12)
+        tx, tw, tb = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b))
+        torch.nn.functional.layer_norm(tx, (n,), tw, tb, float(np.float32(1e-12))).backward(torch.tensor(g, dtype=torch.float64))
+        for forward, backward in ((layer_norm_forward, layer_norm_backward),
+                                  (layer_norm_forward_numpy, layer_norm_backward_numpy)):
+            y, mean, rstd = forward(x, w, b, 1e-12)
+            np.testing.assert_array_equal(mean, values)
+            np.testing.assert_array_equal(tmean.numpy()[:, 0], values)
+            np.testing.assert_allclose(rstd, trstd.numpy()[:, 0], rtol=1e-6)
+            np.testing.assert_allclose(y, ty.numpy(), rtol=1e-6, atol=1e-6)
+            dx, dw, db = backward(g, x, w, mean, rstd)  # xhat = 0: dx = rstd (g w - mean(g w)), 1e6 x
+            terms = float(rstd.max() * np.abs(g * w).max())  # (a 1-element row's dx is 0: torch's is 7e-12)
+            np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=1e-6 * terms)
+            np.testing.assert_array_equal(dw, 0)  # sum g xhat, xhat = 0
+            np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_of_rows_with_inf_or_nan_is_torchs_in_both_twins(torch):
+    """A row with +inf, -inf or NaN normalizes to NaN (inf - inf), with rstd NaN, as torch's; its
+    mean is +inf, -inf or NaN (torch's Welford mean is NaN for all three: inf - inf inside it)."""
+    x = np.array([[np.inf, 1, 2, 3], [1, -np.inf, 2, 3], [1, 2, np.nan, 3], [1, 2, 3, 4]], np.float32)
+    w, b = np.float32([1, 2, 3, 4]), np.float32([0, 1, 0, 1])
+    ty, _, trstd = torch.native_layer_norm(torch.tensor(x), (4,), torch.tensor(w), torch.tensor(b), 1e-5)
+    with np.errstate(invalid="ignore"):
+        for y, mean, rstd in (layer_norm_forward(x, w, b, 1e-5), layer_norm_forward_numpy(x, w, b, 1e-5)):
+            np.testing.assert_allclose(y, ty.numpy(), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(rstd, trstd.numpy()[:, 0], rtol=1e-5)
+            np.testing.assert_array_equal(mean, [np.inf, -np.inf, np.nan, 2.5])
+
+
+def test_gelu_backward_at_infinities_and_far_in_the_tail_in_both_twins(torch):
+    """At x = +-inf the derivative is NaN (inf * 0 in x phi(x), and in the tanh form's x (1 - t^2)), as
+    torch's: the NumPy twin's tanh form gave the limits, 1 and 0. Far in the left tail the derivative
+    is tiny but not 0, so a gradient of -inf gives +inf in both twins: the NumPy twin's 1 - t^2 had
+    cancelled to 0 from x = -5.4 (NaN), and the compiled twin's exp flushed x phi(x) to 0 from
+    x = -13.2 (NaN). Torch's float32 gives NaN there too (its derivative is 0 from x = -5.06 and
+    -6.15), so the oracles of the tail are scipy's float64 ndtr (Phi) and torch's autograd of
+    x sigmoid(2u) in float64, neither of which cancels there."""
+    from scipy.special import ndtr
+
+    special = np.array([np.inf, -np.inf, np.nan], np.float32)
+    for approximate, tail in (("none", [-6, -9, -12, -13.5]), ("tanh", [-5.5, -6, -7.5, -9])):
+        tail = np.array(tail, np.float32)
+        expected = torch.ops.aten.gelu_backward(torch.ones(3), torch.tensor(special), approximate=approximate)
+        x = tail.astype(np.float64)
+        if approximate == "tanh":
+            t = torch.tensor(x, requires_grad=True)
+            (t * torch.sigmoid(2 * (2 / np.pi) ** 0.5 * (t + 0.044715 * t ** 3))).sum().backward()
+            slope = t.grad.numpy()
+        else:
+            slope = ndtr(x) + x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi)  # Phi(x) + x phi(x)
+        assert (slope < 0).all() and (slope > -1e-6).all()  # tiny, negative, not 0 (nor a float32 0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for backward in (gelu_backward, gelu_backward_numpy):
+                np.testing.assert_array_equal(backward(special, np.ones(3, np.float32), approximate), expected.numpy())
+                # within 5%: the NumPy twin's Phi, (1 + erf(x / sqrt 2)) / 2, is 0 here, x phi(x) is 1/x^2 off
+                np.testing.assert_allclose(backward(tail, np.ones_like(tail), approximate), slope, rtol=5e-2)
+                np.testing.assert_array_equal(backward(tail, np.full_like(tail, -np.inf), approximate), np.inf)

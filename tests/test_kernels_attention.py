@@ -209,3 +209,73 @@ def test_attention_copies_what_blas_cannot_read():
         grads = attention_backward(qq, kk, kk, out, lse, eout)
         for ours, expected in zip(grads, attention_backward_numpy(qq, kk, kk, eout, e_lse, eout)):
             close(ours, expected, np.float64)
+
+
+def _odd_attention_cases():
+    """(what, q, k, v, g, key_mask, bias, scale): float32 inputs with one odd thing each."""
+    rng = np.random.default_rng(6)
+    q, k, v, g = (rng.normal(size=(2, 1, 4, 3)).astype(np.float32) for _ in range(4))
+    bias = np.zeros((4, 4), np.float32)
+    cases = []
+
+    def case(what, q=q, k=k, v=v, g=g, key_mask=None, bias=None, scale=None):
+        cases.append((what, q, k, v, g, key_mask, bias, scale))
+
+    def put(array, index, value):
+        array = array.copy()
+        array[index] = value
+        return array
+
+    case("+inf in q (its row's scores are +-inf: a NaN row)", q=put(q, (0, 0, 1, 0), np.inf))
+    case("-inf in k", k=put(k, (1, 0, 2, 1), -np.inf))
+    case("NaN in k", k=put(k, (0, 0, 3, 2), np.nan))
+    case("+inf in v", v=put(v, (0, 0, 1, 0), np.inf))
+    case("-inf in the gradient", g=put(g, (1, 0, 2, 1), -np.inf))
+    case("a bias row of -inf (fully masked), -inf and +inf in others",
+         bias=put(put(put(bias, 1, -np.inf), (2, 0), -np.inf), (3, 3), np.inf))
+    case("NaN in the bias", bias=put(bias, (0, 1), np.nan))
+    case("a fully masked sequence, and a key masked in the other",
+         key_mask=np.array([[False] * 4, [True, False, True, True]]))
+    case("NaN in a masked key (the mask is added: NaN - inf is NaN)", k=put(k, (1, 0, 1, 0), np.nan),
+         key_mask=np.array([[True] * 4, [True, False, True, True]]))
+    case("scale 0 with an inf in k: q k^T * 0 is NaN", k=put(k, (0, 0, 0, 0), np.inf), scale=0.0)
+    case("an infinite scale", scale=np.inf)
+    # p = exp(-95) = 5.5e-42, a subnormal float32, times an inf in g: inf in dv, not 0 * inf = NaN
+    case("subnormal probabilities meeting an inf", bias=put(bias, (1, slice(1, None)), -95), g=put(g, (0, 0, 1, 0), np.inf))
+    return cases
+
+
+def _torch_attention(torch, q, k, v, g, key_mask, bias, scale):
+    """torch's (out, lse, dq, dk, dv): scaled_dot_product_attention (its flash kernel on the CPU, which
+    gives a fully masked row 0, as minillm) with autograd, and that kernel's lse (0 for a fully masked
+    row, where minillm's is -inf = log 0; torch.logsumexp's is -inf too, but +inf for a row with +inf)."""
+    import torch.nn.functional as TF
+    mask = np.zeros((q.shape[0], 1, q.shape[2], k.shape[2]), np.float32)
+    if bias is not None:
+        mask = mask + bias
+    if key_mask is not None:
+        mask = mask + np.where(key_mask, 0, -np.inf).astype(np.float32)[:, None, None, :]
+    tq, tk, tv, tmask = (torch.tensor(a, requires_grad=a is not mask) for a in (q, k, v, mask))
+    out = TF.scaled_dot_product_attention(tq, tk, tv, attn_mask=tmask, scale=scale)
+    out.backward(torch.tensor(g))
+    _, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(tq.detach(), tk.detach(), tv.detach(),
+                                                                       attn_mask=tmask, scale=scale)
+    scores = tq.detach() @ tk.detach().transpose(-1, -2) * (q.shape[-1] ** -0.5 if scale is None else scale) + tmask
+    lse = torch.where((scores == -torch.inf).all(-1), -torch.inf, lse)  # fully masked rows
+    return [t.numpy() for t in (out.detach(), lse, tq.grad, tk.grad, tv.grad)]
+
+
+@pytest.mark.parametrize("mode", ["compiled", "numpy"])
+def test_attention_of_inf_and_nan_and_masked_rows_is_torchs(torch, mode):
+    """NaN where torch's attention has NaN, the same infinities, the same values elsewhere, in both
+    twins. The kernel fuzz target found the twins apart here: the NumPy twin replaced masked scores
+    by -inf (torch adds the mask: a NaN score stays NaN), took every non-finite lse for a fully
+    masked row (a NaN row's gradients are NaN), and made dq, dk NaN at scale 0 (torch's BLAS gives 0);
+    the compiled twin's BLAS skipped q k^T at scale 0, and its exp flushed subnormal probabilities to 0."""
+    with kernels.use(mode), np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for what, q, k, v, g, key_mask, bias, scale in _odd_attention_cases():
+            expected = _torch_attention(torch, q, k, v, g, key_mask, bias, scale)
+            out, lse = attention_forward(q, k, v, key_mask, bias, scale)
+            ours = [out, lse, *attention_backward(q, k, v, out, lse, g, key_mask, bias, scale)]
+            for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), ours, expected):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{what}: {name}")

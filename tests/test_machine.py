@@ -146,6 +146,28 @@ def test_compile_flags_follow_minillm_march():
         setup_py.compile_flags({"MINILLM_MARCH": "x86 64; rm"})
 
 
+def test_x86_builds_prefer_512_bit_vectors_and_other_architectures_get_no_x86_option():
+    for environ in ({}, {"MINILLM_MARCH": "x86-64-v3"}):
+        assert "-mprefer-vector-width=512" in setup_py.compile_flags(environ, arch="x86_64")[0]
+        assert not any("vector-width" in f for f in setup_py.compile_flags(environ, arch="aarch64")[0])
+    assert not any("vector-width" in f for f in setup_py.compile_flags({"MINILLM_PORTABLE": "1"}, arch="x86_64")[0])
+
+
+@X86
+def test_kernels_built_with_avx512_use_512_bit_registers():
+    """Where the build's level has AVX-512F, the machine code holds zmm registers (GCC's tuning for
+    several AVX-512 CPUs would keep it to ymm without setup.py's -mprefer-vector-width=512); without
+    AVX-512F, no zmm."""
+    from minillm import kernels
+
+    build = kernels.load("build_info")
+    assert build is not None, "minillm._C is not built"
+    widest = machine.widest_registers(os.path.dirname(build.__file__))
+    if widest == "unknown":
+        pytest.skip("no objdump to read the machine code")
+    assert (widest == "zmm") == ("avx512f" in build.FLAGS), (widest, build.FLAGS)
+
+
 # the compiler's predefined macros, by the cpuinfo flag name csrc/build_info.pyx records them under
 MACROS = {"__FMA__": "fma", "__AVX2__": "avx2", "__AVX512F__": "avx512f", "__AVX512BW__": "avx512bw",
           "__AVX512DQ__": "avx512dq", "__AVX512VL__": "avx512vl", "__AMX_TILE__": "amx_tile"}

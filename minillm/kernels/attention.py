@@ -20,6 +20,12 @@ backward recomputes p = exp(s - lse) and m, and then, with g = dL/dout:
     dq = ds k * scale,   dk = ds^T q * scale
 rowsum(dp * p) = rowsum(dpd * pd) = rowsum(g * out) holds with dropout too, since out = pd v.
 A query row whose keys are all masked attends to nothing: out = 0, lse = -inf, gradients 0.
+NaN and inf go where torch's attention puts them: the masks are added (a NaN score stays NaN; a
+row with a +inf or NaN score is NaN), q k^T * 0 is NaN for an inf in q or k, and at scale 0 dq and
+dk are 0 (torch's BLAS multiplies by alpha = 0 without reading ds).
+The backward's lse must be the forward's for the same inputs: exp(s - lse) is then a probability,
+and exactly the forward's when the same twin recomputes s. Another lse gives the gradients of no
+function, which the twins need not agree on (at large scores exp(s - lse) is their rounding of s).
 The NumPy twin below builds whole (L, S) matrices: clear, but memory grows with L^2; the compiled
 twin (csrc/attention.pyx, after the input checks here) walks key blocks so memory grows with L only,
 and so does the CUDA twin (csrc/cuda/attention.cu, through minillm/kernels/cuda/attention.py).
@@ -51,17 +57,26 @@ def attention_backward_numpy(q, k, v, out, lse, grad, key_mask=None, bias=None, 
     xp = backend.array_module(q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     s = _scores(q, k, key_mask, bias, scale)
-    finite = xp.isfinite(lse)[..., None]
-    p = xp.where(finite, xp.exp(s - xp.where(finite, lse[..., None], 0)), 0)
+    dead = (lse == -xp.inf)[..., None]  # fully masked rows: p = 0 (a NaN lse, a NaN row's, stays NaN)
+    p = xp.where(dead, 0, xp.exp(s - xp.where(dead, 0, lse[..., None])))
     m = _dropout_scale(p, dropout_p, seed)
     dv = xp.matmul(xp.swapaxes(p if m is None else p * m, -1, -2), grad)
     dp = xp.matmul(grad, xp.swapaxes(v, -1, -2))
     if m is not None:
         dp = dp * m
     ds = p * (dp - (grad * out).sum(axis=-1, keepdims=True))
-    dq = xp.matmul(ds, k) * q.dtype.type(scale)
-    dk = xp.matmul(xp.swapaxes(ds, -1, -2), q) * q.dtype.type(scale)
-    return dq, dk, dv
+    return _gemm(ds, k, scale), _gemm(xp.swapaxes(ds, -1, -2), q, scale), dv
+
+
+def _gemm(a, b, alpha):
+    """alpha (a b) as torch's attention backward gives it (BLAS's gemm): exactly 0 when alpha is 0 or
+    the inner axis is empty (no queries, no keys), where NumPy's product times alpha would be
+    0 * inf = NaN for an inf or NaN in a or b, or an infinite alpha."""
+    xp = backend.array_module(a)
+    product = xp.matmul(a, b)
+    if alpha == 0 or a.shape[-1] == 0:
+        return xp.zeros_like(product)
+    return product * a.dtype.type(alpha)
 
 
 def _scores(q, k, key_mask, bias, scale):
@@ -69,9 +84,15 @@ def _scores(q, k, key_mask, bias, scale):
     s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * q.dtype.type(scale)
     if bias is not None:
         s = s + bias
-    if key_mask is not None:
-        s = xp.where(key_mask[:, None, None, :], s, -xp.inf)
+    if key_mask is not None:  # added, as torch and the compiled twin add it: a NaN score stays NaN
+        s = s + _key_bias(key_mask, q)[:, None, None, :]
     return s
+
+
+def _key_bias(key_mask, q):
+    """key_mask (B, S) bool as an additive bias (B, S) of q's dtype: 0 where True, -inf where False."""
+    xp = backend.array_module(q)
+    return None if key_mask is None else xp.where(key_mask, q.dtype.type(0), q.dtype.type(-xp.inf))
 
 
 def _dropout_scale(p, dropout_p, seed):
@@ -182,9 +203,6 @@ def _dropout_args(dropout_p, seed):
     return seed, dropout.threshold(dropout_p), dropout.keep_scale(dropout_p)
 
 
-def _key_bias(key_mask, q):
-    """key_mask (B, S) bool as the compiled twin's additive key_bias (B, S): 0 where True, -inf where False."""
-    return None if key_mask is None else numpy.where(key_mask, q.dtype.type(0), q.dtype.type(-numpy.inf))
 
 
 @attention_forward.compiled
@@ -220,4 +238,6 @@ def _attention_backward_compiled(compiled, q, k, v, out, lse, grad, key_mask, bi
         blas.single_threaded()
         compiled.backward(q, k, v, out, lse, grad, key_bias, bias, scale, _dropout_args(dropout_p, seed),
                           dq, dk, dv, scratch, block)
+        if scale == 0:  # the twin's _gemm: scipy's OpenBLAS computes 0 * NaN = NaN for alpha = 0 on small products
+            dq[...], dk[...] = 0, 0
     return dq, dk, dv

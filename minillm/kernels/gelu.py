@@ -29,16 +29,31 @@ def gelu_forward_numpy(x, approximate="none"):
 
 
 def gelu_backward_numpy(x, grad, approximate="none"):
+    """grad * dz/dx. The tanh form in the compiled twin's rewrite (csrc/gelu.pyx): (1 + t) / 2 = s =
+    sigmoid(2u) and 1 - t^2 = 4 s (1 - s). With t itself, 1 - t^2 cancels to 0 from x = -5.4 (float32;
+    -7.2 in float64), where the derivative is tiny but not 0, and a grad of -inf there gave NaN
+    (-inf * 0) where the compiled twin gave +inf (torch 2.13 gives NaN from x = -5.06: its t). The
+    exact form's derivative is only 0 where exp(-x^2 / 2) is, in both twins."""
     xp = backend.array_module(x)
     if approximate == "tanh":
-        t = xp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))
-        sech2 = 1 - t * t
-        # where x^2 overflows (|x| > 1e19 in float32) sech2 is 0 and the term's limit is 0, not 0 * inf = NaN
-        slope = xp.where(sech2 == 0, 0, 0.5 * x * sech2 * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x))
-        dz = 0.5 * (1 + t) + slope
+        s = _sigmoid_2u(x)
+        s1s = s * (1 - s)
+        # where x^2 overflows (|x| > 1e19 in float32) s (1 - s) is 0 and the term's limit is 0, not 0 * inf
+        # = NaN; at x = +-inf itself it is 0 * inf = NaN, as in the exact form, the compiled twin and torch
+        slope = xp.where((s1s == 0) & xp.isfinite(x), 0,
+                         2 * x * s1s * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x))
+        dz = s + slope
     else:
         dz = 0.5 * (1 + backend.erf(x * SQRT_HALF)) + x * xp.exp(-0.5 * x * x) * INV_SQRT_2PI
     return grad * dz
+
+
+def _sigmoid_2u(x):
+    """s = (1 + tanh(u)) / 2 = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3): exp(-2u) overflows
+    to inf for u << 0, and s = 1 / inf = 0 is the limit."""
+    xp = backend.array_module(x)
+    with backend.numpy.errstate(over="ignore"):
+        return 1 / (1 + xp.exp(-2 * SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)))
 
 
 def _check_approximate(approximate):

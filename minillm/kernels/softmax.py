@@ -77,7 +77,7 @@ def softmax_forward(x, mask=None):
 
 @dispatch.kernel("softmax", numpy=softmax_backward_numpy)
 def softmax_backward(y, grad):
-    """dL/dx from y = softmax(x) and dL/dy, both (..., N) of one float dtype."""
+    """dL/dx from y = softmax(x), the forward's output, and dL/dy, both (..., N) of one float dtype."""
     dispatch.check_float("softmax", "output", y)
     dispatch.one_place("softmax backward", y, grad=grad)
     if grad.shape != y.shape or grad.dtype != y.dtype:
