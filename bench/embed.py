@@ -2,6 +2,7 @@
 
     python bench/embed.py                                  # 10,000 sentences, 2 threads, 3 rounds
     python bench/embed.py --data ../shared/data/sst2/train.tsv --n 10000 --rounds 3 --threads 2
+    python bench/embed.py --level avx2                     # both sides held to AVX2 (bench/machine.py)
 
 The sentences are the first N of SST-2's train.tsv (its path: --data, else $MINILLM_DATA/sst2, else
 ../shared/data/sst2). Each measurement is a fresh process (two thread pools in one process distort
@@ -26,6 +27,7 @@ import time
 import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ENGINE = {"minillm": "minillm", "sentence-transformers": "torch"}  # the library machine.ran() reads per side
 
 
 def sentences(path, n):
@@ -72,18 +74,21 @@ def worker(side, args):
     seconds = time.perf_counter() - start
     numpy.save(args.vectors, numpy.asarray(vectors, dtype=numpy.float32))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rss_mb": rss}))
+    ran = machine.ran(ENGINE[side])
+    print(json.dumps({"seconds": seconds, "rss_mb": rss, "ran": ran}))
 
 
 # ---- the driver ------------------------------------------------------------------------------------
 def measure(side, args, vectors):
-    env = machine.worker_env("native", args.threads, HF_HUB_OFFLINE="1")
+    env = machine.worker_env(args.level, args.threads, HF_HUB_OFFLINE="1")
     cmd = [sys.executable, __file__, "--worker", side, "--n", str(args.n), "--threads", str(args.threads),
            "--batch-size", str(args.batch_size), "--vectors", vectors, "--data", data_file(args.data)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{side} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    machine.check(args.level, ENGINE[side], result["ran"])
+    return result
 
 
 def lowest_cosine(a_file, b_file):
@@ -99,13 +104,15 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--level", choices=machine.LEVELS, default="native",
+                        help="native, or avx2: both sides held to AVX2 (bench/machine.py)")
     parser.add_argument("--worker", choices=("minillm", "sentence-transformers"))
     parser.add_argument("--vectors", help="(worker) where to save the embeddings")
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args)
 
-    print(machine.describe("native", args.threads))
+    print(machine.describe(args.level, args.threads))
     print(f"{args.n} SST-2 sentences, batch {args.batch_size}, {args.threads} threads, {args.rounds} alternating "
           f"rounds (medians)")
     runs = {"minillm": [], "sentence-transformers": []}

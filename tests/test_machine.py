@@ -196,3 +196,22 @@ def test_the_built_kernels_record_the_level_the_compiler_gave_them():
     assert kernels.info()["march"] == build.MARCH
     march = [] if build.MARCH == "default" else [f"-march={build.MARCH}"]
     assert build.FLAGS == compiler_flags(march)
+
+
+@X86
+def test_the_avx2_build_builds_in_a_fresh_virtualenv_and_its_kernels_run_avx2(monkeypatch, tmp_path):
+    """--level avx2's copy of minillm, built for real into an empty cache as on a new machine (Cython
+    comes with minillm's dependencies: the build of this checkout used pip's own copy): its kernels
+    are built for x86-64-v3, hold no 512-bit instruction, and run."""
+    monkeypatch.setenv("MINILLM_HOME", str(tmp_path))
+    folder = machine.avx2_build.__wrapped__()
+    assert folder.startswith(str(tmp_path)) and os.path.isdir(folder)
+    assert machine.widest_registers(os.path.join(folder, "minillm", "_C")) == "ymm"
+    probe = ("import numpy, minillm; from minillm import kernels; b = kernels.load('build_info'); "
+             "x = numpy.random.default_rng(0).standard_normal((4, 8), dtype=numpy.float32); "
+             "e = numpy.exp(x); numpy.testing.assert_allclose(kernels.softmax_forward(x), "
+             "e / e.sum(-1, keepdims=True), rtol=1e-5); print(minillm.__file__, b.MARCH)")
+    done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": folder},
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [os.path.join(folder, "minillm", "__init__.py"), "x86-64-v3"]
