@@ -229,7 +229,9 @@ class _MKLVersion(ctypes.Structure):  # MKL's MKLVersion record
 def mkl_isa(torch):
     """The instruction set torch's MKL dispatches to: the "processor" of MKL's version record
     (MKL_ENABLE_INSTRUCTIONS lowers it), from mkl_serv_get_version, the symbol behind the public
-    mkl_get_version that torch's libtorch_cpu exports; 'unknown' where it is not there."""
+    mkl_get_version that torch's libtorch_cpu exports; 'generic' on a CPU that MKL does not
+    dispatch by instruction set (an AMD one: its Intel-only AVX-512 paths stay off), 'unknown'
+    where the symbol is not there."""
     try:
         get = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")).mkl_serv_get_version
     except (OSError, AttributeError):
@@ -237,6 +239,8 @@ def mkl_isa(torch):
     version = _MKLVersion()
     get(ctypes.byref(version))
     text = (version.processor or b"").decode()
+    if text == "Intel(R) Architecture processors":  # what MKL names on a CPU it does not dispatch by ISA (AMD's)
+        return "generic"
     return next((name for name in ("AVX-512", "AVX2") if name in text), text or "unknown")
 
 
@@ -246,7 +250,7 @@ def mismatches(level, side, facts, cpu_flags):
         if level == "avx2":
             return [f"{what} {facts[key]}, not AVX2" for what, key in (("torch's CPU capability", "capability"),
                                                                         ("torch's MKL", "mkl"))
-                    if facts[key] not in ("AVX2", "unknown")]
+                    if facts[key] not in ("AVX2", "generic", "unknown")]
         return []
     want = "AVX2" if level == "avx2" else vector_level(cpu_flags)
     if facts["build"] != want:

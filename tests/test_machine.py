@@ -72,6 +72,7 @@ def test_mismatches_name_what_ran_at_another_level():
     avx512 = set(SKYLAKE_X.split())
     assert machine.mismatches("avx2", "minillm", minillm_facts(), avx512) == []
     assert machine.mismatches("avx2", "torch", {"capability": "AVX2", "mkl": "AVX2"}, avx512) == []
+    assert machine.mismatches("avx2", "torch", {"capability": "AVX2", "mkl": "generic"}, avx512) == []  # AMD
     assert machine.mismatches("avx2", "torch", {"capability": "AVX512", "mkl": "AVX2"}, avx512) == [
         "torch's CPU capability AVX512, not AVX2"]
     assert machine.mismatches("avx2", "torch", {"capability": "AVX2", "mkl": "AVX-512"}, avx512) == [
@@ -126,7 +127,7 @@ def test_the_avx2_variables_hold_torch_and_openblas_to_avx2(monkeypatch):
     monkeypatch.setattr(machine, "avx2_build", lambda: str(REPO))  # this checkout: the build is not the point
     env = machine.worker_env("avx2", 1)
     torch_facts = _probe("torch", env)
-    assert torch_facts["capability"] == "AVX2" and torch_facts["mkl"] in ("AVX2", "unknown"), torch_facts
+    assert torch_facts["capability"] == "AVX2" and torch_facts["mkl"] in ("AVX2", "generic", "unknown"), torch_facts
     facts = _probe("minillm", env)
     assert facts["blas"] and all(kernel == "Haswell" for _, _, kernel in facts["blas"]), facts
     assert facts["numpy_avx512"] == []
