@@ -13,7 +13,10 @@ MiniLM is all-MiniLM-L6-v2; BERT-base is a random model with bert-base-uncased's
 once by minillm and read by both. Peak RSS is the worker's own (imports and weights included).
 GFLOP/s counts the encoder's matrix products (training = 3 x forward) against the CPU's float32 peak
 at the level run, as bench/machine.py computes it from the real vector width and prints it, with
-the machine, at the top.
+the machine, at the top. "GEMM GF/s" is minillm's BLAS on the step's dense products alone (a third
+worker: the same (T, E) x (E, E | I) products and, in training, their backward ones, through
+minillm's matmul kernel), and "of GEMM" the step's rate over it: what is not a matrix product
+costs the rest.
 
 --level native (the default) runs what the machine runs by itself; --level avx2 holds both sides to
 AVX2 on an AVX-512 machine (minillm built for x86-64-v3, OpenBLAS's Haswell kernels, torch's AVX2
@@ -129,8 +132,40 @@ def torch_train_step(torch, model, batch):
     return step
 
 
+def dense_products(kind, batch, length):
+    """encoder_products() of the dense layers (T x E @ E x E, E x I, I x E): the step's large GEMMs,
+    where the BLAS runs at its best. (The attention's per-head products are small, run inside the
+    fused kernel, and are left out of the GEMM rate.)"""
+    return [product for product in encoder_products(kind, batch, length) if product[1] == 1]
+
+
+def gemm_step(kind, mode, batch, length, threads):
+    """The step's dense products alone, through minillm's matmul kernel (the BLAS under the step):
+    each forward product A @ W^T of dense_products(), and in training both of its backward products,
+    dA = dC W and dW = dC^T A, on random float32 arrays of the step's shapes."""
+    import numpy
+    import minillm
+    from minillm import kernels
+    minillm.kernels.set_threads(threads)
+    rng = numpy.random.default_rng(0)
+    arrays = []
+    for count, _, m, k, n in dense_products(kind, batch, length):
+        a, w, dc = (rng.standard_normal(shape, dtype=numpy.float32) for shape in ((m, k), (n, k), (m, n)))
+        arrays += [(a, w, dc)] * count
+
+    def step():
+        for a, w, dc in arrays:
+            kernels.matmul(a, w, False, True)
+            if mode == "train":
+                kernels.matmul(dc, w)
+                kernels.matmul(dc, a, True, False)
+    return step
+
+
 def worker(side, shape, mode, threads, repeat):
     kind, batch, length = SHAPES[shape]
+    if side == "gemm":
+        return report(gemm_step(kind, mode, batch, length, threads), repeat, side)
     report((minillm_step if side == "minillm" else torch_step)(model_dir(kind), mode, batch, length, threads),
            repeat, side)
 
@@ -150,12 +185,22 @@ def report(step, repeat, side):
 
 
 # ---- the driver ------------------------------------------------------------------------------------
-def encoder_flops(kind, batch, length):
-    cfg = BASE_CONFIG if kind == "base" else dict(hidden_size=384, num_hidden_layers=6, intermediate_size=1536)
-    e, i, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    tokens = batch * length
-    per_layer = 2 * tokens * (4 * e * e + 2 * e * i) + 2 * 2 * batch * length * length * e
-    return n * per_layer
+def encoder_products(kind, batch, length):
+    """The encoder's matrix products in one forward, as (count, batch, M, K, N) of a (batch, M, K) @
+    (batch, K, N) product: per layer the query, key, value and output projections (T = batch x
+    length rows, E -> E), the intermediate and output dense layers (E -> I, I -> E), and per head
+    the attention's scores (L x D @ D x L) and context (L x L @ L x D)."""
+    cfg = BASE_CONFIG if kind == "base" else dict(hidden_size=384, num_hidden_layers=6, intermediate_size=1536,
+                                                  num_attention_heads=12)
+    e, i, n, h = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    tokens, d = batch * length, e // h
+    return [(4 * n, 1, tokens, e, e), (n, 1, tokens, e, i), (n, 1, tokens, i, e),
+            (n, batch * h, length, d, length), (n, batch * h, length, length, d)]
+
+
+def flops(products):
+    """The floating-point operations of (count, batch, M, K, N) products: 2 M K N each."""
+    return sum(2 * count * heads * m * k * n for count, heads, m, k, n in products)
 
 
 def measure(side, shape, mode, args, script=__file__):
@@ -192,7 +237,7 @@ def arguments(doc, shapes, modes=("infer", "train")):
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--level", choices=machine.LEVELS, default="native",
                         help="native, or avx2: both sides held to AVX2 (bench/machine.py)")
-    parser.add_argument("--worker", choices=("minillm", "torch"))
+    parser.add_argument("--worker", choices=("minillm", "torch", "gemm"))
     parser.add_argument("--mode", choices=modes)
     return parser
 
@@ -204,18 +249,21 @@ def main():
 
     print(machine.describe(args.level, args.threads))
     peak = machine.level_peak(args.level, args.threads)[0]
-    print(f"{args.rounds} alternating rounds x {args.repeat} repeats (medians); %peak against the peak above")
-    print(f"{'shape':<15}{'mode':<7}{'minillm s':>11}{'torch s':>10}{'ratio':>8}"
-          f"{'minillm MB':>12}{'torch MB':>10}{'minillm %peak':>15}{'torch %peak':>13}")
+    print(f"{args.rounds} alternating rounds x {args.repeat} repeats (medians); %peak against the peak above; "
+          f"GEMM GF/s: minillm's BLAS on the step's dense products alone; of GEMM: minillm's step rate / that")
+    print(f"{'shape':<15}{'mode':<7}{'minillm s':>11}{'torch s':>10}{'ratio':>8}{'minillm MB':>12}{'torch MB':>10}"
+          f"{'minillm %peak':>15}{'torch %peak':>13}{'GEMM GF/s':>11}{'of GEMM':>9}")
     for shape in args.shapes.split(","):
         for mode in args.modes.split(","):
             t, mb = alternate(shape, mode, args)
             kind, batch, length = SHAPES[shape]
-            flops = encoder_flops(kind, batch, length) * (3 if mode == "train" else 1)
-            share = {s: flops / t[s] / 1e9 / peak for s in t}
+            passes = 3 if mode == "train" else 1  # a backward does two products per forward one
+            gemm_s = statistics.median(measure("gemm", shape, mode, args)["seconds"] for _ in range(args.rounds))
+            gemm_rate = flops(dense_products(kind, batch, length)) * passes / gemm_s / 1e9
+            rate = {s: flops(encoder_products(kind, batch, length)) * passes / t[s] / 1e9 for s in t}
             print(f"{shape:<15}{mode:<7}{t['minillm']:>11.3f}{t['torch']:>10.3f}{t['minillm'] / t['torch']:>8.2f}"
-                  f"{mb['minillm']:>12.0f}{mb['torch']:>10.0f}{share['minillm']:>15.1%}{share['torch']:>13.1%}",
-                  flush=True)
+                  f"{mb['minillm']:>12.0f}{mb['torch']:>10.0f}{rate['minillm'] / peak:>15.1%}"
+                  f"{rate['torch'] / peak:>13.1%}{gemm_rate:>11.0f}{rate['minillm'] / gemm_rate:>9.1%}", flush=True)
 
 
 if __name__ == "__main__":
