@@ -247,6 +247,8 @@ def main():
     if args.worker:
         return worker(args.worker, args.shapes, args.mode, args.threads, args.repeat)
 
+    for shape in args.shapes.split(","):  # written before any worker runs: one that wrote it would count it
+        model_dir(SHAPES[shape][0])       # in its peak RSS (a random BERT-base built and saved: 1.3 GB)
     print(machine.describe(args.level, args.threads))
     peak = machine.level_peak(args.level, args.threads)[0]
     print(f"{args.rounds} alternating rounds x {args.repeat} repeats (medians); %peak against the peak above; "

@@ -98,6 +98,8 @@ def main():
         if args.level != "native":
             raise SystemExit("--profile runs in this process, at the native level: --level is for the timed workers")
         return [profile_step(shape, args.threads) for shape in args.shapes.split(",")]
+    for shape in args.shapes.split(","):  # before any worker: one that wrote the model would count it in its RSS
+        model_dir(SHAPES[shape][0])
     print(machine.describe(args.level, args.threads))
     print(f"{args.rounds} alternating rounds x {args.repeat} repeats (medians), {MLM_PROBABILITY:.0%} of the tokens masked")
     print(f"{'shape':<15}{'minillm s':>11}{'torch s':>10}{'ratio':>8}{'minillm MB':>12}{'torch MB':>10}{'MB ratio':>10}")
