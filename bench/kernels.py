@@ -4,6 +4,7 @@
     python bench/kernels.py --quick      # 1 round, few repeats: checks that it all runs
     python bench/kernels.py --threads 1
     python bench/kernels.py --level avx2 # every side held to AVX2 on an AVX-512 machine (bench/machine.py)
+    python bench/kernels.py --kernels gelu,softmax   # those rows only (after a change to them)
 
 Shapes: MiniLM-L6 (B=32, L=128, H=12, D=32, hidden 384, intermediate 1536), BERT-base (B=8,
 L=128, H=12, D=64, hidden 768, intermediate 3072), and attention at L=512 (B=2, BERT-base heads).
@@ -36,8 +37,8 @@ BASE = dict(B=8, L=128, H=12, D=64, hidden=768, inter=3072)
 LONG = dict(B=2, L=512, H=12, D=64)
 
 
-def cases():
-    """(kernel, label, shape dict) for every row of the table."""
+def cases(kernels=None):
+    """(kernel, label, shape dict) for every row of the table, or for the rows of ``kernels`` (names)."""
     rows = []
     for name, m in (("MiniLM", MINILM), ("BERT-base", BASE)):
         tokens = m["B"] * m["L"]
@@ -48,7 +49,7 @@ def cases():
                  ("scores", name, dict(q=(m["B"], m["H"], m["L"], m["D"]))),
                  ("attention", name, dict(q=(m["B"], m["H"], m["L"], m["D"])))]
     rows.append(("attention", "L=512", dict(q=(LONG["B"], LONG["H"], LONG["L"], LONG["D"]))))
-    return rows
+    return [row for row in rows if kernels is None or row[0] in kernels]
 
 
 def shape_text(kernel, shapes):
@@ -168,7 +169,7 @@ def timed(fn, repeat):
     return statistics.median(times) * 1000
 
 
-def worker(side, threads, repeat):
+def worker(side, threads, repeat, kernels):
     """Time every case on one side; print {case index: [forward ms, forward+backward ms], "ran":
     what the side ran (bench/machine.py)} as JSON."""
     if side == "torch":
@@ -178,7 +179,7 @@ def worker(side, threads, repeat):
     else:
         make = minillm_case  # compiled or NumPy twin: _run sets MINILLM_KERNELS
     results = {}
-    for index, (kernel, _, shapes) in enumerate(cases()):
+    for index, (kernel, _, shapes) in enumerate(cases(kernels)):
         forward, both = make(kernel, shapes, numpy.random.default_rng(index))
         results[index] = [timed(forward, repeat), timed(both, repeat)]
     print(json.dumps({**results, "ran": machine.ran(side)}))
@@ -223,21 +224,27 @@ def main():
     parser.add_argument("--quick", action="store_true", help="1 round, 3 repeats")
     parser.add_argument("--level", choices=machine.LEVELS, default="native",
                         help="native, or avx2: every side held to AVX2 (bench/machine.py)")
+    parser.add_argument("--kernels", type=lambda text: text.split(","), metavar="NAMES",
+                        help="comma-separated kernels to time (default: all): " + ", ".join(dict.fromkeys(k for k, _, _ in cases())))
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--memory", type=int, metavar="L", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory:
         return memory_worker(args.worker, args.memory)
     if args.worker:
-        return worker(args.worker, args.threads, args.repeat)
+        return worker(args.worker, args.threads, args.repeat, args.kernels)
     if args.quick:
         args.rounds, args.repeat = 1, 3
+    unknown = set(args.kernels or ()) - {kernel for kernel, _, _ in cases()}
+    if unknown:
+        parser.error(f"--kernels: no such kernel {', '.join(sorted(unknown))}")
+    selection = ["--kernels", ",".join(args.kernels)] if args.kernels else []
 
     print(machine.describe(args.level, args.threads))
     runs = {side: [] for side in SIDES}
     for _ in range(args.rounds):
         for side in SIDES:
-            result, error = _run(side, ["--repeat", str(args.repeat)], args.threads, args.level)
+            result, error = _run(side, ["--repeat", str(args.repeat)] + selection, args.threads, args.level)
             if error:
                 print(f"{side}: failed: {error}", file=sys.stderr)
             else:
@@ -252,12 +259,14 @@ def main():
           "(ms; vs numpy = speed-up over the NumPy twin; vs torch = time / torch's time)")
     print(f"{'kernel':<11}{'shapes':<11}{'input':<26}{'pass':<8}{'compiled':>9}{'numpy':>9}{'torch':>9}"
           f"{'vs numpy':>10}{'vs torch':>10}")
-    for index, (kernel, label, shapes) in enumerate(cases()):
+    for index, (kernel, label, shapes) in enumerate(cases(args.kernels)):
         for column, name in enumerate(("fwd", "fwd+bwd")):
             c, n, t = (cell(side, index, column) for side in SIDES)
             print(f"{kernel:<11}{label:<11}{shape_text(kernel, shapes):<26}{name:<8}{c:9.2f}{n:9.2f}{t:9.2f}"
                   f"{n / c:9.1f}x{c / t:10.2f}")
 
+    if args.kernels and "attention" not in args.kernels:
+        return
     print("attention forward + backward, peak added memory (MiB), B=1 H=12 D=64, key padding mask:")
     for length in (512, 2048):
         cells = []
