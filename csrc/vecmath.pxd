@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Shared by the kernels: the `real` fused type (float32 or float64) and the vectorizable math of
-vecmath.h (read its comment: why exp, erfc and the row reductions live in C)."""
+vecmath.h (read its comment: why exp, the normal CDF and the row reductions live in C)."""
 from libc.math cimport exp, erfc
 
 ctypedef fused real:
@@ -10,7 +10,7 @@ ctypedef fused real:
 
 cdef extern from "vecmath.h" nogil:
     float mll_expf(float x)
-    float mll_erfcf(float x)
+    float mll_normal_cdf_f(float x, float gauss)
     float mll_max_f(const float* x, Py_ssize_t n)
     double mll_max_d(const double* x, Py_ssize_t n)
     float mll_sum_f(const float* x, Py_ssize_t n)
@@ -28,11 +28,18 @@ cdef inline real vexp(real x) noexcept nogil:
         return exp(x)
 
 
-cdef inline real verfc(real x) noexcept nogil:
+cdef inline real vgauss(real x) noexcept nogil:
+    """exp(-x^2 / 2), what vnormal_cdf takes (and sqrt(2 pi) times the normal density)."""
+    return vexp(<real>-0.5 * x * x)
+
+
+cdef inline real vnormal_cdf(real x, real gauss) noexcept nogil:
+    """Phi(x) = erfc(-x / sqrt 2) / 2, given gauss = vgauss(x): float32 builds on it (vecmath.h),
+    float64 calls libm's erfc and ignores it (float64 is gradcheck's dtype, not the fast path)."""
     if real is float:
-        return mll_erfcf(x)
+        return mll_normal_cdf_f(x, gauss)
     else:
-        return erfc(x)
+        return 0.5 * erfc(x * -0.7071067811865476)  # -x / sqrt 2
 
 
 cdef inline real row_max(const real* x, Py_ssize_t n) noexcept nogil:
