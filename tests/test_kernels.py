@@ -460,3 +460,20 @@ def test_gelu_backward_at_infinities_and_far_in_the_tail_in_both_twins(torch):
                 # within 5%: the NumPy twin's Phi, (1 + erf(x / sqrt 2)) / 2, is 0 here, x phi(x) is 1/x^2 off
                 np.testing.assert_allclose(backward(tail, np.ones_like(tail), approximate), slope, rtol=5e-2)
                 np.testing.assert_array_equal(backward(tail, np.full_like(tail, -np.inf), approximate), np.inf)
+
+
+@pytest.mark.parametrize("preset, expected", [({}, "1000"), ({"GOMP_SPINCOUNT": "5"}, "5"),
+                                              ({"OMP_WAIT_POLICY": "passive"}, None)])
+def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise(preset, expected):
+    """minillm sets GOMP_SPINCOUNT=1000 before libgomp loads (kernels/blas.py says why), and leaves a
+    spin count or wait policy the user set alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+    probe = ("import json, os, numpy, minillm; minillm.kernels.softmax_forward(numpy.ones((2, 3), numpy.float32)); "
+             "print(json.dumps(os.environ.get('GOMP_SPINCOUNT')))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    done = subprocess.run([sys.executable, "-c", probe], env={**env, **preset}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == expected

@@ -18,6 +18,15 @@ softmax over MiniLM's (32, 12, 128, 128) scores took 8.6 ms static and 2.1 ms dy
 do not depend on the schedule: every task writes its own outputs, and layer norm's backward sums
 dw and db per fixed chunk of rows, not per thread.
 
+Idle threads: after a parallel region, GCC's OpenMP (libgomp) spins its threads 300,000 times
+before they sleep. Alone on the machine that costs nothing; beside any other busy process it is
+ruinous: the spinning thread competes for the core the other process wants, and the next region
+waits for the scheduler (layer norm on (2048, 384), 2 threads, with a nice-10 process on one of 2
+cores: 12-16 ms spinning 300,000 times, 0.2 ms spinning 1,000 times, 0.18 ms on one thread). So
+unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set, it is set here to 1,000 before the first
+compiled kernel loads libgomp (which reads it once, then). torch's own copy of libgomp reads the
+variable too, when torch is imported after minillm.
+
 When scipy's BLAS is not an OpenBLAS found here (another build of scipy), nothing is pinned and
 ``threads()`` is None: the kernels still give right answers, but may oversubscribe the cores.
 """
@@ -26,6 +35,8 @@ import os
 
 _SET = ("scipy_openblas_set_num_threads", "openblas_set_num_threads")  # scipy's wheels, a system OpenBLAS
 _state = {}
+if "OMP_WAIT_POLICY" not in os.environ:  # before any minillm._C module loads libgomp (see above)
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 
 def _library():
