@@ -23,20 +23,33 @@ before they sleep. Alone on the machine that costs nothing; beside any other bus
 ruinous: the spinning thread competes for the core the other process wants, and the next region
 waits for the scheduler (layer norm on (2048, 384), 2 threads, with a nice-10 process on one of 2
 cores: 12-16 ms spinning 300,000 times, 0.2 ms spinning 1,000 times, 0.18 ms on one thread). So
-unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set, it is set here to 1,000 before the first
-compiled kernel loads libgomp (which reads it once, then). torch's own copy of libgomp reads the
-variable too, when torch is imported after minillm.
+unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set, ``openmp_defaults()`` sets GOMP_SPINCOUNT=1000
+while the first compiled kernel loads libgomp, which reads it then, once; the variable goes again
+after, so torch's own copy of libgomp and child processes keep their defaults.
 
 When scipy's BLAS is not an OpenBLAS found here (another build of scipy), nothing is pinned and
 ``threads()`` is None: the kernels still give right answers, but may oversubscribe the cores.
 """
+import contextlib
 import ctypes
 import os
 
 _SET = ("scipy_openblas_set_num_threads", "openblas_set_num_threads")  # scipy's wheels, a system OpenBLAS
 _state = {}
-if "OMP_WAIT_POLICY" not in os.environ:  # before any minillm._C module loads libgomp (see above)
-    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+
+@contextlib.contextmanager
+def openmp_defaults():
+    """GOMP_SPINCOUNT=1000 in the environment for the duration, unless the user set it or
+    OMP_WAIT_POLICY: around the import of a compiled kernel, the first of which loads libgomp."""
+    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+        yield
+        return
+    os.environ["GOMP_SPINCOUNT"] = "1000"
+    try:
+        yield
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
 
 
 def _library():

@@ -46,7 +46,8 @@ def load(name):
     """The compiled module ``minillm._C.<name>``, or None when it was not built."""
     if name not in _loaded:
         try:
-            _loaded[name] = importlib.import_module(f"minillm._C.{name}")
+            with blas.openmp_defaults():  # libgomp reads its settings as the first module loads it
+                _loaded[name] = importlib.import_module(f"minillm._C.{name}")
         except ImportError:
             _loaded[name] = None
     return _loaded[name]
