@@ -736,9 +736,8 @@ def _amplification(name, args, reference):
     inputs (eps D scale |q| |k| moves the scores, hence p, and out = p v, dv = p^T g with them;
     ds = p (dp - delta) cancels terms of D |g| |v| when p is one-hot, and dq, dk multiply by scale
     |k|, |q|). A rounding error is turned into a scale at which the tolerance is 64 of those errors."""
-    if name.startswith("attention"):  # the forward's arguments, or _attention_forward_then_backward's
-        q, k, v, grad, scale = args[:3] + (None, args[5]) if name == "attention_forward" else args[:4] + (args[6],)
-        return _errors_to_scale(_attention_rounding(q, k, v, grad, scale), q.dtype)
+    if name.startswith("attention"):
+        return _errors_to_scale(_attention_rounding(*_attention_args(name, args)), args[0].dtype)
     if not name.startswith("layer_norm") or not args[0].size:
         return 1.0
     x, rstd = args[0], float(np.abs(reference[2]).max(initial=0))
@@ -749,6 +748,11 @@ def _amplification(name, args, reference):
     dxhat = np.abs(grad.astype(np.float64) * (1 if weight is None else weight))
     terms = (2 + x.shape[1] ** 0.5) * rstd * float(dxhat[np.isfinite(dxhat)].max(initial=0))
     return max(spread, _errors_to_scale(terms * spread, x.dtype))
+
+
+def _attention_args(name, args):
+    """(q, k, v, grad or None, scale) from the forward's arguments or _attention_forward_then_backward's."""
+    return args[:3] + (None, args[5]) if name == "attention_forward" else args[:4] + (args[6],)
 
 
 def _errors_to_scale(bound, dtype):
@@ -776,8 +780,7 @@ def _rounding_decides_overflow(name, args, reference):
         a, b = (np.swapaxes(a, -1, -2) if ta else a), (np.swapaxes(b, -1, -2) if tb else b)
         return float(np.matmul(finite(a), finite(b)).max(initial=0)) >= biggest
     if name.startswith("attention"):
-        q, k, v, grad, scale = args[:3] + (None, args[5]) if name == "attention_forward" else args[:4] + (args[6],)
-        return _attention_rounding(q, k, v, grad, scale) >= biggest
+        return _attention_rounding(*_attention_args(name, args)) >= biggest
     if name.startswith("layer_norm") and args[0].size:
         x, weight = args[0], args[1]
         infinite = np.zeros(x.shape, bool) if weight is None else np.broadcast_to(np.isinf(weight), x.shape)
