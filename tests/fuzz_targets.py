@@ -767,6 +767,8 @@ def _rounding_decides_overflow(name, args, reference):
       in the other's (matmul: sum_k a_ik b_kj, with or without a fused multiply-add; attention: a ds
       that is 0 exactly in one twin and an ulp of |g| |v| in the other, times a q of 1e30), and an
       inf, once there, can meet a 0 (NaN);
+    - attention at a scale of inf, where a score q k^T of finite q and k is within its rounding of 0:
+      0 * inf = NaN in one twin, +-inf in the other (q k^T of [c, c] and [1e30, -1e30], say);
     - layer norm with an infinite weight or gradient, on a row holding a value that equals its mean
       to within the mean's rounding (n eps |x - x0|, the twins summing in different orders): xhat is
       0 in one twin and a residue in the other, and inf * xhat is NaN in one and inf in the other.
@@ -780,7 +782,10 @@ def _rounding_decides_overflow(name, args, reference):
         a, b = (np.swapaxes(a, -1, -2) if ta else a), (np.swapaxes(b, -1, -2) if tb else b)
         return float(np.matmul(finite(a), finite(b)).max(initial=0)) >= biggest
     if name.startswith("attention"):
-        return _attention_rounding(*_attention_args(name, args)) >= biggest
+        q, k, v, grad, scale = _attention_args(name, args)
+        if scale is not None and math.isinf(scale):  # every score is +-inf, or NaN where q k^T is 0
+            return _rounding_leaves_a_score_zero(q, k)
+        return _attention_rounding(q, k, v, grad, scale) >= biggest
     if name.startswith("layer_norm") and args[0].size:
         x, weight = args[0], args[1]
         infinite = np.zeros(x.shape, bool) if weight is None else np.broadcast_to(np.isinf(weight), x.shape)
@@ -792,6 +797,19 @@ def _rounding_decides_overflow(name, args, reference):
         near_mean = np.abs(x - reference[1][:, None].astype(np.float64)) < 4 * rounding
         return bool((infinite & near_mean.any(axis=1, keepdims=True)).any())
     return False
+
+
+def _rounding_leaves_a_score_zero(q, k):
+    """Whether some q_i . k_j, of finite rows, is within its float rounding (D eps |q_i| . |k_j|) of 0
+    but not 0 term by term: the twins' sums, in their orders, may give 0 or a residue of either sign."""
+    if not q.size or not k.size:
+        return False
+    q64, k64 = q.astype(np.float64), k.astype(np.float64)
+    both = np.isfinite(q64).all(axis=-1)[..., :, None] & np.isfinite(k64).all(axis=-1)[..., None, :]
+    q64, k64 = np.where(np.isfinite(q64), q64, 0), np.where(np.isfinite(k64), k64, 0)
+    scores = np.matmul(q64, np.swapaxes(k64, -1, -2))
+    rounding = q.shape[-1] * float(np.finfo(q.dtype).eps) * np.matmul(np.abs(q64), np.swapaxes(np.abs(k64), -1, -2))
+    return bool((both & (rounding > 0) & (np.abs(scores) <= 4 * rounding)).any())
 
 
 def _attention_rounding(q, k, v, grad, scale):

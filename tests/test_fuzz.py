@@ -114,6 +114,11 @@ def test_the_kernels_target_counts_overflow_apart_and_still_catches_a_wrong_nan(
     assert fuzz_targets._rounding_decides_overflow("matmul", (a, b, False, False), None)
     assert not fuzz_targets._rounding_decides_overflow("matmul", (a / 1e20, b / 1e20, False, False), None)
     assert fuzz_targets._assert_close("matmul", 0, np.float32([[np.inf]]), np.float32([[np.nan]]), undecided=True)
+    # a scale of inf: NaN where a score is 0, so held to the same NaN unless rounding decides a score is 0
+    q, cancelling = np.ones((1, 1, 2, 4), np.float32), np.float32([1e30, -1e30, 1, 1]) * np.ones((1, 1, 3, 4))
+    for k, undecided in ((np.ones_like(q), False), (cancelling.astype(np.float32), True)):
+        args = (q, k, k, None, None, float("inf"), 0.0, 0)
+        assert fuzz_targets._rounding_decides_overflow("attention_forward", args, None) == undecided
     # layer norm: an infinite weight times an xhat that is 0 in one twin and a residue in the other
     x, weight = np.float32([[1, 1e30, -1e30, 2], [1, 2, 3, 4]]), np.float32([np.inf, 1, 1, 1])
     mean = np.float32([0.75, 2.5])
