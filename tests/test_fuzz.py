@@ -3,15 +3,18 @@
 out of CI's default run: ``pytest -m slow tests/test_fuzz.py``). A failing example here is a crash
 or a broken contract: hypothesis shrinks it and prints it."""
 import json
+import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fuzz_targets
 from conftest import REPO
+from minillm import kernels
 
 MUTATED = {"safetensors": 200, "model_files": 30, "data": 200, "tokenizer": 40, "kernels": 300}  # examples each
 
@@ -95,3 +98,44 @@ def test_ten_minutes_of_fuzzing_find_no_crash_and_no_hang(target, tmp_path):
     done = fuzz_script("--targets", target, "--seconds", "600", "--out", str(tmp_path / "found"))
     assert done.returncode == 0, done.stdout + done.stderr
 
+
+
+def _matmul_case(data):
+    name, _, args, _ = fuzz_targets.kernel_case(random.Random(data))
+    return name == "matmul" and all(a.dtype == np.float32 and a.size and np.isfinite(a).all() for a in args[:2])
+
+
+def test_the_kernels_target_counts_overflow_apart_and_still_catches_a_wrong_nan(folder, monkeypatch):
+    """Where the terms of a sum pass float32's largest value, rounding decides which outputs are inf
+    or NaN: [1e30, 1e30] . [1e30, -1e30] is NaN with two rounded products (inf - inf) and inf with a
+    fused multiply-add (inf + an exact -1e60). That is counted apart. On inputs whose terms fit, a
+    twin that puts a NaN where the other has a number is still a broken contract."""
+    a, b = np.float32([[1e30, 1e30]]), np.float32([[1e30], [-1e30]])
+    assert fuzz_targets._rounding_decides_overflow("matmul", (a, b, False, False), None)
+    assert not fuzz_targets._rounding_decides_overflow("matmul", (a / 1e20, b / 1e20, False, False), None)
+    assert fuzz_targets._assert_close("matmul", 0, np.float32([[np.inf]]), np.float32([[np.nan]]), undecided=True)
+    # a scale of inf: NaN where a score is 0, so held to the same NaN unless rounding decides a score is 0
+    q, cancelling = np.ones((1, 1, 2, 4), np.float32), np.float32([1e30, -1e30, 1, 1]) * np.ones((1, 1, 3, 4))
+    for k, undecided in ((np.ones_like(q), False), (cancelling.astype(np.float32), True)):
+        args = (q, k, k, None, None, float("inf"), 0.0, 0)
+        assert fuzz_targets._rounding_decides_overflow("attention_forward", args, None) == undecided
+    # layer norm: an infinite weight times an xhat that is 0 in one twin and a residue in the other
+    x, weight = np.float32([[1, 1e30, -1e30, 2], [1, 2, 3, 4]]), np.float32([np.inf, 1, 1, 1])
+    mean = np.float32([0.75, 2.5])
+    assert fuzz_targets._rounding_decides_overflow("layer_norm_forward", (x, weight, None, 1e-5), (x, mean, mean))
+    assert not fuzz_targets._rounding_decides_overflow("layer_norm_forward", (x[1:], weight, None, 1e-5),
+                                                       (x[1:], mean[1:], mean[1:]))
+
+    data = next(d for d in (bytes([i, j]) for i in range(256) for j in range(256)) if _matmul_case(d))
+    assert fuzz_targets.run_kernels(data, folder) == "accepted"
+    matmul = kernels.matmul
+
+    def wrong(*args):  # the compiled twin, with a NaN where the NumPy twin has a number
+        out = matmul(*args)
+        if kernels.mode() == "compiled":
+            out.reshape(-1)[0] = np.nan
+        return out
+
+    monkeypatch.setattr(kernels, "matmul", wrong)
+    with pytest.raises(AssertionError, match="NaN or infinities in other places than numpy's"):
+        fuzz_targets.run_kernels(data, folder)

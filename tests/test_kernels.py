@@ -388,6 +388,30 @@ def test_softmax_keeps_subnormal_probabilities_as_torch(torch):
                 np.testing.assert_array_equal(dx, tx.grad.numpy())  # NaN where torch's, the same infinities
 
 
+def test_the_compiled_exp_underflows_where_numpys_does():
+    """csrc/vecmath.h's float32 exp against np.exp on every float32 in [-87.5, -87.2] (the last
+    normal results, then subnormals) and in [-104.5, -103.9] (the smallest subnormal, then 0 from
+    ln(2^-150) = -103.97208 on), and at -200, -1e30 and -inf: 0 exactly where NumPy's is 0 (a 0 and
+    a 1.4e-45 differ once an infinite gradient multiplies them: NaN against inf), within 2 ulp
+    elsewhere. Read through the softmax of a row [0, x_1, ..., x_n] with every x_j <= -87: the sum
+    is 1 + (less than 2^-25), which rounds to 1, so y_j is the kernel's exp(x_j) itself, from the
+    vector loop and from its tail (a length that is no multiple of the vector width)."""
+    def floats_between(lo, hi):  # every float32 in [lo, hi], lo < hi < 0: consecutive bit patterns
+        return np.arange(np.float32(hi).view(np.int32), np.float32(lo).view(np.int32) + 1,
+                         dtype=np.int32).view(np.float32)
+
+    x = np.concatenate([floats_between(-87.5, -87.2), floats_between(-104.5, -103.9),
+                        np.float32([-103.97208, -104, -200, -1e30, -np.inf])])
+    assert (x <= -87).all()
+    row = np.concatenate([np.float32([0]), x, np.full(12, -200, np.float32)])[None]  # 117,984 values
+    got, expected = softmax_forward(row)[0, 1:len(x) + 1], np.exp(x)
+    zero = expected == 0
+    assert zero.sum() > 20_000 and (~zero).sum() > 20_000
+    np.testing.assert_array_equal(got == 0, zero)
+    ulps = np.abs(got[~zero].view(np.int32).astype(np.int64) - expected[~zero].view(np.int32))
+    assert ulps.max() <= 2, x[~zero][ulps.argmax()]
+
+
 def test_layer_norm_of_constant_rows_is_torchs_in_both_twins(torch):
     """A constant float32 row, BERT's eps of 1e-12: the mean is the row's value exactly, rstd is
     1/sqrt(eps) and y is the bias, as torch's (a Welford mean). Both twins summed the row: n c
