@@ -63,7 +63,9 @@ class BertTokenizer:
             raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt, so no tokenizer can be built")
         try:
             if source == pipeline:
-                return cls(_rust_call(pipeline, tokenizers.Tokenizer.from_file, pipeline), settings)
+                tokenizer = _rust_call(pipeline, tokenizers.Tokenizer.from_file, pipeline)
+                _rust_call(pipeline, _encode_once, tokenizer)
+                return cls(tokenizer, settings)
             return cls.from_vocab(vocab, **settings)
         except safetensors_io.CheckpointError:
             raise
@@ -252,8 +254,19 @@ def _read_settings(path):
 
 def _rust_call(path, function, *args, **kwargs):
     """``function`` of the Rust tokenizers library on the file ``path``: its errors are plain
-    Exceptions ("expected value at line 3"), made a CheckpointError that names the file."""
+    Exceptions ("expected value at line 3"), and a panic of its Rust code is pyo3's PanicException,
+    a BaseException; either is made a CheckpointError that names the file."""
     try:
         return function(*args, **kwargs)
-    except Exception as err:
+    except BaseException as err:
+        if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
+            raise  # KeyboardInterrupt, SystemExit
         raise safetensors_io.CheckpointError(f"{path}: the tokenizers library cannot read it ({err})") from None
+
+
+def _encode_once(tokenizer):
+    """Encode a text and a pair with the special tokens: a tokenizer.json whose post-processor names
+    a token its own special-token map lacks loads, then panics at the first encode (seen by the
+    fuzzer: a template's "[SEP]" mapped under "[SGP]")."""
+    tokenizer.encode("a")
+    tokenizer.encode("a", "b")

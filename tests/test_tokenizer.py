@@ -114,6 +114,19 @@ def test_cut_pairs_truncate_as_the_library_does(tiny_folder, first, second, max_
     assert ours == [e.ids for e in tok._tokenizer.encode_batch([(first, second), (second, first)])]
 
 
+def test_a_pipeline_that_loads_but_panics_at_its_first_encode_is_an_error_naming_the_file(tiny_folder):
+    """The post-processor's template names [SEP], its special-token map holds it under another key:
+    the tokenizers library reads the file and panics (a PanicException) at the first encode."""
+    pipeline = json.loads(BertTokenizer.from_pretrained(tiny_folder)._tokenizer.to_str())
+    specials = pipeline["post_processor"]["special_tokens"]
+    specials["[SGP]"] = specials.pop("[SEP]")
+    (tiny_folder / "tokenizer.json").write_text(json.dumps(pipeline))
+    (tiny_folder / "vocab.txt").unlink()
+    with pytest.raises(CheckpointError, match=re.escape(str(tiny_folder / "tokenizer.json")) +
+                       r": the tokenizers library cannot read it \(.*no entry found for key"):
+        BertTokenizer.from_pretrained(tiny_folder)
+
+
 @pytest.mark.parametrize("name, content, message", [  # what the fuzzing found: each raised a bare Exception or TypeError
     ("tokenizer.json", "{not json", r"tokenizer.json: the tokenizers library cannot read it \(key must be a string"),
     ("vocab.txt", b"[PAD]\n\xff\xfe\n", r"vocab.txt: the tokenizers library cannot read it \(.*stream did not contain valid UTF-8"),
