@@ -280,15 +280,16 @@ def matmul_inputs(draw):
     ta, tb = draw(st.booleans()), draw(st.booleans())
     a = layouts(draw, batch_a + ((k, m) if ta else (m, k)), dtype)
     b = layouts(draw, batch_b + ((n, k) if tb else (k, n)), dtype)
-    return a, b, ta, tb
+    bias = layouts(draw, (n,), dtype) if draw(st.booleans()) else None
+    return a, b, ta, tb, bias
 
 
 @many_examples
 @given(matmul_inputs())
 def test_matmul_matches_numpy_twin(inputs):
-    a, b, ta, tb = inputs
-    c = matmul(a, b, ta, tb)
-    expected = matmul_numpy(a, b, ta, tb)
+    a, b, ta, tb, bias = inputs
+    c = matmul(a, b, ta, tb, bias=bias)
+    expected = matmul_numpy(a, b, ta, tb, bias=bias)
     assert c.shape == expected.shape and c.dtype == a.dtype
     close(c, expected, a.dtype, 20)
 
@@ -300,9 +301,12 @@ def test_matmul_big_products_split_across_threads(ta, tb):
     for m, k, n in ((130, 70, 65), (65, 70, 130), (1, 300, 1000)):
         a = rng.normal(size=(k, m) if ta else (m, k))
         b = rng.normal(size=(n, k) if tb else (k, n))
-        np.testing.assert_allclose(matmul(a, b, ta, tb), matmul_numpy(a, b, ta, tb), rtol=1e-12, atol=1e-11)
-        with openmp_threads(1):
-            np.testing.assert_allclose(matmul(a, b, ta, tb), matmul_numpy(a, b, ta, tb), rtol=1e-12, atol=1e-11)
+        bias = rng.normal(size=n)  # copied into each slab of rows (or columns) before its product
+        for threads in (kernels.load("threads").max_threads(), 1):
+            with openmp_threads(threads):
+                for added in (None, bias):
+                    np.testing.assert_allclose(matmul(a, b, ta, tb, bias=added),
+                                               matmul_numpy(a, b, ta, tb, bias=added), rtol=1e-12, atol=1e-11)
 
 
 def test_matmul_reads_transposed_heads_without_copy():
@@ -318,6 +322,9 @@ def test_matmul_matches_torch(torch):
     for dtype in DTYPES:
         a, b = rng.normal(size=(2, 1, 5, 7)).astype(dtype), rng.normal(size=(3, 7, 4)).astype(dtype)
         close(matmul(a, b), torch.matmul(torch.tensor(a), torch.tensor(b)).numpy(), dtype, 10)
+        x, w, bias = (rng.normal(size=shape).astype(dtype) for shape in ((6, 7), (5, 7), (5,)))
+        addmm = torch.addmm(torch.tensor(bias), torch.tensor(x), torch.tensor(w).T).numpy()
+        close(matmul(x, w, transpose_b=True, bias=bias), addmm, dtype, 10)
 
 
 def test_matmul_gradcheck_on_compiled_kernel():

@@ -37,6 +37,8 @@ CASES = [  # (kernel, arguments, error, what the message names)
     (kernels.matmul, (f32, f64.T), TypeError, "same dtype"),
     (kernels.matmul, (np.ones(3), np.ones((3, 2))), ValueError, "at least 2 dimensions"),
     (kernels.matmul, (np.ones((2, 3, 3)), np.ones((4, 3, 3))), ValueError, "batch dimensions"),
+    (kernels.matmul, (f32, f32.T, False, False, np.ones(3, np.float32)), ValueError, r"bias must have shape \(2,\)"),
+    (kernels.matmul, (f32, f32.T, False, False, np.ones(2)), TypeError, "bias must have the dtype"),
     (kernels.attention_forward, (q, k.astype(np.float64), k), TypeError, "k dtype"),
     (kernels.attention_forward, (q[0], k, k), ValueError, "q must be"),
     (kernels.attention_forward, (q, k, k[:, :, :5]), ValueError, "do not fit"),

@@ -20,13 +20,16 @@ from . import blas, dispatch
 _INT32 = 2**31 - 1  # scipy's BLAS takes 32-bit sizes and strides
 
 
-def matmul_numpy(a, b, transpose_a=False, transpose_b=False):
+def matmul_numpy(a, b, transpose_a=False, transpose_b=False, bias=None):
     xp = backend.array_module(a)
     if transpose_a:
         a = xp.swapaxes(a, -1, -2)
     if transpose_b:
         b = xp.swapaxes(b, -1, -2)
-    return xp.matmul(a, b)
+    out = xp.matmul(a, b)
+    if bias is not None:
+        out += bias
+    return out
 
 
 def _sizes(a, b, transpose_a, transpose_b):
@@ -45,18 +48,25 @@ def _sizes(a, b, transpose_a, transpose_b):
 
 
 @dispatch.kernel("matmul", numpy=matmul_numpy)
-def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b), op(x) = x^T (last two axes) when its flag is set. a, b: (..., M, K), (..., K, N)
-    after op, batch axes broadcast; float32 or float64, same dtype."""
+def matmul(a, b, transpose_a=False, transpose_b=False, bias=None):
+    """op(a) @ op(b) (+ bias), op(x) = x^T (last two axes) when its flag is set. a, b: (..., M, K),
+    (..., K, N) after op, batch axes broadcast; bias: None or (N,), added to every row (torch's
+    addmm, a Linear layer's b); float32 or float64, one dtype for all."""
     for name, x in (("a", a), ("b", b)):
         dispatch.check_float("matmul", name, x)
         if x.ndim < 2:
             raise ValueError(f"matmul: {name} must have at least 2 dimensions, got shape {x.shape}")
-    dispatch.one_place("matmul", a, b=b)
+    dispatch.one_place("matmul", a, b=b, bias=bias)
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: a and b must have the same dtype, got {a.dtype} and {b.dtype}")
-    _sizes(a, b, transpose_a, transpose_b)
-    return a, b, transpose_a, transpose_b
+    _, (_, _, n) = _sizes(a, b, transpose_a, transpose_b)
+    if bias is not None:
+        if bias.shape != (n,):
+            raise ValueError(f"matmul: bias must have shape ({n},), one value per column of the product, "
+                             f"got {bias.shape}")
+        if bias.dtype != a.dtype:
+            raise TypeError(f"matmul: bias must have the dtype of a and b, {a.dtype}, got {bias.dtype}")
+    return a, b, transpose_a, transpose_b, bias
 
 
 def _blas_operand(x, transpose, batch):
@@ -84,13 +94,13 @@ def _blas_operand(x, transpose, batch):
 
 
 @matmul.compiled
-def _matmul_compiled(compiled, a, b, transpose_a, transpose_b):
+def _matmul_compiled(compiled, a, b, transpose_a, transpose_b, bias):
     batch, (m, k, n) = _sizes(a, b, transpose_a, transpose_b)
     if max(m, k, n) > _INT32:
         raise ValueError(f"matmul: sizes {m}x{k} @ {k}x{n} exceed BLAS's 32-bit range")
     out = numpy.empty(batch + (m, n), dtype=a.dtype)
     if out.size == 0 or k == 0:
-        out[...] = 0
+        out[...] = 0 if bias is None else bias
         return out
     a_flat, a_offsets, a_rs, a_cs = _blas_operand(a, transpose_a, batch)
     b_flat, b_offsets, b_rs, b_cs = _blas_operand(b, transpose_b, batch)
@@ -99,8 +109,9 @@ def _matmul_compiled(compiled, a, b, transpose_a, transpose_b):
     # of it (measured with another process busy on one of 2 cores: 104 ms, not 140, for a MiniLM
     # Linear forward + backward; 2% slower on an idle machine); no chunks for small products
     chunks = -(-4 * dispatch.threads() // count) if m * n * k >= 64**3 else 1
+    bias = None if bias is None else numpy.ascontiguousarray(bias)
     blas.single_threaded()
     compiled.gemm_batched(a_flat, a_offsets, a_rs, a_cs, b_flat, b_offsets, b_rs, b_cs,
-                          out.reshape(count, m, n), k, chunks)
+                          out.reshape(count, m, n), k, chunks, bias)
     return out
 

@@ -5,8 +5,11 @@ from ...cuda import is_capturing
 from . import cublas
 
 
-def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b) for float32 CuPy arrays, as kernels.matmul (which has checked the shapes)."""
+def matmul(a, b, transpose_a=False, transpose_b=False, bias=None):
+    """op(a) @ op(b) (+ bias) for float32 CuPy arrays, as kernels.matmul (which has checked the shapes)."""
     a = a.swapaxes(-1, -2) if transpose_a else a
     b = b.swapaxes(-1, -2) if transpose_b else b
-    return cublas.matmul(a, b) if is_capturing() else backend.cupy.matmul(a, b)
+    out = cublas.matmul(a, b) if is_capturing() else backend.cupy.matmul(a, b)
+    if bias is not None:
+        out += bias
+    return out
