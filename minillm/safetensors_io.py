@@ -95,8 +95,13 @@ def read_header(path):
 
 def _parse_header(path, raw):
     """The header's JSON object. Strict where Python's json is lenient: UTF-8 only (json.loads
-    would also take UTF-16), no key twice (json.loads keeps the last), and nesting too deep or a
-    number too long for Python is a CheckpointError, not a RecursionError or a bare ValueError."""
+    would also take UTF-16), no key twice (json.loads keeps the last), no NaN, Infinity or
+    -Infinity (JavaScript's constants, which json.loads takes and JSON has not: the safetensors
+    library refuses them), and nesting too deep or a number too long for Python is a
+    CheckpointError, not a RecursionError or a bare ValueError."""
+    def not_json(constant):
+        raise CheckpointError(f"{path}: the header is not valid JSON ({constant} is not a JSON value)")
+
     def no_duplicates(pairs):
         keys = [key for key, _ in pairs]
         if len(set(keys)) < len(keys):
@@ -105,7 +110,7 @@ def _parse_header(path, raw):
         return dict(pairs)
 
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=not_json)
     except UnicodeDecodeError as err:
         raise CheckpointError(f"{path}: the header is not UTF-8 ({err.reason} at byte {8 + err.start})") from None
     except CheckpointError:

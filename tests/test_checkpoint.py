@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from minillm import safetensors_io
 from minillm.safetensors_io import CheckpointError, read_safetensors, write_safetensors
@@ -122,6 +123,11 @@ F32 = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
     (b'{"w": {"dtype": "F32"}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', bytes(4),
      "the header has the key 'w' twice"),
     (json.dumps({"w": F32}).encode("utf-16"), bytes(4), "the header is not UTF-8"),
+    # json.loads takes JavaScript's NaN and Infinity, which JSON (and the safetensors library) does not
+    (b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "shape_x": NaN}}', bytes(4),
+     "the header is not valid JSON \\(NaN is not a JSON value"),
+    (b'{"__metadata__": {"n": -Infinity}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', bytes(4),
+     "the header is not valid JSON \\(-Infinity is not a JSON value"),
 ])
 def test_headers_the_fuzzing_found(tmp_path, header, data, message):
     """Each was a crash (a ValueError, TypeError or RecursionError of NumPy or json, not naming the
@@ -131,6 +137,8 @@ def test_headers_the_fuzzing_found(tmp_path, header, data, message):
     path.write_bytes(len(text).to_bytes(8, "little") + text + data)
     with pytest.raises(CheckpointError, match=re.escape(str(path)) + ".*" + message):
         read_safetensors(path)
+    with pytest.raises(Exception):  # the oracle: the safetensors library refuses each file too
+        safetensors.numpy.load_file(str(path))
 
 
 # ---- checkpoints against the model ---------------------------------------------------------------------
