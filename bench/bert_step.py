@@ -144,9 +144,8 @@ def gemm_step(kind, mode, batch, length, threads):
     each forward product A @ W^T of dense_products(), and in training both of its backward products,
     dA = dC W and dW = dC^T A, on random float32 arrays of the step's shapes."""
     import numpy
-    import minillm
     from minillm import kernels
-    minillm.kernels.set_threads(threads)
+    kernels.set_threads(threads)
     rng = numpy.random.default_rng(0)
     arrays = []
     for count, _, m, k, n in dense_products(kind, batch, length):
