@@ -25,7 +25,6 @@ kernels and MKL's): bench/machine.py says how, and stops the bench if a worker r
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -179,7 +178,7 @@ def report(step, repeat, side):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = machine.peak_rss_mb()
     print(json.dumps({"seconds": statistics.median(times), "rss_mb": rss, "ran": machine.ran(side)}))
 
 

@@ -17,7 +17,6 @@ runs torch).
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -73,7 +72,7 @@ def worker(side, args):
     vectors = encode(texts, batch_size=args.batch_size, show_progress_bar=False)
     seconds = time.perf_counter() - start
     numpy.save(args.vectors, numpy.asarray(vectors, dtype=numpy.float32))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = machine.peak_rss_mb()
     ran = machine.ran(ENGINE[side])
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "ran": ran}))
 

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import machine  # noqa: E402
-from sst2_finetune import load_rows, peak_rss_mb, run_worker, torch_finetune  # noqa: E402
+from sst2_finetune import load_rows, run_worker, torch_finetune  # noqa: E402
 
 RECIPE = dict(lr=2e-5, batch_size=32, max_length=128, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0,
               seed=42, epochs=3)
@@ -56,7 +56,7 @@ def run_minillm(args):
     losses = [r["loss"] for r in records if "loss" in r]
     accuracies = [r["eval_accuracy"] for r in records if "eval_accuracy" in r]
     return dict(accuracy=accuracies[-1], accuracies=accuracies, steps=len(losses), first_loss=losses[0],
-                last_loss=sum(losses[-20:]) / len(losses[-20:]), peak_rss_mb=peak_rss_mb())
+                last_loss=sum(losses[-20:]) / len(losses[-20:]), peak_rss_mb=machine.peak_rss_mb())
 
 
 def starting_point(args, seed, folder):

@@ -180,6 +180,14 @@ def avx2_build():
 
 
 # ---- what a worker runs ----------------------------------------------------------------------------------
+def peak_rss_mb():
+    """This process's peak resident memory in MiB: /proc/self/status's VmHWM, the high-water mark of
+    its own address space. Not getrusage's ru_maxrss: Linux carries that over from the parent across
+    fork and exec, so a worker launched by a driver that once held 1.3 GB reports 1.3 GB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+
+
 def ran(side):
     """What this process runs, as a JSON-able dict: for 'torch', its CPU capability and MKL's
     instruction set; for a minillm side, the build of its kernels, each BLAS and NumPy's loops

@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,10 +39,6 @@ def load_rows(data, limit, eval_limit):
     labels = encode_labels(train)
     return ((train.texts, train.text_pairs, labels.values.tolist()),
             (dev.texts, dev.text_pairs, encode_labels(dev, id2label=labels.id2label).values.tolist()))
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---- one framework per process -----------------------------------------------------------------
@@ -72,7 +67,7 @@ def run_minillm(args, bucket):
     losses = [h["loss"] for h in history if "loss" in h]
     return dict(accuracy=metrics["accuracy"], train_s=train_s, steps=len(losses), first_loss=losses[0],
                 last_loss=sum(losses[-20:]) / len(losses[-20:]), mean_length=float(train.lengths.mean()),
-                padded_width=sum(widths) / len(widths), peak_rss_mb=peak_rss_mb())
+                padded_width=sum(widths) / len(widths), peak_rss_mb=machine.peak_rss_mb())
 
 
 def run_torch(args):
@@ -139,7 +134,7 @@ def torch_finetune(model_name, train, dev, recipe):
         train_s += time.perf_counter() - start
         accuracies.append(dev_accuracy())
     return dict(accuracy=accuracies[-1], accuracies=accuracies, train_s=train_s, steps=len(losses),
-                first_loss=losses[0], last_loss=sum(losses[-20:]) / len(losses[-20:]), peak_rss_mb=peak_rss_mb())
+                first_loss=losses[0], last_loss=sum(losses[-20:]) / len(losses[-20:]), peak_rss_mb=machine.peak_rss_mb())
 
 
 # ---- the driver ----------------------------------------------------------------------------------

@@ -6,19 +6,22 @@ element offset per batch entry, and a (row, column) stride pair for op(A) or op(
 two equal to 1: exactly what BLAS takes (a leading dimension and a transpose flag). Broadcast batch
 axes have offset stride 0, so they are never copied.
 
-Threads: one OpenMP prange over (batch entry, chunk) tasks, every BLAS call single-threaded (the
-wrapper pins scipy's BLAS to one thread; see minillm/kernels/blas.py for why). A small batch is
-cut into `chunks` slabs of rows of C (or of columns, when C is wider than tall), so one big 2-D
-GEMM still uses every core; tasks are handed out dynamically, so a thread the OS pauses does not
-hold up the others.
+Threads (minillm/kernels/blas.py says why): one product with chunks = 1 is one BLAS call, made
+outside any parallel region, which BLAS splits over its own threads (the wrapper sets how many).
+Otherwise one OpenMP prange over (batch entry, chunk) tasks, every BLAS call single-threaded (the
+wrapper sets BLAS to one thread): a small batch is cut into `chunks` slabs of rows of C (or of
+columns, when C is wider than tall) so that it still uses every core; tasks are handed out
+dynamically, so a thread the OS pauses does not hold up the others.
 
 Bias: C = op(A) @ op(B) + bias (one value per column, a Linear layer's) costs no pass of its own:
 each task first copies the bias into its slab of C, then BLAS adds the product to it (beta = 1),
-while the slab is still in cache. Added after the product instead, it would be a read and a write
-of the whole of C, (T, N) floats per Linear.
+while the slab is still in cache (one BLAS call: the rows are filled in parallel first, which costs
+what BLAS's own pass zeroing C for beta = 0 would). Added after the product instead, it would be a
+read and a write of the whole of C, (T, N) floats per Linear.
 """
 from cython.parallel cimport prange
 from libc.string cimport memcpy
+from openmp cimport omp_get_max_threads
 
 from blas cimport gemm
 from vecmath cimport real
@@ -43,6 +46,14 @@ def gemm_batched(const real[::1] a, const Py_ssize_t[::1] a_offsets, Py_ssize_t 
     cdef int lda, ldb
     _layout(a_rs, a_cs, &ta, &lda)
     _layout(b_rs, b_cs, &tb, &ldb)
+    if batch * chunks == 1:  # one BLAS call, on BLAS's threads
+        with nogil:
+            if has_bias:
+                for r in prange(m, schedule="static", num_threads=1 if m * n < 65536 else omp_get_max_threads()):
+                    memcpy(&c[0, r, 0], &bias[0], n * sizeof(real))
+            gemm(ta, tb, <int>m, <int>n, <int>k, 1, &a[a_offsets[0]], lda, &b[b_offsets[0]], ldb, beta,
+                 &c[0, 0, 0], <int>n)
+        return
     with nogil:
         for task in prange(batch * chunks, schedule="dynamic"):
             i, part = task // chunks, task % chunks

@@ -62,12 +62,64 @@ def layouts(draw, shape, dtype, low=-3.0, high=3.0):
     return rng.uniform(low, high, shape).astype(dtype)
 
 
-def test_every_kernel_is_compiled_and_blas_is_single_threaded():
+def test_every_kernel_is_compiled():
     info = kernels.info()
     assert all(info[name] == "compiled" for name in ("softmax", "layer_norm", "gelu", "matmul", "attention")), info
     assert info["threads"] >= 1
-    if info["blas"] != "unknown":  # scipy's own OpenBLAS: pinned to one thread (see kernels/blas.py)
-        assert info["blas_threads"] == 1
+
+
+_BLAS_PROBE = """
+import json, os, sys, time, numpy
+if sys.argv[1] == "scipy first":
+    import scipy.linalg  # loads scipy's OpenBLAS before minillm can set its timeout
+import minillm
+from minillm import kernels
+from minillm.kernels import blas
+at_import = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+kernels.set_threads(2)
+a = numpy.random.default_rng(0).standard_normal((2048, 512), dtype=numpy.float32)
+product = kernels.matmul(a, a, False, True)
+after_product = blas.threads()
+start = time.process_time()
+time.sleep(0.3)
+idle = time.process_time() - start  # CPU time of every thread while none has work
+q = a[:256].reshape(2, 4, 128, 128)
+kernels.attention_forward(q, q, q)
+print(json.dumps(dict(threaded=blas.threaded_products(), info=kernels.info()["blas_threads"], after_product=after_product,
+                      after_attention=blas.threads(), idle=idle, at_import=at_import,
+                      env=os.environ.get("OPENBLAS_THREAD_TIMEOUT"), error=float(abs(product - a @ a.T).max()))))
+"""
+
+
+@pytest.mark.parametrize("case, preset", [("minillm first", {}), ("scipy first", {}),
+                                          ("scipy first", {"OPENBLAS_THREAD_TIMEOUT": "30"})])
+def test_one_product_runs_on_blas_threads_that_sleep_when_done(case, preset):
+    """kernels/blas.py's scheme, in a fresh process each: imported before scipy's BLAS loads, minillm
+    sets OPENBLAS_THREAD_TIMEOUT=4 until it has (and removes it), one big product runs on BLAS's 2
+    threads, they use no CPU once it is done, and attention runs BLAS single-threaded after it. With
+    scipy's BLAS loaded first and no timeout set, products stay single-threaded BLAS calls in OpenMP's
+    pool; a timeout the user set is theirs: products are threaded, and with 2^30 cycles the idle
+    worker spins through the sleep (what the setting spares the kernels beside it)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT")}
+    done = subprocess.run([sys.executable, "-c", _BLAS_PROBE, case], env={**env, **preset},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout.splitlines()[-1])
+    if r["info"] is None:
+        pytest.skip("scipy's BLAS is not an OpenBLAS whose threads minillm can set")
+    assert r["error"] < 1e-2 and r["after_attention"] == 1, r
+    assert r["env"] == preset.get("OPENBLAS_THREAD_TIMEOUT"), r  # the environment as the user left it
+    if preset:
+        assert r["threaded"] and r["after_product"] == 2 and r["idle"] > 0.05, r
+    elif case == "minillm first":
+        assert r["at_import"] == "4" and r["threaded"] and r["info"] == r["after_product"] == 2, r
+        assert r["idle"] < 0.03, r
+    else:
+        assert not r["threaded"] and r["info"] == r["after_product"] == 1 and r["idle"] < 0.03, r
 
 
 # ---------------------------------------------------------------- softmax

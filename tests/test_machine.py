@@ -216,3 +216,19 @@ def test_the_avx2_build_builds_in_a_fresh_virtualenv_and_its_kernels_run_avx2(mo
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [os.path.join(folder, "minillm", "__init__.py"), "x86-64-v3"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is Linux's /proc")
+def test_a_workers_peak_memory_is_its_own_not_its_drivers():
+    """A driver that holds 400 MB launches a worker as the benches do (subprocess.run): the worker's
+    peak_rss_mb() is what it touched itself. (getrusage's ru_maxrss reports the driver's 400 MB there:
+    Linux carries the high-water mark over across fork and exec.)"""
+    worker = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); import machine; print(json.dumps("
+              "[machine.peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))")
+    driver = ("import subprocess, sys; held = bytearray(400 << 20); held[::4096] = b'x' * len(held[::4096]); "
+              "print(subprocess.run([sys.executable, '-c', sys.argv[1], sys.argv[2]], capture_output=True, "
+              "text=True, check=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", driver, worker, str(REPO / "bench")], capture_output=True,
+                         text=True, check=True).stdout
+    own, rusage = json.loads(out)
+    assert own < 100, f"the worker reports {own:.0f} MB: its driver's memory, not its own (ru_maxrss: {rusage:.0f})"

@@ -4,7 +4,7 @@ Every kernel file here holds a plain NumPy twin (the readable definition) first,
 check and the adapter of its compiled twin (Cython, csrc/<name>.pyx, built as ``minillm._C.<name>``);
 the CUDA twins (csrc/cuda/) are launched by minillm/kernels/cuda/. dispatch.py holds the mode
 (``MINILLM_KERNELS``, ``use("numpy")``), runs each kernel's check in front of all three twins and
-chooses one; blas.py says how the compiled ones share one thread pool; allocator.py why freed
+chooses one; blas.py says how the compiled ones share the cores with BLAS's threads; allocator.py why freed
 buffers stay in the process. This module re-exports, and sets malloc's thresholds once.
 """
 from . import allocator, blas, dropout  # noqa: F401
@@ -18,3 +18,4 @@ from .matmul import matmul  # noqa: F401
 from .softmax import logsumexp, softmax_backward, softmax_forward, stable_softmax  # noqa: F401
 
 allocator.keep_freed_buffers()  # once per process: a step's big buffers are reused, not faulted in again
+blas.thread_defaults()  # before scipy's BLAS loads: its idle threads sleep at once (blas.py)

@@ -218,7 +218,7 @@ def _attention_forward_compiled(compiled, q, k, v, key_mask, bias, scale, dropou
     else:
         block = _block(keys)
         scratch = numpy.empty((dispatch.threads(), block * keys), q.dtype)
-        blas.single_threaded()
+        blas.use_threads(1)  # one BLAS call per (batch, head) pair, inside OpenMP's pool
         compiled.forward(q, k, v, key_bias, bias, scale, _dropout_args(dropout_p, seed), out, lse, probs,
                          scratch, block)
     return (out, lse, probs) if return_probs else (out, lse)
@@ -235,7 +235,7 @@ def _attention_backward_compiled(compiled, q, k, v, out, lse, grad, key_mask, bi
     else:
         block = _block(k.shape[2])
         scratch = numpy.empty((dispatch.threads(), 2 * block * k.shape[2]), q.dtype)
-        blas.single_threaded()
+        blas.use_threads(1)
         compiled.backward(q, k, v, out, lse, grad, key_bias, bias, scale, _dropout_args(dropout_p, seed),
                           dq, dk, dv, scratch, block)
         if scale == 0:  # the twin's _gemm: scipy's OpenBLAS computes 0 * NaN = NaN for alpha = 0 on small products

@@ -21,9 +21,10 @@ So a bad shape or dtype gives the same error whichever twin would have run, and 
 ``MINILLM_KERNELS=numpy`` (or ``with use("numpy"):``) runs the NumPy twins everywhere, on host and
 GPU arrays alike: that is how the tests hold one twin against the other.
 
-The compiled twins share one thread pool, OpenMP's (``threads()``; set it with OMP_NUM_THREADS or
-``set_threads``): row kernels split rows across it, and matmul and attention run single-threaded
-BLAS calls inside it. blas.py says why, and what the BLAS under them is.
+The compiled twins run on ``threads()`` threads (set them with OMP_NUM_THREADS or ``set_threads``):
+row kernels split rows across OpenMP's pool, attention and batched matmul run single-threaded BLAS
+calls inside it, and one big 2-D product runs on BLAS's own threads, as many. blas.py says why, and
+what the BLAS under them is.
 """
 import contextlib
 import functools
@@ -104,7 +105,7 @@ def info():
         table["march"] = load("build_info").MARCH
     if load("matmul") is not None:
         table["blas"] = blas.describe()
-        table["blas_threads"] = blas.threads()
+        table["blas_threads"] = (threads() if blas.threaded_products() else 1) if blas.threads() else None
     if cuda.is_available():
         twin = "cuda" if _mode == "compiled" else "numpy"
         table["gpu"] = {**{n: twin for n in names + ("adamw",)}, "matmul": "cupy.matmul (cuBLAS)"}

@@ -105,12 +105,14 @@ def _matmul_compiled(compiled, a, b, transpose_a, transpose_b, bias):
     a_flat, a_offsets, a_rs, a_cs = _blas_operand(a, transpose_a, batch)
     b_flat, b_offsets, b_rs, b_cs = _blas_operand(b, transpose_b, batch)
     count = len(a_offsets)
-    # about 4 tasks per thread, so a thread the OS pauses holds up a quarter of its share, not all
-    # of it (measured with another process busy on one of 2 cores: 104 ms, not 140, for a MiniLM
-    # Linear forward + backward; 2% slower on an idle machine); no chunks for small products
-    chunks = -(-4 * dispatch.threads() // count) if m * n * k >= 64**3 else 1
+    # one product: one BLAS call on BLAS's threads, which share its packed operands (blas.py).
+    # Else tasks in OpenMP's pool, single-threaded BLAS in each: about 4 per thread, so a thread the
+    # OS pauses holds up a quarter of its share, not all of it (measured with another process busy on
+    # one of 2 cores: 104 ms, not 140, for a MiniLM Linear forward + backward); small ones whole
+    one_call = count == 1 and blas.threaded_products()
+    chunks = 1 if one_call or m * n * k < 64**3 else -(-4 * dispatch.threads() // count)
     bias = None if bias is None else numpy.ascontiguousarray(bias)
-    blas.single_threaded()
+    blas.use_threads(dispatch.threads() if one_call else 1)
     compiled.gemm_batched(a_flat, a_offsets, a_rs, a_cs, b_flat, b_offsets, b_rs, b_cs,
                           out.reshape(count, m, n), k, chunks, bias)
     return out
