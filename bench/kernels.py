@@ -185,11 +185,6 @@ def worker(side, threads, repeat, kernels):
     print(json.dumps({**results, "ran": machine.ran(side)}))
 
 
-def _rss_kib(field):
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field))
-
-
 def memory_worker(side, length):
     """Print the peak resident memory (MiB) one attention forward + backward adds at (1, 12, L, 64)."""
     rng = numpy.random.default_rng(0)
@@ -198,9 +193,9 @@ def memory_worker(side, length):
     _, both = make("attention", dict(q=(1, 12, length, 64)), rng)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # Linux: reset the peak (VmHWM) to the current resident size
-    before = _rss_kib("VmRSS")
+    before = machine.proc_status_mib("VmRSS")
     both()
-    print(json.dumps((_rss_kib("VmHWM") - before) / 1024))
+    print(json.dumps(machine.peak_rss_mb() - before))
 
 
 def _run(side, args, threads, level):

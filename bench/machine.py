@@ -180,12 +180,17 @@ def avx2_build():
 
 
 # ---- what a worker runs ----------------------------------------------------------------------------------
+def proc_status_mib(field):
+    """A memory field of /proc/self/status (VmRSS, VmHWM, ...) in MiB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
+
+
 def peak_rss_mb():
     """This process's peak resident memory in MiB: /proc/self/status's VmHWM, the high-water mark of
     its own address space. Not getrusage's ru_maxrss: Linux carries that over from the parent across
     fork and exec, so a worker launched by a driver that once held 1.3 GB reports 1.3 GB."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    return proc_status_mib("VmHWM")
 
 
 def ran(side):

@@ -5,7 +5,7 @@
  * refuse because it breaks -inf masks), so the float32 exp and normal CDF (GELU's erfc) below are
  * short polynomials that GCC inlines and vectorizes. A float reduction (sum, max) is vectorized only if the compiler
  * may reorder it; `#pragma omp simd reduction` grants that for one loop, where -ffast-math would
- * grant it everywhere. float64 kernels call libm's exp and erfc instead: exact, and not the fast
+ * grant it everywhere: the row reductions and layer norm's backward sums are here for that. float64 kernels call libm's exp and erfc instead: exact, and not the fast
  * path (training runs in float32).
  */
 #ifndef MINILLM_VECMATH_H
@@ -91,6 +91,13 @@ static inline float mll_normal_cdf_f(float x, float gauss)
         _Pragma("omp simd reduction(+:s)") for (Py_ssize_t i = 0; i < n; i++) s += x[i] - c;   \
         return s;                                                                              \
     }                                                                                          \
+    static inline T mll_shifted_sumsq_##SUFFIX(const T *x, T c, Py_ssize_t n)                  \
+    {                                                                                          \
+        T s = 0;                                                                               \
+        _Pragma("omp simd reduction(+:s)") for (Py_ssize_t i = 0; i < n; i++)                  \
+            s += (x[i] - c) * (x[i] - c);                                                      \
+        return s;                                                                              \
+    }                                                                                          \
     static inline T mll_dot_##SUFFIX(const T *x, const T *y, Py_ssize_t n)                     \
     {                                                                                          \
         T s = 0;                                                                               \
@@ -100,5 +107,39 @@ static inline float mll_normal_cdf_f(float x, float gauss)
 
 MLL_REDUCTIONS(float, f)
 MLL_REDUCTIONS(double, d)
+
+/* Layer norm's backward over one row, the part with sums (minillm/kernels/layer_norm.py derives it),
+ * in one pass: with xhat = (x - mu) r and dxhat = g w (g where w is NULL), adds g xhat into dw and g
+ * into db, and returns in sums[0], sums[1] the row sums of dxhat and dxhat xhat that dx needs. Nothing
+ * per element is stored: the caller's dx pass recomputes xhat and dxhat, cheaper than a store and a
+ * load. One loop, so `omp simd` may vectorize both sums (the reason this is C). */
+#define MLL_LAYER_NORM_SUMS(T, SUFFIX)                                                                \
+    static inline void mll_layer_norm_sums_##SUFFIX(const T *g, const T *x, const T *w, T mu, T r,  \
+                                                     T *dw, T *db, Py_ssize_t n, T *sums)           \
+    {                                                                                               \
+        T s1 = 0, s2 = 0;                                                                           \
+        if (w != NULL) {                                                                            \
+            _Pragma("omp simd reduction(+:s1, s2)") for (Py_ssize_t i = 0; i < n; i++) {            \
+                T xhat = (x[i] - mu) * r, dxhat = g[i] * w[i];                                      \
+                dw[i] += g[i] * xhat;                                                               \
+                db[i] += g[i];                                                                      \
+                s1 += dxhat;                                                                        \
+                s2 += dxhat * xhat;                                                                 \
+            }                                                                                       \
+        } else {                                                                                    \
+            _Pragma("omp simd reduction(+:s1, s2)") for (Py_ssize_t i = 0; i < n; i++) {            \
+                T xhat = (x[i] - mu) * r;                                                           \
+                dw[i] += g[i] * xhat;                                                               \
+                db[i] += g[i];                                                                      \
+                s1 += g[i];                                                                         \
+                s2 += g[i] * xhat;                                                                  \
+            }                                                                                       \
+        }                                                                                           \
+        sums[0] = s1;                                                                               \
+        sums[1] = s2;                                                                               \
+    }
+
+MLL_LAYER_NORM_SUMS(float, f)
+MLL_LAYER_NORM_SUMS(double, d)
 
 #endif

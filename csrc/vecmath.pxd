@@ -17,8 +17,14 @@ cdef extern from "vecmath.h" nogil:
     double mll_sum_d(const double* x, Py_ssize_t n)
     float mll_shifted_sum_f(const float* x, float c, Py_ssize_t n)
     double mll_shifted_sum_d(const double* x, double c, Py_ssize_t n)
+    float mll_shifted_sumsq_f(const float* x, float c, Py_ssize_t n)
+    double mll_shifted_sumsq_d(const double* x, double c, Py_ssize_t n)
     float mll_dot_f(const float* x, const float* y, Py_ssize_t n)
     double mll_dot_d(const double* x, const double* y, Py_ssize_t n)
+    void mll_layer_norm_sums_f(const float* g, const float* x, const float* w, float mu, float r,
+                               float* dw, float* db, Py_ssize_t n, float* sums)
+    void mll_layer_norm_sums_d(const double* g, const double* x, const double* w, double mu, double r,
+                               double* dw, double* db, Py_ssize_t n, double* sums)
 
 
 cdef inline real vexp(real x) noexcept nogil:
@@ -65,8 +71,25 @@ cdef inline real row_shifted_sum(const real* x, real c, Py_ssize_t n) noexcept n
         return mll_shifted_sum_d(x, c, n)
 
 
+cdef inline real row_shifted_sumsq(const real* x, real c, Py_ssize_t n) noexcept nogil:
+    """sum_j (x[j] - c)^2."""
+    if real is float:
+        return mll_shifted_sumsq_f(x, c, n)
+    else:
+        return mll_shifted_sumsq_d(x, c, n)
+
+
 cdef inline real row_dot(const real* x, const real* y, Py_ssize_t n) noexcept nogil:
     if real is float:
         return mll_dot_f(x, y, n)
     else:
         return mll_dot_d(x, y, n)
+
+
+cdef inline void layer_norm_sums(const real* g, const real* x, const real* w, real mu, real r, real* dw,
+                                 real* db, Py_ssize_t n, real* sums) noexcept nogil:
+    """dw += g xhat, db += g; sums = (sum of dxhat, sum of dxhat xhat): vecmath.h, one pass."""
+    if real is float:
+        mll_layer_norm_sums_f(g, x, w, mu, r, dw, db, n, sums)
+    else:
+        mll_layer_norm_sums_d(g, x, w, mu, r, dw, db, n, sums)

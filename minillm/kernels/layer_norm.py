@@ -118,6 +118,5 @@ def _layer_norm_backward_compiled(compiled, grad, x, weight, mean, rstd):
     grad, x, weight, mean, rstd = (_contiguous(a) for a in (grad, x, weight, mean, rstd))
     dx = numpy.empty_like(x)
     parts = numpy.zeros((2, min(len(x), _CHUNKS), x.shape[1]), x.dtype)  # dweight, dbias per chunk of rows
-    xhat = numpy.empty((dispatch.threads(), x.shape[1]), x.dtype)  # one scratch row per thread
-    compiled.backward(grad, x, weight, mean, rstd, dx, parts[0], parts[1], xhat)
+    compiled.backward(grad, x, weight, mean, rstd, dx, parts[0], parts[1])
     return dx, parts[0].sum(axis=0), parts[1].sum(axis=0)
