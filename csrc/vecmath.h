@@ -5,8 +5,9 @@
  * refuse because it breaks -inf masks), so the float32 exp and normal CDF (GELU's erfc) below are
  * short polynomials that GCC inlines and vectorizes. A float reduction (sum, max) is vectorized only if the compiler
  * may reorder it; `#pragma omp simd reduction` grants that for one loop, where -ffast-math would
- * grant it everywhere: the row reductions and layer norm's backward sums are here for that. float64 kernels call libm's exp and erfc instead: exact, and not the fast
- * path (training runs in float32).
+ * grant it everywhere: the row reductions and layer norm's backward sums are here for that.
+ * float64 kernels call libm's exp and erfc instead: exact, and not the fast path (training runs
+ * in float32).
  */
 #ifndef MINILLM_VECMATH_H
 #define MINILLM_VECMATH_H

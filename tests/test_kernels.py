@@ -109,9 +109,11 @@ def test_one_product_runs_on_blas_threads_that_sleep_when_done(case, preset):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout.splitlines()[-1])
-    if r["info"] is None:
-        pytest.skip("scipy's BLAS is not an OpenBLAS whose threads minillm can set")
-    assert r["error"] < 1e-2 and r["after_attention"] == 1, r
+    assert r["error"] < 1e-2, r
+    if r["info"] is None:  # scipy's BLAS is not an OpenBLAS whose threads minillm can set: no threaded products
+        assert not r["threaded"] and r["after_attention"] is None, r
+        return
+    assert r["after_attention"] == 1, r
     assert r["env"] == preset.get("OPENBLAS_THREAD_TIMEOUT"), r  # the environment as the user left it
     if preset:
         assert r["threaded"] and r["after_product"] == 2 and r["idle"] > 0.05, r

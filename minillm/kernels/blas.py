@@ -33,8 +33,9 @@ blocks, GEMM slabs, attention pairs), because a machine is rarely ours alone: wi
 a thread the OS pauses holds the whole call up. With other processes busy on this 2-core machine,
 softmax over MiniLM's (32, 12, 128, 128) scores took 8.6 ms static and 2.1 ms dynamic. Results
 do not depend on the schedule: every task writes its own outputs, and layer norm's backward sums
-dw and db per fixed chunk of rows, not per thread. OpenBLAS splits a product over columns and rows
-of the output, so each output element is the same sum, in the same order, on any thread count.
+dw and db per fixed chunk of rows, not per thread. A product is the same bits on every run at one
+thread count, but not across thread counts: OpenBLAS blocks it by its thread count (a MiniLM Linear
+at 1 and 2 threads differs by up to 1e-4, float32 rounding of sums of 384 terms).
 
 When scipy's BLAS is not an OpenBLAS found here (another build of scipy), its threads cannot be
 set and ``threads()`` is None: the kernels still give right answers, but may oversubscribe the cores.
@@ -88,7 +89,7 @@ def _library():
     """scipy's OpenBLAS, opened with ctypes, its symbol prefix and path; (None, None, None) if not found."""
     import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
     if _state.pop("set_timeout", False):
-        del os.environ["OPENBLAS_THREAD_TIMEOUT"]  # read by now: child processes keep OpenBLAS's default
+        os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)  # read by now: child processes keep OpenBLAS's default
     for path in sorted(p for p in _openblas_paths() or () if os.path.isfile(p)):
         library = ctypes.CDLL(path)
         for name in _SET:
