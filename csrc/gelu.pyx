@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """GELU, compiled twin of minillm/kernels/gelu.py (read that first: same math, two rewrites).
 
-Elementwise, so an OpenMP prange splits the flat array into blocks and each block's loop is
-vectorized (vecmath.h's exp and normal CDF). Two rewrites keep it accurate where the twin's formulas
-lose digits in float32:
+Elementwise, so an OpenMP prange splits the flat array into blocks (csrc/tasks.pxd) and each
+block's loop is vectorized (vecmath.h's exp and normal CDF). Two rewrites keep it accurate where the
+twin's formulas lose digits in float32:
   exact:  Phi(x) = erfc(-x / sqrt 2) / 2, which keeps its relative accuracy for x << 0, where
           (1 + erf(x / sqrt 2)) / 2 cancels to nothing; vecmath.h computes it from
           gauss = exp(-x^2 / 2), which the backward reuses for phi(x) = gauss / sqrt(2 pi);
@@ -12,12 +12,12 @@ lose digits in float32:
 """
 from cython.parallel cimport prange
 
+from tasks cimport rows_per_task
 from vecmath cimport real, vexp, vgauss, vnormal_cdf
 
 cdef double SQRT_2_OVER_PI = 0.7978845608028654
 cdef double INV_SQRT_2PI = 0.3989422804014327
 cdef double CUBIC = 0.044715
-cdef Py_ssize_t BLOCK = 4096  # elements per prange task: big enough to amortize, small enough to balance
 
 
 cdef inline real _sigmoid_2u(real x) noexcept nogil:
@@ -52,15 +52,15 @@ cdef void _backward(const real* x, const real* g, real* dx, Py_ssize_t n, bint t
 
 def forward(const real[::1] x, real[::1] y, bint tanh_form):
     """y = gelu(x) over flat arrays of equal size."""
-    cdef Py_ssize_t start, n = x.shape[0]
+    cdef Py_ssize_t start, n = x.shape[0], block = rows_per_task(n, 1)
     with nogil:
-        for start in prange(0, n, BLOCK, schedule="dynamic"):
-            _forward(&x[start], &y[start], min(BLOCK, n - start), tanh_form)
+        for start in prange(0, n, block, schedule="dynamic"):
+            _forward(&x[start], &y[start], min(block, n - start), tanh_form)
 
 
 def backward(const real[::1] x, const real[::1] grad, real[::1] dx, bint tanh_form):
     """dx = grad * gelu'(x) over flat arrays of equal size."""
-    cdef Py_ssize_t start, n = x.shape[0]
+    cdef Py_ssize_t start, n = x.shape[0], block = rows_per_task(n, 1)
     with nogil:
-        for start in prange(0, n, BLOCK, schedule="dynamic"):
-            _backward(&x[start], &grad[start], &dx[start], min(BLOCK, n - start), tanh_form)
+        for start in prange(0, n, block, schedule="dynamic"):
+            _backward(&x[start], &grad[start], &dx[start], min(block, n - start), tanh_form)

@@ -2,14 +2,15 @@
 """Layer norm over rows, compiled twin of minillm/kernels/layer_norm.py (read that first: the
 derivation of the backward is there, term by term; the names below follow it).
 
-Rows are independent, so an OpenMP prange hands them to threads (see minillm/kernels/blas.py on
-threads). The backward's dL/dw and
+Rows are independent, so an OpenMP prange hands them to threads in tasks of many rows (csrc/tasks.pxd;
+minillm/kernels/blas.py on threads). The backward's dL/dw and
 dL/db are sums over all rows: each fixed chunk of rows adds into its own row of a (chunks, N)
 buffer (no locks, no races) and the wrapper sums those few rows at the end.
 """
 from cython.parallel cimport prange
 from libc.math cimport isfinite, sqrt
 
+from tasks cimport rows_per_task
 from vecmath cimport layer_norm_sums, real, row_shifted_sum, row_shifted_sumsq
 
 
@@ -37,7 +38,7 @@ def forward(const real[:, ::1] x, const real[::1] weight, const real[::1] bias, 
     cdef const real* w = &weight[0] if weight is not None else NULL
     cdef const real* b = &bias[0] if bias is not None else NULL
     with nogil:
-        for r in prange(rows, schedule="dynamic", chunksize=32):
+        for r in prange(rows, schedule="dynamic", chunksize=rows_per_task(rows, n)):
             _row_forward(&x[r, 0], w, b, <real>eps, &y[r, 0], &mean[r], &rstd[r], n)
 
 

@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Row softmax, compiled twin of minillm/kernels/softmax.py (read that first: same math).
 
-Rows are independent, so an OpenMP prange hands them to threads (in chunks of 32, dynamically:
-see minillm/kernels/blas.py on threads); each row is three passes
+Rows are independent, so an OpenMP prange hands them to threads (in tasks of many rows, dynamically:
+csrc/tasks.pxd, and minillm/kernels/blas.py on threads); each row is three passes
 (max, exp and sum, scale) over contiguous memory, vectorized (see vecmath.h). The additive mask is
 never broadcast to the input's size: row r reads mask[mask_rows[r] : mask_rows[r] + n], so a
 (B, 1, 1, S) padding mask over (B, H, L, S) scores costs B*S floats and one offset per row.
@@ -11,6 +11,7 @@ Inputs are checked by the Python wrapper; here the memoryview types check dtype 
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 
+from tasks cimport rows_per_task
 from vecmath cimport real, row_dot, row_max, row_sum, vexp
 
 
@@ -37,7 +38,7 @@ def forward(const real[:, ::1] x, const real[::1] mask, const Py_ssize_t[::1] ma
     cdef Py_ssize_t r, rows = x.shape[0], n = x.shape[1]
     cdef bint masked = mask is not None
     with nogil:
-        for r in prange(rows, schedule="dynamic", chunksize=32):
+        for r in prange(rows, schedule="dynamic", chunksize=rows_per_task(rows, n)):
             _row_forward(&x[r, 0], &mask[mask_rows[r]] if masked else NULL, &y[r, 0], n)
 
 
@@ -52,5 +53,5 @@ def backward(const real[:, ::1] y, const real[:, ::1] grad, real[:, ::1] out):
     """out[r] = y[r] * (grad[r] - <grad[r], y[r]>). Shapes (R, N)."""
     cdef Py_ssize_t r, rows = y.shape[0], n = y.shape[1]
     with nogil:
-        for r in prange(rows, schedule="dynamic", chunksize=32):
+        for r in prange(rows, schedule="dynamic", chunksize=rows_per_task(rows, n)):
             _row_backward(&y[r, 0], &grad[r, 0], &out[r, 0], n)

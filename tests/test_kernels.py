@@ -174,6 +174,21 @@ def test_softmax_rows_across_threads_and_all_masked_rows():
     np.testing.assert_allclose(two[~masked].sum(axis=1), 1, rtol=1e-6)
 
 
+@pytest.mark.parametrize("size", [4095, 4096 * 64 + 1, 65536 * 64 + 3])
+def test_row_and_elementwise_kernels_cover_every_element_in_tasks(size):
+    """csrc/tasks.pxd cuts the work into tasks of 4096 to 65536 elements: at sizes where the tasks
+    are smallest, in between and largest, each with a last partial task, every output is the twin's
+    (numpy.empty leaves what a missed task would not write)."""
+    rng = np.random.default_rng(size)
+    x = rng.normal(size=size).astype(np.float32)
+    close(gelu_forward(x), gelu_forward_numpy(x), np.float32, 2)
+    rows = x[: size - size % 128].reshape(-1, 128)
+    close(softmax_forward(rows), softmax_forward_numpy(rows), np.float32)
+    w, b = rng.normal(size=128).astype(np.float32), rng.normal(size=128).astype(np.float32)
+    for got, want in zip(layer_norm_forward(rows, w, b, 1e-12), layer_norm_forward_numpy(rows, w, b, 1e-12)):
+        close(got, want, np.float32, 4)
+
+
 def test_softmax_extreme_values():
     x = np.array([[0, -np.inf, 80, -80, 1e-30], [np.nan, 0, 1, 2, 3]], np.float32)
     y = softmax_forward(x)

@@ -28,14 +28,15 @@ When scipy's OpenBLAS was loaded before minillm (another library imported scipy.
 timeout was set, its workers spin for 0.1 s: big products then stay in OpenMP's pool as slabs,
 BLAS single-threaded (``threaded_products()`` is False).
 
-Work in OpenMP's pool is handed out dynamically (schedule "dynamic": rows in chunks of 32, GELU in
-blocks, GEMM slabs, attention pairs), because a machine is rarely ours alone: with a static split,
-a thread the OS pauses holds the whole call up. With other processes busy on this 2-core machine,
-softmax over MiniLM's (32, 12, 128, 128) scores took 8.6 ms static and 2.1 ms dynamic. Results
-do not depend on the schedule: every task writes its own outputs, and layer norm's backward sums
-dw and db per fixed chunk of rows, not per thread. A product is the same bits on every run at one
-thread count, but not across thread counts: OpenBLAS blocks it by its thread count (a MiniLM Linear
-at 1 and 2 threads differs by up to 1e-4, float32 rounding of sums of 384 terms).
+Work in OpenMP's pool is handed out dynamically (schedule "dynamic": rows and GELU's elements in
+tasks of 16-256 KB, csrc/tasks.pxd; GEMM slabs, attention pairs), because a machine is rarely ours
+alone: with a static split, a thread the OS pauses holds the whole call up. With other processes
+busy on this 2-core machine, softmax over MiniLM's (32, 12, 128, 128) scores took 8.6 ms static
+and 2.1 ms dynamic. Results do not depend on the schedule: every task writes its own outputs, and
+layer norm's backward sums dw and db per fixed chunk of rows, not per thread. A product is the same
+bits on every run at one thread count, but not across thread counts: OpenBLAS blocks it by its
+thread count (a MiniLM Linear at 1 and 2 threads differs by up to 1e-4, float32 rounding of sums of
+384 terms).
 
 When scipy's BLAS is not an OpenBLAS found here (another build of scipy), its threads cannot be
 set and ``threads()`` is None: the kernels still give right answers, but may oversubscribe the cores.
