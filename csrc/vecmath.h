@@ -88,6 +88,25 @@ static inline float mll_normal_cdf_f(float x, float gauss)
     return x < 0 ? tail : 1.0f - tail;
 }
 
+/* The sum of TERM(i) for i < n, as four sums over the row's quarters side by side in one loop: four
+ * running sums, whose adds overlap, where one running sum waits out each add's latency (3-4
+ * cycles). Layer norm's forward, two such sums per row, was bound by those chains: a row of 384
+ * floats is 48 adds in a chain at AVX2. (4096, 384) float32 on one thread, AMD EPYC Zen 5, built
+ * for x86-64-v3: 0.54 -> 0.37 ms; natively (AVX-512, 24 adds in a chain) about the same. */
+#define MLL_QUARTERS_SUM(T, TERM)                                                              \
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                          \
+    const Py_ssize_t q = n / 4;                                                                \
+    _Pragma("omp simd reduction(+:s0, s1, s2, s3)") for (Py_ssize_t i = 0; i < q; i++) {       \
+        s0 += TERM(i);                                                                         \
+        s1 += TERM(i + q);                                                                     \
+        s2 += TERM(i + 2 * q);                                                                 \
+        s3 += TERM(i + 3 * q);                                                                 \
+    }                                                                                          \
+    for (Py_ssize_t i = 4 * q; i < n; i++) s0 += TERM(i);                                      \
+    return (s0 + s1) + (s2 + s3);
+#define MLL_SHIFTED(i) (x[i] - c)
+#define MLL_SHIFTED_SQUARE(i) ((x[i] - c) * (x[i] - c))
+
 /* Row reductions, vectorized by `omp simd` (a no-op pragma when built without OpenMP). */
 #define MLL_REDUCTIONS(T, SUFFIX)                                                              \
     static inline T mll_max_##SUFFIX(const T *x, Py_ssize_t n)                                 \
@@ -105,16 +124,11 @@ static inline float mll_normal_cdf_f(float x, float gauss)
     }                                                                                          \
     static inline T mll_shifted_sum_##SUFFIX(const T *x, T c, Py_ssize_t n)                    \
     {                                                                                          \
-        T s = 0;                                                                               \
-        _Pragma("omp simd reduction(+:s)") for (Py_ssize_t i = 0; i < n; i++) s += x[i] - c;   \
-        return s;                                                                              \
+        MLL_QUARTERS_SUM(T, MLL_SHIFTED)                                                       \
     }                                                                                          \
     static inline T mll_shifted_sumsq_##SUFFIX(const T *x, T c, Py_ssize_t n)                  \
     {                                                                                          \
-        T s = 0;                                                                               \
-        _Pragma("omp simd reduction(+:s)") for (Py_ssize_t i = 0; i < n; i++)                  \
-            s += (x[i] - c) * (x[i] - c);                                                      \
-        return s;                                                                              \
+        MLL_QUARTERS_SUM(T, MLL_SHIFTED_SQUARE)                                                \
     }                                                                                          \
     static inline T mll_dot_##SUFFIX(const T *x, const T *y, Py_ssize_t n)                     \
     {                                                                                          \
