@@ -88,20 +88,20 @@ static inline float mll_normal_cdf_f(float x, float gauss)
     return x < 0 ? tail : 1.0f - tail;
 }
 
-/* The sum of TERM(i) for i < n, as four sums over the row's quarters side by side in one loop: four
- * running sums, whose adds overlap, where one running sum waits out each add's latency (3-4
+/* The sum of TERM(i) for i < n. At AVX2, four sums over the row's quarters side by side in one loop:
+ * four running sums, whose adds overlap, where one running sum waits out each add's latency (3-4
  * cycles). Layer norm's forward, two such sums per row, was bound by those chains: a row of 384
  * floats is 48 adds in a chain at AVX2. (4096, 384) float32 on one thread, AMD EPYC Zen 5, built
  * for x86-64-v3: 0.54 -> 0.37 ms. Not with AVX-512: there the chain is half as long, and folding
  * four running sums of 16 lanes each at the end costs more than the overlap saves (0.32 -> 0.37 ms
  * natively on the same machine): one running sum there. */
 #ifdef __AVX512F__
-#define MLL_QUARTERS_SUM(T, TERM)                                                              \
+#define MLL_ROW_SUM(T, TERM)                                                                   \
     T s = 0;                                                                                   \
     _Pragma("omp simd reduction(+:s)") for (Py_ssize_t i = 0; i < n; i++) s += TERM(i);       \
     return s;
 #else
-#define MLL_QUARTERS_SUM(T, TERM)                                                              \
+#define MLL_ROW_SUM(T, TERM)                                                                   \
     T s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                          \
     const Py_ssize_t q = n / 4;                                                                \
     _Pragma("omp simd reduction(+:s0, s1, s2, s3)") for (Py_ssize_t i = 0; i < q; i++) {       \
@@ -133,11 +133,11 @@ static inline float mll_normal_cdf_f(float x, float gauss)
     }                                                                                          \
     static inline T mll_shifted_sum_##SUFFIX(const T *x, T c, Py_ssize_t n)                    \
     {                                                                                          \
-        MLL_QUARTERS_SUM(T, MLL_SHIFTED)                                                       \
+        MLL_ROW_SUM(T, MLL_SHIFTED)                                                            \
     }                                                                                          \
     static inline T mll_shifted_sumsq_##SUFFIX(const T *x, T c, Py_ssize_t n)                  \
     {                                                                                          \
-        MLL_QUARTERS_SUM(T, MLL_SHIFTED_SQUARE)                                                \
+        MLL_ROW_SUM(T, MLL_SHIFTED_SQUARE)                                                     \
     }                                                                                          \
     static inline T mll_dot_##SUFFIX(const T *x, const T *y, Py_ssize_t n)                     \
     {                                                                                          \
