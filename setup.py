@@ -7,7 +7,7 @@ MINILLM_PORTABLE=1 for a build that runs on any CPU of the same architecture.
 On x86-64 every -march build prefers 512-bit vectors (-mprefer-vector-width=512): GCC tunes several
 AVX-512 CPUs (-march=native on Rocket Lake, Ice Lake, Sapphire Rapids) to 256-bit vectors, for fear of
 the clock drop that old Skylake-X cores took on zmm code; the kernels' exp/erf loops run faster at 512
-bits (bench/kernels.py), and on a level without AVX-512 (x86-64-v3) the preference changes nothing. The level chosen is
+bits (bench/compiled_kernels.py), and on a level without AVX-512 (x86-64-v3) the preference changes nothing. The level chosen is
 compiled into minillm._C.build_info (csrc/build_info.pyx), so a build says what it was built for.
 A changed MINILLM_MARCH changes no source: add --force to rebuild a tree built before.
 No -ffast-math: masks rely on -inf and NaN.

@@ -18,7 +18,7 @@ The description every bench prints at its top:
     the base clock: a share above 100% then means the cores run faster).
 minillm's and torch's facts come from a probe process per side, launched as the bench's workers are.
 
-Levels (--level on bench/kernels.py, bert_step.py, pretrain_step.py, sst2_finetune.py, embed.py):
+Levels (--level on bench/compiled_kernels.py, bert_step.py, pretrain_step.py, sst2_finetune.py, embed.py):
   native  what the machine runs by itself: worker_env() unsets every variable that forces a lower
           level (FORCING below; some machines set OPENBLAS_CORETYPE), minillm as built here;
   avx2    both sides held to AVX2 on an AVX-512 machine (AVX2_ENV below):

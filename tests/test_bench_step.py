@@ -1,5 +1,6 @@
 """bench/bert_step.py's arithmetic: the matrix products it counts in a BERT encoder step are the
 ones torch's FlopCounterMode counts in transformers' BertModel, and its GEMM worker runs them."""
+import importlib.machinery
 import importlib.util
 import sys
 
@@ -14,6 +15,17 @@ def _load(name, path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_no_bench_script_stands_in_for_an_installed_module():
+    """A bench script runs with bench/ first on sys.path (tests put it there too), so a script named
+    as a module that torch or transformers imports would replace that module in the process: a
+    bench/kernels.py broke every transformers import once transformers 5.25 began importing its
+    dependency `kernels`."""
+    bench = (REPO / "bench").resolve()
+    elsewhere = [p for p in sys.path if p and (REPO / p).resolve() != bench]
+    scripts = sorted(path.stem for path in bench.glob("*.py"))
+    assert scripts and [name for name in scripts if importlib.machinery.PathFinder.find_spec(name, elsewhere)] == []
 
 
 sys.path.insert(0, str(REPO / "bench"))  # bert_step imports bench/machine.py by its bare name

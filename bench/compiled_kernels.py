@@ -1,10 +1,13 @@
 """Time minillm's compiled kernels against their NumPy twins and torch, and print one table.
 
-    python bench/kernels.py              # 3 alternating rounds per side, then attention memory
-    python bench/kernels.py --quick      # 1 round, few repeats: checks that it all runs
-    python bench/kernels.py --threads 1
-    python bench/kernels.py --level avx2 # every side held to AVX2 on an AVX-512 machine (bench/machine.py)
-    python bench/kernels.py --kernels gelu,softmax   # those rows only (after a change to them)
+    python bench/compiled_kernels.py               # 3 alternating rounds per side, then attention memory
+    python bench/compiled_kernels.py --quick       # 1 round, few repeats: checks that it all runs
+    python bench/compiled_kernels.py --threads 1
+    python bench/compiled_kernels.py --level avx2  # every side held to AVX2 on an AVX-512 machine (bench/machine.py)
+    python bench/compiled_kernels.py --kernels gelu,softmax   # those rows only (after a change to them)
+
+(Not bench/kernels.py: transformers 5.25 imports a package named kernels, which a script of that name
+beside the benches would stand in for.)
 
 Shapes: MiniLM-L6 (B=32, L=128, H=12, D=32, hidden 384, intermediate 1536), BERT-base (B=8,
 L=128, H=12, D=64, hidden 768, intermediate 3072), and attention at L=512 (B=2, BERT-base heads).
