@@ -9,12 +9,11 @@ Both run in this process; the machine and what each side runs there come first (
 its probes launched with this process's threads at the native level).
 """
 import argparse
-import statistics
-import time
 
 import numpy
 
 import machine
+from compiled_kernels import timed  # median ms of repeat calls, after one to warm up
 from minillm import kernels
 from minillm.nn import Parameter
 from minillm.optim import AdamW
@@ -31,16 +30,6 @@ def bert_shapes(hidden, layers, intermediate, vocab=30522, positions=512, labels
         shapes += [(hidden, hidden), (hidden,)] * 4 + [(hidden,), (hidden,)]        # q k v o, LayerNorm
         shapes += [(intermediate, hidden), (intermediate,), (hidden, intermediate), (hidden,), (hidden,), (hidden,)]
     return shapes + [(hidden, hidden), (hidden,), (labels, hidden), (labels,)]    # pooler, classifier
-
-
-def timed(step, repeat):
-    step()  # the first step allocates the state
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main():
