@@ -42,6 +42,21 @@ def forward(const real[:, ::1] x, const real[::1] weight, const real[::1] bias, 
             _row_forward(&x[r, 0], w, b, <real>eps, &y[r, 0], &mean[r], &rstd[r], n)
 
 
+def add_forward(const real[:, ::1] x, const real[:, ::1] residual, const real[::1] weight,
+                const real[::1] bias, double eps, real[:, ::1] total, real[:, ::1] y, real[::1] mean,
+                real[::1] rstd):
+    """total = x + residual, then forward's y, mean, rstd of total, a row at a time: the row of
+    total just written is normalized while it is still in cache. x, residual, total, y: (R, N)."""
+    cdef Py_ssize_t j, r, rows = x.shape[0], n = x.shape[1]
+    cdef const real* w = &weight[0] if weight is not None else NULL
+    cdef const real* b = &bias[0] if bias is not None else NULL
+    with nogil:
+        for r in prange(rows, schedule="dynamic", chunksize=rows_per_task(rows, n)):
+            for j in range(n):
+                total[r, j] = x[r, j] + residual[r, j]
+            _row_forward(&total[r, 0], w, b, <real>eps, &y[r, 0], &mean[r], &rstd[r], n)
+
+
 cdef void _row_backward(const real* g, const real* x, const real* w, real mu, real r, real* dx,
                         real* dw, real* db, Py_ssize_t n) noexcept nogil:
     """Two passes over the row: the sums (and dw, db), then dx = r (dxhat - mean(dxhat) - xhat

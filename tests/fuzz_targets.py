@@ -600,8 +600,8 @@ def kernel_case(rng):
     layouts, dtypes, size-0 axes, NaN and inf; mostly consistent arguments, at times not."""
     dtype = rng.choice([np.float32, np.float64])
     name = rng.choice(["softmax_forward", "softmax_backward", "layer_norm_forward", "layer_norm_backward",
-                       "gelu_forward", "gelu_backward", "matmul", "attention_forward", "attention_backward",
-                       "adamw"])
+                       "add_layer_norm_forward", "gelu_forward", "gelu_backward", "matmul", "attention_forward",
+                       "attention_backward", "adamw"])
     rows = tuple(_side(rng) for _ in range(rng.randint(0, 3)))
     n = _side(rng)
     A = lambda shape, dt=dtype: _array(rng, _maybe_wrong(rng, shape), dt)  # noqa: E731
@@ -616,12 +616,14 @@ def kernel_case(rng):
             return name, _softmax_forward_then_backward, (A(rows + (n,)), A(rows + (n,))), {}
         # a y that is no forward's output: the gradient of no function, y (g - <g, y>) of products that overflow
         return "softmax_backward, any output", kernels.softmax_backward, (A(rows + (n,)), A(rows + (n,))), {}
-    if name in ("layer_norm_forward", "layer_norm_backward"):
+    if name in ("layer_norm_forward", "layer_norm_backward", "add_layer_norm_forward"):
         shape = (_side(rng), n)
         weight, bias = (A((n,)) if rng.random() < 0.8 else None), (A((n,)) if rng.random() < 0.8 else None)
         eps = rng.choice([1e-12, 1e-5, -1.0, float("nan"), 1e30])  # not 0: a constant row is 0/0
         if name == "layer_norm_forward":
             return name, kernels.layer_norm_forward, (A(shape), weight, bias, eps), {}
+        if name == "add_layer_norm_forward":  # layer_norm_forward's arguments, the residual last
+            return name, _add_layer_norm_forward, (A(shape), weight, bias, eps, A(shape)), {}
         if rng.random() < 0.8:  # mostly after the forward, as training runs them
             return name, _layer_norm_forward_then_backward, (A(shape), weight, bias, eps, A(shape)), {}
         # a mean and rstd that no forward made: the gradient of no function (see layer_norm_backward)
@@ -668,6 +670,20 @@ def _softmax_forward_then_backward(x, grad):
     """(y, dx): softmax_backward on the same twin's forward output."""
     y = kernels.softmax_forward(x)
     return y, kernels.softmax_backward(y, grad)
+
+
+def _add_layer_norm_forward(x, weight, bias, eps, residual):
+    """add_layer_norm_forward with layer_norm_forward's arguments first, as the checks below read them."""
+    return kernels.add_layer_norm_forward(x, residual, weight, bias, eps)
+
+
+def _as_layer_norm(name, args):
+    """An add_layer_norm_forward case as the layer_norm_forward case of its sum x + residual, which
+    both twins compute alike (one rounded add): the same rounding to allow for, on the same rows."""
+    if name != "add_layer_norm_forward":
+        return name, args
+    x, weight, bias, eps, residual = args
+    return "layer_norm_forward", (x + residual, weight, bias, eps)
 
 
 def _layer_norm_forward_then_backward(x, weight, bias, eps, grad):
@@ -739,6 +755,7 @@ def _amplification(name, args, reference):
     |k|, |q|). A rounding error is turned into a scale at which the tolerance is 64 of those errors."""
     if name.startswith("attention"):
         return _errors_to_scale(_attention_rounding(*_attention_args(name, args)), args[0].dtype)
+    name, args = _as_layer_norm(name, args)
     if not name.startswith("layer_norm") or not args[0].size:
         return 1.0
     x, rstd = args[0], float(np.abs(reference[2]).max(initial=0))
@@ -775,6 +792,7 @@ def _rounding_decides_overflow(name, args, reference):
       0 in one twin and a residue in the other, and inf * xhat is NaN in one and inf in the other.
     Neither is a bug of either twin (torch gives one or the other, by its own order). The terms are
     bounded from the finite inputs only: infinite inputs alone put NaN and inf where both twins agree."""
+    name, args = _as_layer_norm(name, args)
     biggest = float(np.finfo(args[0].dtype).max) if isinstance(args[0], np.ndarray) and \
         args[0].dtype.kind == "f" else np.inf
     finite = lambda a: np.where(np.isfinite(a), np.abs(a.astype(np.float64)), 0)  # noqa: E731

@@ -182,6 +182,20 @@ case("layer_norm", _ln_case())(
                                                            b if affine else None)))
 
 
+def _add_ln_case():
+    # x as _ln_case's, plus a residual under a fifth of its gap: the sum's values stay 0.06 apart
+    return hst.tuples(st.shapes(max_dims=2), hst.integers(2, 6), hst.booleans()).flatmap(lambda t: hst.tuples(
+        st.separated_arrays(t[0] + (t[1],)), st.arrays(t[0] + (t[1],), low=-0.02, high=0.02),
+        st.arrays((t[1],)), st.arrays((t[1],)), hst.just(t[2])))
+
+
+case("add_layer_norm", _add_ln_case())(
+    (lambda x, r, w, b, affine: mm.ops.add_layer_norm(x, r, x.shape[-1:], w if affine else None,
+                                                      b if affine else None),
+     lambda t, x, r, w, b, affine: t.nn.functional.layer_norm(x + r, x.shape[-1:], w if affine else None,
+                                                              b if affine else None)))
+
+
 def _attention_case():
     dims = hst.tuples(hst.integers(1, 2), hst.integers(1, 3), hst.integers(1, 5), hst.integers(1, 5),
                       hst.integers(1, 4), hst.sampled_from(["none", "keys", "bias"]))

@@ -14,8 +14,8 @@ import minillm as mm
 import minillm.nn.functional as F
 from minillm import kernels
 from minillm.kernels.gelu import gelu_backward, gelu_backward_numpy, gelu_forward, gelu_forward_numpy
-from minillm.kernels.layer_norm import (layer_norm_backward, layer_norm_backward_numpy, layer_norm_forward,
-                                        layer_norm_forward_numpy)
+from minillm.kernels.layer_norm import (add_layer_norm_forward, add_layer_norm_forward_numpy, layer_norm_backward,
+                                        layer_norm_backward_numpy, layer_norm_forward, layer_norm_forward_numpy)
 from minillm.kernels.matmul import matmul, matmul_numpy
 from minillm.kernels.softmax import _mask_rows, softmax_backward, softmax_backward_numpy, softmax_forward, \
     softmax_forward_numpy
@@ -245,6 +245,42 @@ def test_layer_norm_matches_numpy_twin(inputs, seed):
     close(dx, edx, x.dtype, 10 * cond * w * float(erstd.max(initial=1) * np.abs(g).max(initial=1)))
     close(dw, edw, x.dtype, 10 * cond * (len(x) + 1))
     close(db, edb, x.dtype, len(x) + 1)
+
+
+@many_examples
+@given(layer_norm_inputs(), st.data())
+def test_add_layer_norm_matches_numpy_twin(inputs, data):
+    """The compiled Add & Norm gives the twin's sum exactly and layer_norm_forward's outputs of it."""
+    x, weight, bias, eps = inputs
+    residual = layouts(data.draw, x.shape, x.dtype)
+    y, mean, rstd, total = add_layer_norm_forward(x, residual, weight, bias, eps)
+    ey, emean, erstd, etotal = add_layer_norm_forward_numpy(x, residual, weight, bias, eps)
+    assert np.array_equal(total, etotal)
+    for got, want in zip((y, mean, rstd), layer_norm_forward(etotal, weight, bias, eps)):
+        assert np.array_equal(got, want)  # the same row loop over the same sum: the same bits
+    cond = max(1.0, float(np.abs(etotal).max(initial=0) * erstd.max(initial=0)))
+    w = float(np.abs(weight).max(initial=1)) if weight is not None else 1.0
+    close(y, ey, x.dtype, 10 * cond * w + float(np.abs(ey).max(initial=0)))
+
+
+def test_add_layer_norm_matches_torch(torch):
+    """LayerNorm(x + residual) and its four gradients, the op on the compiled kernel against torch's."""
+    rng = np.random.default_rng(5)
+    for dtype in DTYPES:
+        x, residual, g = (rng.normal(size=(3, 4, 65)).astype(dtype) for _ in range(3))
+        w, b = rng.normal(size=65).astype(dtype), rng.normal(size=65).astype(dtype)
+        norm = mm.nn.LayerNorm(65, eps=1e-12)
+        norm.to(dtype)
+        norm.weight.data[...], norm.bias.data[...] = w, b
+        ours = [mm.tensor(x, requires_grad=True), mm.tensor(residual, requires_grad=True), norm.weight, norm.bias]
+        theirs = [torch.tensor(a, requires_grad=True) for a in (x, residual, w, b)]
+        out = norm(ours[0], residual=ours[1])
+        (out * mm.tensor(g)).sum().backward()
+        expected = torch.nn.functional.layer_norm(theirs[0] + theirs[1], (65,), theirs[2], theirs[3], 1e-12)
+        (expected * torch.tensor(g)).sum().backward()
+        close(out.numpy(), expected.detach().numpy(), dtype, 10)
+        for a, t in zip(ours, theirs):
+            close(a.grad.numpy(), t.grad.numpy(), dtype, 100)
 
 
 def test_layer_norm_backward_gives_the_same_bits_for_any_thread_count():

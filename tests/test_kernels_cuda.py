@@ -19,8 +19,8 @@ from minillm.kernels.attention import attention_backward_numpy, attention_forwar
 from minillm.kernels.cuda import attention as cuda_attention, gelu as cuda_gelu
 from minillm.kernels.dropout import keep_mask
 from minillm.kernels.gelu import gelu_backward, gelu_backward_numpy, gelu_forward, gelu_forward_numpy
-from minillm.kernels.layer_norm import (layer_norm_backward, layer_norm_backward_numpy, layer_norm_forward,
-                                        layer_norm_forward_numpy)
+from minillm.kernels.layer_norm import (add_layer_norm_forward, add_layer_norm_forward_numpy, layer_norm_backward,
+                                        layer_norm_backward_numpy, layer_norm_forward, layer_norm_forward_numpy)
 from minillm.kernels.softmax import softmax_backward, softmax_backward_numpy, softmax_forward, softmax_forward_numpy
 from minillm.optim.adamw import adamw_update
 
@@ -140,6 +140,18 @@ def test_layer_norm_matches_numpy_twin(cupy, rows, n, affine, with_bias, eps, la
     close(dx, layer_norm_backward_numpy(f64[0], f64[1], f64[2], mean64, rstd64)[0].astype(np.float32), atol=1e-5)
     close(dw, edw, atol=1e-6 * (rows + 1))  # sums over the rows, added in another order
     close(db, edb, atol=1e-6 * (rows + 1))
+
+
+@given(st.sampled_from([0, 1, 64, 301]), st.sampled_from([1, 33, 384]), st.sampled_from(["c", "transposed"]), seeds)
+def test_add_layer_norm_matches_numpy_twin(cupy, rows, n, layout, seed):
+    rng = np.random.default_rng(seed)
+    x, residual = on_gpu(cupy, rng, (rows, n), layout), on_gpu(cupy, rng, (rows, n))
+    weight, bias = on_gpu(cupy, rng, (n,)), on_gpu(cupy, rng, (n,))
+    got = add_layer_norm_forward(x, residual, weight, bias, 1e-12)
+    expected = add_layer_norm_forward_numpy(x, residual, weight, bias, 1e-12)
+    assert bool((got[3] == expected[3]).all())  # the sum: one rounded add in both
+    for a, b in zip(got[:3], expected[:3]):
+        close(a, b, atol=1e-5)
 
 
 def test_layer_norm_backward_gives_the_same_bits_every_run(cupy):

@@ -30,6 +30,8 @@ CASES = [  # (kernel, arguments, error, what the message names)
     (kernels.layer_norm_forward, (np.ones((2, 3, 4)), None, None, 1e-5), ValueError, "x must be"),
     (kernels.layer_norm_forward, (f64, None, None, -1.0), ValueError, "eps"),
     (kernels.layer_norm_backward, (f64, f64, None, np.ones(3), np.ones(2)), ValueError, "mean must have shape"),
+    (kernels.add_layer_norm_forward, (f32, f32.T, None, None, 1e-5), ValueError, r"residual must have shape \(2, 3\)"),
+    (kernels.add_layer_norm_forward, (f32, f64, None, None, 1e-5), TypeError, "residual dtype"),
     (kernels.gelu_forward, (f32, "erf"), ValueError, "approximate"),
     (kernels.gelu_forward, (np.ones(3, np.float16),), TypeError, "input must be float32"),
     (kernels.gelu_backward, (f32, f64), ValueError, "grad"),

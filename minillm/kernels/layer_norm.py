@@ -9,6 +9,10 @@ Backward, per row, with g = dL/dy:
     dxhat = g * w
     dL/dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
 (the two means are the gradient flowing through mu and through rstd.)
+Add & Norm, a post-LN transformer's LayerNorm(x + residual): add_layer_norm_forward writes the sum
+and normalizes it row by row while the row is still in cache, one pass over memory instead of two
+(the add's, then the norm's); the backward is layer_norm_backward at the sum, and the residual's
+gradient is the sum's, dL/dx itself.
 NumPy twins first; the compiled twins are csrc/layer_norm.pyx and, on the GPU, csrc/cuda/layer_norm.cu.
 """
 import numpy
@@ -30,6 +34,11 @@ def layer_norm_forward_numpy(x, weight, bias, eps):
     if bias is not None:
         y = y + bias
     return y, mean[..., 0], rstd[..., 0]
+
+
+def add_layer_norm_forward_numpy(x, residual, weight, bias, eps):
+    total = x + residual
+    return layer_norm_forward_numpy(total, weight, bias, eps) + (total,)
 
 
 def _mean(x):
@@ -70,17 +79,32 @@ def _check_x(kernel, x):
     dispatch.check_float("layer_norm", "x", x)
 
 
-@dispatch.kernel("layer_norm", numpy=layer_norm_forward_numpy)
-def layer_norm_forward(x, weight, bias, eps):
-    """x: (R, N) float32 or float64; weight, bias: (N,) of x's dtype, or None; eps >= 0.
-    Returns y (R, N), mean (R,), rstd (R,)."""
-    _check_x("layer_norm", x)
+def _check_affine(x, weight, bias, eps):
     for name, a in (("weight", weight), ("bias", bias)):
         if a is not None:
             _check("layer_norm", name, a, x, x.shape[1:])
     if not eps >= 0:
         raise ValueError(f"layer_norm: eps must be >= 0, got {eps}")
+
+
+@dispatch.kernel("layer_norm", numpy=layer_norm_forward_numpy)
+def layer_norm_forward(x, weight, bias, eps):
+    """x: (R, N) float32 or float64; weight, bias: (N,) of x's dtype, or None; eps >= 0.
+    Returns y (R, N), mean (R,), rstd (R,)."""
+    _check_x("layer_norm", x)
+    _check_affine(x, weight, bias, eps)
     return x, weight, bias, eps
+
+
+@dispatch.kernel("layer_norm", numpy=add_layer_norm_forward_numpy)
+def add_layer_norm_forward(x, residual, weight, bias, eps):
+    """layer_norm_forward of x + residual, the sum and the norm in one pass. x, residual: (R, N) of
+    one dtype; weight, bias, eps as layer_norm_forward's. Returns y, mean, rstd and the sum (R, N),
+    the x that layer_norm_backward takes."""
+    _check_x("layer_norm", x)
+    _check("layer_norm", "residual", residual, x, x.shape)
+    _check_affine(x, weight, bias, eps)
+    return x, residual, weight, bias, eps
 
 
 @dispatch.kernel("layer_norm", numpy=layer_norm_backward_numpy)
@@ -105,10 +129,24 @@ def _layer_norm_forward_compiled(compiled, x, weight, bias, eps):
     if x.shape[1] == 0:  # nothing to normalize: the twin's NaN mean and rstd
         return layer_norm_forward_numpy(x, weight, bias, eps)
     x, weight, bias = _contiguous(x), _contiguous(weight), _contiguous(bias)
-    y = numpy.empty_like(x)
-    mean, rstd = numpy.empty(len(x), x.dtype), numpy.empty(len(x), x.dtype)
+    y, mean, rstd = _outputs(x)
     compiled.forward(x, weight, bias, float(eps), y, mean, rstd)
     return y, mean, rstd
+
+
+@add_layer_norm_forward.compiled
+def _add_layer_norm_forward_compiled(compiled, x, residual, weight, bias, eps):
+    if x.shape[1] == 0:
+        return add_layer_norm_forward_numpy(x, residual, weight, bias, eps)
+    x, residual, weight, bias = (_contiguous(a) for a in (x, residual, weight, bias))
+    (y, mean, rstd), total = _outputs(x), numpy.empty_like(x)
+    compiled.add_forward(x, residual, weight, bias, float(eps), total, y, mean, rstd)
+    return y, mean, rstd, total
+
+
+def _outputs(x):
+    """Empty y (R, N), mean (R,) and rstd (R,) for rows x."""
+    return numpy.empty_like(x), numpy.empty(len(x), x.dtype), numpy.empty(len(x), x.dtype)
 
 
 @layer_norm_backward.compiled

@@ -99,7 +99,7 @@ class BertSelfOutput(Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)), residual=input_tensor)  # the + in the norm
 
 
 class BertAttention(Module):
@@ -140,7 +140,7 @@ class BertOutput(Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)), residual=input_tensor)  # the + in the norm
 
 
 class BertLayer(Module):

@@ -4,7 +4,7 @@ import math
 import numpy
 
 from .. import random
-from ..ops.nn import Embedding as EmbeddingOp
+from ..ops.nn import Embedding as EmbeddingOp, add_layer_norm
 from . import functional as F
 from .module import Module, Parameter
 
@@ -62,7 +62,11 @@ class LayerNorm(Module):
         self.weight = Parameter(numpy.ones(self.normalized_shape, numpy.float32)) if elementwise_affine else None
         self.bias = Parameter(numpy.zeros(self.normalized_shape, numpy.float32)) if elementwise_affine else None
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """LayerNorm(x); with ``residual``, LayerNorm(x + residual), the add fused into the norm's pass
+        (a transformer's Add & Norm: BERT's BertSelfOutput and BertOutput)."""
+        if residual is not None:
+            return add_layer_norm(x, residual, self.normalized_shape, self.weight, self.bias, self.eps)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):

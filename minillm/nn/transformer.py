@@ -48,8 +48,8 @@ class TransformerEncoderLayer(Module):
         """x: (B, L, d_model); key_mask: (B, L), True/1 for real tokens.
         Returns (y (B, L, d_model), attention probabilities (B, H, L, L) or None)."""
         context, probs = self.self_attn(x, key_mask, output_attentions)
-        a = self.norm1(x + self.dropout1(self.out_proj(context)))
-        y = self.norm2(a + self.dropout2(self.linear2(ACTIVATIONS[self.activation](self.linear1(a)))))
+        a = self.norm1(self.dropout1(self.out_proj(context)), residual=x)  # norm1(x + ...), the add in the norm
+        y = self.norm2(self.dropout2(self.linear2(ACTIVATIONS[self.activation](self.linear1(a)))), residual=a)
         return y, probs
 
     def extra_repr(self):

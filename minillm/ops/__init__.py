@@ -5,7 +5,8 @@ by side) in the file of this package that holds it:
     reduce.py       sum mean max
     shape.py        reshape permute getitem cat stack
     linalg.py       matmul linear
-    nn.py           softmax log_softmax cross_entropy check_class_ids layer_norm dropout embedding attention
+    nn.py           softmax log_softmax cross_entropy check_class_ids layer_norm add_layer_norm dropout
+                    embedding attention
 
 ``sum``, ``max``, ``abs`` and ``pow`` are torch's names: ``minillm.ops.sum`` is the op, not Python's sum.
 """
@@ -18,7 +19,8 @@ from .elementwise import (  # noqa: F401
     abs, add, cast, div, exp, gelu, log, masked_fill, mul, neg, pow, relu, sqrt, sub, tanh, to_device, where)
 from .linalg import Linear, MatMul, linear, matmul  # noqa: F401
 from .nn import (  # noqa: F401
-    IGNORE_INDEX, Attention, CrossEntropy, Dropout, Embedding, LayerNorm, LogSoftmax, Softmax,
-    attention, check_class_ids, cross_entropy, dropout, embedding, layer_norm, log_softmax, softmax)
+    IGNORE_INDEX, AddLayerNorm, Attention, CrossEntropy, Dropout, Embedding, LayerNorm, LogSoftmax, Softmax,
+    add_layer_norm, attention, check_class_ids, cross_entropy, dropout, embedding, layer_norm, log_softmax,
+    softmax)
 from .reduce import Max, MaxResult, Mean, Sum, max, mean, sum  # noqa: F401
 from .shape import Cat, GetItem, Permute, Reshape, Stack, cat, getitem, permute, reshape, stack  # noqa: F401

@@ -1,4 +1,4 @@
-"""The neural-network ops: softmax, log_softmax, cross-entropy, layer norm, dropout, embedding
+"""The neural-network ops: softmax, log_softmax, cross-entropy, layer norm (and Add & Norm), dropout, embedding
 and attention. The heavy ones call minillm/kernels, which holds their NumPy and compiled twins.
 Each Function is followed by its function on Tensors, which checks the arguments."""
 import numpy
@@ -134,20 +134,51 @@ class LayerNorm(Function):
         return dx.reshape(shape), dw, db
 
 
+class AddLayerNorm(LayerNorm):
+    """y = LayerNorm(x + residual), a post-LN transformer's Add & Norm, the sum and the norm in one
+    pass (kernels.add_layer_norm_forward). The backward is LayerNorm's at the sum s = x + residual,
+    and since ds/dx = ds/dresidual = 1:   dL/dx = dL/dresidual = dL/ds."""
+
+    def forward(self, x, residual, weight=None, bias=None, eps=1e-5):
+        rows = x.reshape(-1, x.shape[-1])
+        y, mean, rstd, total = kernels.add_layer_norm_forward(rows, residual.reshape(rows.shape), weight, bias, eps)
+        self.save(total, weight, mean, rstd, x.shape)  # LayerNorm's layout, the sum for its input
+        return y.reshape(x.shape)
+
+    def backward(self, g):
+        dx, dw, db = super().backward(g)
+        return dx, dx, dw, db
+
+
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalize over the trailing ``normalized_shape`` axes (torch.nn.functional.layer_norm)."""
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if x.shape[x.ndim - len(shape):] != shape:
-        raise ValueError(f"layer_norm: normalized_shape {shape} does not match the trailing dims of input {x.shape}")
-    for name, p in (("weight", weight), ("bias", bias)):
-        if p is not None and p.shape != shape:
-            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {shape}")
+    shape = _check_layer_norm(x, normalized_shape, weight, bias)
     if len(shape) != 1:  # several trailing axes: normalize them as one flat axis
         flat = x.shape[:x.ndim - len(shape)] + (-1,)
         w = weight.reshape(-1) if weight is not None else None
         b = bias.reshape(-1) if bias is not None else None
         return layer_norm(x.reshape(flat), flat[-1:], w, b, eps).reshape(x.shape)
     return LayerNorm.apply(x, weight, bias, eps=eps)
+
+
+def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """layer_norm(x + residual, ...), in one pass where x and residual have one shape and dtype and
+    the norm is over the last axis (else the add, then the norm)."""
+    shape = _check_layer_norm(x, normalized_shape, weight, bias)
+    if len(shape) != 1 or residual.shape != x.shape or residual.dtype != x.dtype:
+        return layer_norm(x + residual, shape, weight, bias, eps)
+    return AddLayerNorm.apply(x, residual, weight, bias, eps=eps)
+
+
+def _check_layer_norm(x, normalized_shape, weight, bias):
+    """normalized_shape as a tuple, or a ValueError naming what does not match it."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if x.shape[x.ndim - len(shape):] != shape:
+        raise ValueError(f"layer_norm: normalized_shape {shape} does not match the trailing dims of input {x.shape}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != shape:
+            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {shape}")
+    return shape
 
 
 class Dropout(Function):

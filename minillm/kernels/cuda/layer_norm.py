@@ -40,6 +40,14 @@ def layer_norm_forward(x, weight, bias, eps):
     return y, mean, rstd
 
 
+def add_layer_norm_forward(x, residual, weight, bias, eps):
+    """layer_norm_forward of x + residual. One CuPy add, then the kernel: the pass over memory
+    that the CPU's fused loop saves costs little at a GPU's bandwidth."""
+    x, residual = _on_gpu("layer_norm", x=x, residual=residual)
+    total = x + residual
+    return layer_norm_forward(total, weight, bias, eps) + (total,)
+
+
 def layer_norm_backward(grad, x, weight, mean, rstd):
     """grad, x: float32 CuPy (R, N); weight (N,) or None; mean, rstd (R,). Returns dx, dweight, dbias."""
     grad, x, weight, mean, rstd = _on_gpu("layer_norm backward", grad=grad, x=x, weight=weight, mean=mean, rstd=rstd)
