@@ -115,10 +115,24 @@ case("getitem_slice", st.shapes(min_dims=1).flatmap(lambda s: hst.tuples(st.arra
     (lambda a, idx: a[idx], lambda t, a, idx: a[idx]))
 
 
-case("gather_rows", hst.tuples(hst.integers(1, 5), hst.integers(1, 4)).flatmap(lambda s: hst.tuples(
+case("getitem_gather", hst.tuples(hst.integers(1, 5), hst.integers(1, 4)).flatmap(lambda s: hst.tuples(
     st.arrays(s), st.shapes(max_dims=2).flatmap(lambda ids: hst.builds(
         lambda seed: np.random.default_rng(seed).integers(0, s[0], ids), hst.integers(0, 2**31)))))) (
     (lambda w, ids: w[mm.tensor(ids)], lambda t, w, ids: w[t.as_tensor(ids)]))
+
+
+def _distinct_rows(rows, count):
+    """``count`` distinct row numbers below ``rows`` in a drawn order (as Padding's, if sorted)."""
+    return hst.builds(lambda seed: np.random.default_rng(seed).permutation(rows)[:count], hst.integers(0, 2**31))
+
+
+case("gather_rows", hst.tuples(hst.integers(1, 6), hst.integers(0, 3)).flatmap(lambda s: hst.tuples(
+    st.arrays((s[0], s[1])), hst.integers(0, s[0]).flatmap(lambda n: _distinct_rows(s[0], n)))))(
+    (lambda x, index: mm.ops.gather_rows(x, index), lambda t, x, index: t.index_select(x, 0, t.as_tensor(index))))
+case("scatter_rows", hst.tuples(hst.integers(1, 6), hst.integers(0, 3), hst.integers(0, 6)).flatmap(
+    lambda s: hst.tuples(st.arrays((min(s[0], s[2]), s[1])), _distinct_rows(s[0], min(s[0], s[2])), hst.just(s[0]))))(
+    (lambda x, index, rows: mm.ops.scatter_rows(x, index, rows),
+     lambda t, x, index, rows: t.zeros((rows,) + tuple(x.shape[1:]), dtype=x.dtype).index_copy(0, t.as_tensor(index), x)))
 case("embedding", hst.tuples(hst.integers(1, 5), hst.integers(1, 4)).flatmap(lambda s: hst.tuples(
     hst.builds(lambda seed: np.random.default_rng(seed).integers(0, s[0], (2, 3)), hst.integers(0, 2**31)),
     st.arrays(s))))((lambda ids, w: F.embedding(ids, w), lambda t, ids, w: t.nn.functional.embedding(t.as_tensor(ids), w)))

@@ -106,6 +106,46 @@ def test_padding_does_not_change_the_result():
     np.testing.assert_allclose(padded.numpy()[0], alone[0], atol=1e-6)
 
 
+def test_skip_padding_computes_the_kept_positions_only():
+    """skip_padding: the real tokens, each first position and the asked-for ones, as the full forward
+    computes them, and 0 elsewhere; output_hidden_states computes every position (for study)."""
+    model = BertModel(BertConfig(**TINY)).eval()
+    ids = np.array([[2, 5, 7, 3, 0, 0], [2, 8, 3, 0, 0, 0], [0, 2, 9, 3, 0, 0]])
+    mask = (ids != 0).astype(np.int64)
+    full = model(ids, mask).last_hidden_state.numpy()
+    keep = np.zeros(ids.shape, bool)
+    keep[1, 4] = True
+    for skip, extra in ((True, None), (keep, keep)):
+        kept = mask == 1
+        kept[:, 0] = True
+        if extra is not None:
+            kept |= extra
+        out = model(ids, mask, skip_padding=skip).last_hidden_state.numpy()
+        np.testing.assert_allclose(out[kept], full[kept], atol=1e-6)
+        assert not out[~kept].any()
+    studied = model(ids, mask, skip_padding=True, output_hidden_states=True)
+    np.testing.assert_allclose(studied.last_hidden_state.numpy(), full, atol=1e-6)
+    with pytest.raises(ValueError, match=r"skip_padding must be True, False or a \(3, 6\) bool array .* got "
+                                         r"int64 of shape \(3, 6\)"):
+        model(ids, mask, skip_padding=mask)
+
+
+def test_padding_is_nothing_to_skip_without_padding():
+    """Padding.of: None without a mask or when every position is kept; else the kept rows in order."""
+    from minillm.nn.padding import Padding
+    mask = np.array([[True, True, False], [False, True, True]])
+    assert Padding.of(None) is None and Padding.of(np.ones((2, 3), bool)) is None
+    assert Padding.of(mask, keep=~mask) is None
+    padding = Padding.of(mask)
+    assert padding.indices.tolist() == [0, 1, 3, 4, 5] and padding.positions.tolist() == [0, 1, 0, 1, 2]
+    x = mm.tensor(np.arange(5 * 2, dtype=np.float32).reshape(5, 2), requires_grad=True)
+    padded = padding.pad(x)
+    assert padded.shape == (2, 3, 2) and padded.numpy()[0, 2].tolist() == [0, 0]
+    np.testing.assert_array_equal(padding.unpad(padded).numpy(), x.numpy())
+    padding.unpad(padded).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((5, 2)))
+
+
 def test_eval_is_deterministic_and_train_uses_dropout():
     model = BertForSequenceClassification(BertConfig(**TINY))
     ids = np.array([[2, 5, 7, 3]])

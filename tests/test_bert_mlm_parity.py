@@ -123,6 +123,30 @@ def test_every_gradient_matches_transformers(saved, torch, transformers, device,
     batch = _batch(ours.config, seed=1)
     _call(ours, None, batch, with_labels=True, full_logits=full_logits)[2].backward()
     _call(theirs, torch, batch, with_labels=True)[2].backward()
+    _assert_gradients_match(ours, theirs)
+
+
+def test_a_label_on_padding_is_scored_as_transformers_scores_it(saved, torch, transformers):
+    """Hand-made labels may name a padded position (collators label real tokens only). The masked-LM
+    heads skip the padding but keep every labelled position (BertModel's skip_padding), so that row is
+    computed as transformers computes it: the same scores, loss and gradients."""
+    name, class_name, folder = saved
+    ours = HEADS[class_name].from_pretrained(folder)
+    theirs = _hf(transformers, class_name, folder)
+    ids, mask, types, labels, nsp = _batch(ours.config, seed=2)
+    labels[1, 7] = 11
+    assert mask[1, 7] == 0
+    batch = ids, mask, types, labels, nsp
+    scores, _, loss = _call(ours, None, batch, with_labels=True)
+    ref_scores, _, ref_loss = _call(theirs, torch, batch, with_labels=True)
+    assert np.abs(_np(scores) - _np(ref_scores)[labels != -100]).max() < ATOL
+    assert abs(loss.item() - ref_loss.item()) < ATOL
+    loss.backward()
+    ref_loss.backward()
+    _assert_gradients_match(ours, theirs)
+
+
+def _assert_gradients_match(ours, theirs):
     theirs_params = dict(theirs.named_parameters())
     assert sorted(n for n, _ in ours.named_parameters()) == sorted(theirs_params)
     for n, p in ours.named_parameters():

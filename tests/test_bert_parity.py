@@ -87,6 +87,26 @@ def test_forward_matches_transformers(saved, torch, transformers, device):
     assert max(_max_diff(a, b) for a, b in zip(out.attentions, ref.attentions)) < ATOL
 
 
+def test_skipping_the_padding_changes_no_computed_position(saved, torch, transformers):
+    """BertModel(skip_padding=True) computes the real tokens and each first position only: there, and in
+    pooler_output, transformers' numbers; 0 at the padding it skipped. (The task models skip it always:
+    the gradient test below runs through the skipped padding.)"""
+    name, folder, num_labels = saved
+    ours = BertModel.from_pretrained(folder)
+    theirs = _hf(transformers, "BertModel", folder)
+    ids, mask, types = _batch(ours.config.type_vocab_size, lengths=(9, 5, 1, 7, 3), seed=3)
+    mask[4, 0] = 0  # a sequence that starts with padding: its first position is computed all the same
+    out = ours(ids, mask, types, skip_padding=True)
+    with torch.no_grad():
+        ref = theirs(torch.tensor(ids), torch.tensor(mask), torch.tensor(types))
+    computed = mask == 1
+    computed[:, 0] = True
+    diff = np.abs(out.last_hidden_state.numpy() - ref.last_hidden_state.numpy())
+    assert diff[computed].max() < ATOL
+    assert not out.last_hidden_state.numpy()[~computed].any()
+    assert _max_diff(out.pooler_output, ref.pooler_output) < ATOL
+
+
 def test_logits_loss_and_gradients_match_transformers(saved, torch, transformers, device):
     name, folder, num_labels = saved
     ours, info = BertForSequenceClassification.from_pretrained(folder, num_labels=num_labels, output_loading_info=True)

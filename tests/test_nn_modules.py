@@ -6,6 +6,7 @@ import pytest
 
 import minillm as mm
 from minillm import nn
+from minillm.nn.padding import Padding
 from minillm.testing import gradcheck
 
 
@@ -201,6 +202,28 @@ def test_bad_inputs_are_named():
         mha(mm.randn(2, 3, 8), np.ones((2, 4)))
     with pytest.raises(TypeError, match="key_mask must be boolean or 0/1 integers, got dtype float64"):
         mha(mm.randn(2, 3, 8), np.ones((2, 3)))
+    padding = Padding.of(np.array([[True, True, False], [True, False, False]]))
+    with pytest.raises(ValueError, match=r"x must be \(N, 8\) with N = 3, the rows its Padding keeps, got shape "
+                                         r"\(2, 3, 8\)"):
+        mha(mm.randn(2, 3, 8), padding)
+
+
+def test_an_unpadded_batch_gives_the_padded_batchs_rows():
+    """A Padding in place of the key mask: the layer on the (N, E) kept rows computes those rows of
+    the (B, L, E) batch, gradients included (the padded rows' outputs feed nothing)."""
+    layer = _double(nn.TransformerEncoderLayer(12, 3, 20)).eval()
+    mask = np.array([[True, True, True, False, False], [True, True, False, False, False]])
+    padding = Padding.of(mask)
+    x = np.random.default_rng(0).standard_normal((2, 5, 12))
+    full, unpadded = mm.tensor(x, requires_grad=True), mm.tensor(x, requires_grad=True)
+    y_full, _ = layer(full, mask)
+    y_rows, _ = layer(padding.unpad(unpadded), padding)
+    assert y_rows.shape == (5, 12)
+    np.testing.assert_allclose(y_rows.numpy(), y_full.numpy()[mask], atol=1e-12)
+    weights = np.random.default_rng(1).standard_normal((5, 12))
+    (y_full[mm.tensor(mask)] * mm.tensor(weights)).sum().backward()
+    (y_rows * mm.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(unpadded.grad.numpy(), full.grad.numpy(), atol=1e-12)
 
 
 def test_encoder_layer_computes_bert_layer():

@@ -97,8 +97,10 @@ class SentenceEncoder(Module):
         return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
-        """(B, L) ids and mask -> sentence embeddings (B, k E): BertModel, Pooling, Normalize."""
-        token_embeddings = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, L, E)
+        """(B, L) ids and mask -> sentence embeddings (B, k E): BertModel, Pooling, Normalize. The padding
+        is skipped (BertModel's skip_padding): every pooling mode masks it."""
+        token_embeddings = self.bert(input_ids, attention_mask, token_type_ids,
+                                     skip_padding=True).last_hidden_state  # (B, L, E), 0 at the padding
         embeddings = self.pooling(token_embeddings, attention_mask)
         return self.normalize(embeddings) if self.normalize is not None else embeddings
 

@@ -16,6 +16,10 @@ modeling_bert.py, so its checkpoints load 1:1 and the two files read side by sid
     with the decoder's weight the word embeddings' own (tied); BertForPreTraining adds the
     next-sentence head too (``cls.seq_relationship``: Dense(pooler_output), (B, 2)).
 
+The task models skip the padding (BertModel's skip_padding, minillm/nn/padding.py): every layer
+but the attention runs on the batch's N real tokens, (N, E), since their heads never read a padded
+position; the bare BertModel computes every position, as Hugging Face's.
+
 B sequences of L tokens, E = H * D hidden features in H heads of D, C = num_labels, V = vocab_size. Every module
 and weight has Hugging Face's name (``bert.encoder.layer.3.attention.self.query.weight``), so
 ``model.named_parameters()`` lines up with the checkpoint's keys. The attention equation is in
@@ -30,6 +34,7 @@ from .. import backend, cuda, ops
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, MultiHeadAttention, Parameter
 from ..nn import functional as F
 from ..nn.functional import ACTIVATIONS
+from ..nn.padding import Padding
 from ..ops.nn import IGNORE_INDEX
 from ..tensor import Tensor, as_array
 from .configuration_bert import BertConfig
@@ -55,16 +60,19 @@ class BertEmbeddings(Module):
         self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids, inputs_embeds=None):
+    def forward(self, input_ids, token_type_ids, inputs_embeds=None, position_ids=None):
         """The ids were range-checked by check_inputs (BertModel.forward), so the tables are read
         with checked=True: no second look at the ids, which on a GPU would wait once per table.
         inputs_embeds (B, L, E), as Hugging Face's: used in place of word_embeddings(input_ids), e.g.
-        points between two sentences' word embeddings (minillm/explain/attributions.py); input_ids is then unread."""
-        position_ids = backend.array_module(input_ids).arange(input_ids.shape[1])  # (L,)
+        points between two sentences' word embeddings (minillm/explain/attributions.py); input_ids is then unread.
+        position_ids: each token's position, default 0..L-1 in every sequence; with them, the ids may
+        be (N,), the real tokens of a batch whose padding is skipped (BertModel), and the output (N, E)."""
+        if position_ids is None:
+            position_ids = backend.array_module(input_ids).arange(input_ids.shape[1])  # (L,): every sequence's
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids, checked=True)
         embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids, checked=True)
-        embeddings = embeddings + self.position_embeddings(position_ids, checked=True)  # (L, E): every sequence's
+        embeddings = embeddings + self.position_embeddings(position_ids, checked=True)
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -79,7 +87,10 @@ class BertSelfAttention(MultiHeadAttention):
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
         """hidden_states (B, L, E); attention_mask (B, L), 1/True for tokens, 0/False for padding.
-        Returns (context (B, L, E), probabilities (B, H, L, L) or None)."""
+        Returns (context (B, L, E), probabilities (B, H, L, L) or None). Or hidden_states (N, E), the
+        tokens of a batch whose padding is skipped, and attention_mask its Padding: context (N, E)."""
+        if isinstance(attention_mask, Padding):  # q, k, v padded for the attention only
+            return self.unpadded(hidden_states, attention_mask, output_attentions)
         attention_mask = self.check_inputs(hidden_states, attention_mask)    # (B, L) bool, or None
         query_layer = self.split_heads(self.query(hidden_states))            # (B, H, L, D), HF's transpose_for_scores
         key_layer = self.split_heads(self.key(hidden_states))
@@ -172,7 +183,9 @@ class BertEncoder(Module):
         self.layer = ModuleList([first] + [copy.deepcopy(first) for _ in range(config.num_hidden_layers - 1)])
 
     def forward(self, hidden_states, attention_mask=None, output_hidden_states=False, output_attentions=False):
-        """hidden_states (B, L, E). Returns (last hidden state (B, L, E), all_hidden_states, all_attentions):
+        """hidden_states (B, L, E), or (N, E) with attention_mask a Padding (BertModel's skip_padding:
+        the layers' outputs are then (N, E) too, and only the attention sees the batch's layout).
+        Returns (last hidden state (B, L, E), all_hidden_states, all_attentions):
         when asked, the N + 1 hidden states (the input, then each layer's output) and the N attention
         probabilities (B, H, L, L); otherwise None."""
         all_hidden_states = (hidden_states,) if output_hidden_states else None
@@ -298,14 +311,19 @@ class BertModel(BertPreTrainedModel):
             self.apply(self._init_weights)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, output_attentions=False,
-                output_hidden_states=False, inputs_embeds=None):
+                output_hidden_states=False, inputs_embeds=None, skip_padding=False):
         """input_ids (B, L) integers; attention_mask (B, L): 1 for tokens, 0 for padding (default all 1);
         token_type_ids (B, L): 0 for the first segment, 1 for the second (default all 0).
         Padded keys get no attention (Hugging Face adds a large negative number to their scores; the
         fused kernel skips them). A row whose mask is all 0 attends to nothing and its attention output
         is 0, where Hugging Face's would average all positions: every sequence should keep its [CLS].
         inputs_embeds (B, L, E), a Tensor, instead of input_ids: the word embeddings themselves (Hugging
-        Face's argument); positions and token types are added to them as to word_embeddings(input_ids)."""
+        Face's argument); positions and token types are added to them as to word_embeddings(input_ids).
+        skip_padding: compute only the real tokens and each sequence's first position (minillm/nn/padding.py):
+        the same numbers there, and last_hidden_state 0 at the other positions, where Hugging Face's
+        holds values that nothing should read. True, or a (B, L) bool array of positions to compute
+        too (the masked-LM head's labelled ones). output_attentions and output_hidden_states turn it
+        off: for study, every position is computed, as Hugging Face's."""
         if inputs_embeds is not None:
             input_ids = _embeds_shape(self.config, input_ids, inputs_embeds)
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask,
@@ -314,9 +332,19 @@ class BertModel(BertPreTrainedModel):
         input_ids, token_type_ids = backend.to_device(input_ids, device), backend.to_device(token_type_ids, device)
         if attention_mask is not None:
             attention_mask = backend.to_device(attention_mask, device)
-        embedding_output = self.embeddings(input_ids, token_type_ids, inputs_embeds)
-        sequence_output, hidden_states, attentions = self.encoder(embedding_output, attention_mask,
-                                                                  output_hidden_states, output_attentions)
+        padding = None
+        if skip_padding is not False and not (output_attentions or output_hidden_states):
+            padding = Padding.of(attention_mask, _positions_to_keep(skip_padding, input_ids.shape, device))
+        if padding is None:
+            embedding_output = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+            sequence_output, hidden_states, attentions = self.encoder(embedding_output, attention_mask,
+                                                                      output_hidden_states, output_attentions)
+        else:  # (N, E) from the embeddings to the last layer, padded back once at the end
+            embedding_output = self.embeddings(padding.unpad(input_ids), padding.unpad(token_type_ids),
+                                               None if inputs_embeds is None else padding.unpad(inputs_embeds),
+                                               position_ids=padding.positions)
+            tokens, hidden_states, attentions = self.encoder(embedding_output, padding)
+            sequence_output = padding.pad(tokens)
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
         return BaseModelOutputWithPooling(sequence_output, pooled_output, hidden_states, attentions)
 
@@ -356,8 +384,10 @@ class BertForMaskedLM(BertPreTrainedModel):
         is predicted (transformers' DataCollatorForLanguageModeling's labels) -> .loss, the mean
         cross-entropy over the labelled positions (NaN if there are none, as torch's). ``.logits``
         is (B, L, V) without labels, (M, V) with them unless full_logits=True (see the class)."""
+        labelled = _labelled(labels, full_logits, input_ids, inputs_embeds)
         outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds)
+                            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds,
+                            skip_padding=False if labelled is None else labelled)
         hidden, targets = _scored_rows(outputs.last_hidden_state, labels, full_logits)
         prediction_scores = self.cls(hidden)
         loss = None if targets is None else F.cross_entropy(prediction_scores.reshape(-1, self.config.vocab_size),
@@ -393,8 +423,10 @@ class BertForPreTraining(BertPreTrainedModel):
         """As BertForMaskedLM; next_sentence_label (B,): 0 where the second segment follows the
         first, 1 where it is a random one. .loss = masked-LM loss + next-sentence loss when both
         labels are given, as transformers'; given one of them, that one's loss (transformers gives none)."""
+        labelled = _labelled(labels, full_logits, input_ids, inputs_embeds)
         outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds)
+                            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds,
+                            skip_padding=False if labelled is None else labelled)
         hidden, targets = _scored_rows(outputs.last_hidden_state, labels, full_logits)
         prediction_scores, seq_relationship_score = self.cls(hidden, outputs.pooler_output)
         mlm_loss = None if targets is None else F.cross_entropy(
@@ -434,9 +466,11 @@ class BertForSequenceClassification(BertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 output_attentions=False, output_hidden_states=False, inputs_embeds=None):
         """As BertModel; labels (B,): class ids (or floats for regression / multi-label) -> .loss.
-        ``model(**batch)`` takes a batch dict with these keys."""
+        ``model(**batch)`` takes a batch dict with these keys. Only the real tokens and [CLS] are
+        computed (BertModel's skip_padding): the logits read nothing else."""
         outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds)
+                            output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds,
+                            skip_padding=True)
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
@@ -474,7 +508,7 @@ def _scored_rows(sequence_output, labels, full_logits=False):
     sequence_output (B, L, E); labels (B, L) integers, -100 where nothing is predicted, or None.
     Without labels, or with full_logits: (sequence_output, the labels flattened (B * L,) or None).
     Otherwise only the M labelled positions: rows (M, E), gathered in row-major order (sequence b,
-    then position l), and their labels (M,). The gather's backward scatters the rows' gradient back
+    then position l), and their labels (M,). The gather's backward puts the rows' gradient back
     into a (B, L, E) zero array, so the encoder's gradient is the same as through the full logits.
     M changes from batch to batch: on a GPU, finding the rows waits for it once, and a CUDA graph
     (fixed shapes, no waiting) cannot hold the gather; full_logits=True keeps every shape fixed."""
@@ -485,7 +519,29 @@ def _scored_rows(sequence_output, labels, full_logits=False):
     if full_logits:
         return sequence_output, flat
     kept = backend.array_module(flat).flatnonzero(flat != IGNORE_INDEX)  # (M,)
-    return sequence_output.reshape(batch * length, hidden)[kept], flat[kept]
+    return ops.gather_rows(sequence_output.reshape(batch * length, hidden), kept), flat[kept]
+
+
+def _positions_to_keep(skip_padding, shape, device):
+    """BertModel's skip_padding as Padding.of's ``keep``: None for True, else a (B, L) bool array on ``device``."""
+    if skip_padding is True:
+        return None
+    keep = as_array(skip_padding)
+    if keep.dtype != bool or keep.shape != shape:
+        raise ValueError(f"skip_padding must be True, False or a {shape} bool array (the shape of input_ids) of "
+                         f"positions to compute, got {keep.dtype} of shape {keep.shape}")
+    return backend.to_device(keep, device)
+
+
+def _labelled(labels, full_logits, input_ids, inputs_embeds):
+    """Where the masked-LM head reads the encoder, (B, L) bool: the labelled positions (label != -100),
+    computed even if padding (BertModel's skip_padding); None without labels or with full_logits."""
+    if labels is None or full_logits:
+        return None
+    if input_ids is None and inputs_embeds is None:
+        return None  # BertModel says what is missing
+    shape = tuple(inputs_embeds.shape[:2]) if inputs_embeds is not None else as_array(input_ids).shape
+    return _integers(labels, "labels", shape) != IGNORE_INDEX
 
 
 def _check_labels(labels, classes):

@@ -18,6 +18,10 @@ The equation is computed two ways, with the same numbers up to rounding:
   - the fused op ``minillm.ops.attention`` (kernels/attention.py): one kernel, dropout inside, that
     never keeps the (L, L) probabilities for backward. Every other call, training included, takes it.
 
+A batch whose padding is skipped (minillm/nn/padding.py) comes as x (N, E), its N real tokens, with
+its Padding in place of the key mask: q, k and v are projected on the N rows, padded to (B, H, L, D)
+for the attention, and the context is unpadded again, (N, E).
+
 The output projection is not part of this module: in BERT it belongs to the next block,
 ``attention.output.dense``, which also adds the residual and normalizes.
 """
@@ -28,6 +32,7 @@ from ..tensor import Tensor
 from . import functional as F
 from .layers import Dropout, Linear
 from .module import Module
+from .padding import Padding
 
 
 class MultiHeadAttention(Module):
@@ -52,13 +57,27 @@ class MultiHeadAttention(Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x, key_mask=None, output_attentions=False):
-        """x: (B, L, E); key_mask: (B, L) bool or 0/1, or None (attend everywhere).
-        Returns (context (B, L, E), probabilities (B, H, L, L) or None); the probabilities, for
-        study, only when output_attentions is True."""
+        """x: (B, L, E); key_mask: (B, L) bool or 0/1, or None (attend everywhere); or x (N, E) and
+        key_mask a Padding (see unpadded). Returns (context (B, L, E), probabilities (B, H, L, L) or
+        None); the probabilities, for study, only when output_attentions is True."""
+        if isinstance(key_mask, Padding):
+            return self.unpadded(x, key_mask, output_attentions)
         key_mask = self.check_inputs(x, key_mask)
         q, k, v = (self.split_heads(projection(x)) for projection in (self.query, self.key, self.value))
         context, probs = self.attention(q, k, v, key_mask, output_attentions)
         return self.merge_heads(context), probs
+
+    def unpadded(self, x, padding, output_attentions=False):
+        """x (N, E): the computed rows of a (B, L) batch whose padding is skipped, placed by ``padding``
+        (minillm/nn/padding.py). Returns (context (N, E), probabilities (B, H, L, L) or None): q, k, v
+        projected on the N rows, padded with zeros to (B, H, L, D) for the attention (padded keys
+        are masked), the context unpadded again."""
+        if x.ndim != 2 or x.shape[1] != self.embed_dim or x.shape[0] != len(padding.indices):
+            raise ValueError(f"{type(self).__name__}: x must be (N, {self.embed_dim}) with N = "
+                             f"{len(padding.indices)}, the rows its Padding keeps, got shape {x.shape}")
+        q, k, v = (self.split_heads(padding.pad(projection(x))) for projection in (self.query, self.key, self.value))
+        context, probs = self.attention(q, k, v, padding.key_mask, output_attentions)
+        return padding.unpad(self.merge_heads(context)), probs
 
     def split_heads(self, t):
         """(B, L, E) -> (B, H, L, D): head h gets features h*D .. h*D + D - 1. A view, not a copy

@@ -3,7 +3,7 @@ by side) in the file of this package that holds it:
 
     elementwise.py  add sub mul div neg pow exp log sqrt tanh abs relu gelu where masked_fill cast to_device
     reduce.py       sum mean max
-    shape.py        reshape permute getitem cat stack
+    shape.py        reshape permute getitem gather_rows scatter_rows cat stack
     linalg.py       matmul linear
     nn.py           softmax log_softmax cross_entropy check_class_ids layer_norm add_layer_norm dropout
                     embedding attention
@@ -23,4 +23,6 @@ from .nn import (  # noqa: F401
     add_layer_norm, attention, check_class_ids, cross_entropy, dropout, embedding, layer_norm, log_softmax,
     softmax)
 from .reduce import Max, MaxResult, Mean, Sum, max, mean, sum  # noqa: F401
-from .shape import Cat, GetItem, Permute, Reshape, Stack, cat, getitem, permute, reshape, stack  # noqa: F401
+from .shape import (  # noqa: F401
+    Cat, GatherRows, GetItem, Permute, Reshape, ScatterRows, Stack, cat, gather_rows, getitem, permute, reshape,
+    scatter_rows, stack)

@@ -1,4 +1,5 @@
-"""Ops that move elements without changing them: reshape, permute, indexing, cat, stack.
+"""Ops that move elements without changing them: reshape, permute, indexing, rows gathered and
+scattered back, cat, stack.
 Each backward moves the gradient back the way the forward moved the data."""
 from .. import backend
 from ..tensor import Function, Tensor
@@ -74,6 +75,50 @@ def _is_gather(index):
     """Whether an index holds an integer or boolean array (advanced indexing)."""
     parts = index if isinstance(index, tuple) else (index,)
     return any(hasattr(p, "shape") or isinstance(p, list) for p in parts)
+
+
+class GatherRows(Function):
+    """z = x[index] along the first axis, ``index`` naming each row at most once: the N real tokens
+    of a (B * L, E) padded batch (minillm/nn/padding.py).
+    dL/dx = zeros of x's shape with g's rows put back at ``index``: an assignment, where GetItem's
+    backward must add (np.add.at), since its indices may repeat."""
+
+    def forward(self, x, index):
+        self.save(x.shape, index)
+        return x[index]
+
+    def backward(self, g):
+        shape, index = self.saved
+        gx = backend.array_module(g).zeros(shape, dtype=g.dtype)
+        gx[index] = g
+        return gx, None
+
+
+def gather_rows(x, index):
+    """x[index] for distinct row numbers ``index`` (an integer array); see GatherRows."""
+    return GatherRows.apply(x, index)
+
+
+class ScatterRows(Function):
+    """z = zeros of (rows, *x.shape[1:]) with z[index] = x: GatherRows' inverse, which puts N rows
+    back at their places, e.g. the real tokens into their padded batch (zeros at the padding).
+    dL/dx = g[index]."""
+
+    def forward(self, x, index, rows):
+        self.save(index)
+        z = backend.array_module(x).zeros((rows,) + x.shape[1:], dtype=x.dtype)
+        z[index] = x
+        return z
+
+    def backward(self, g):
+        return g[self.saved[0]], None
+
+
+def scatter_rows(x, index, rows):
+    """``rows`` rows of zeros with x's rows at the distinct row numbers ``index``; see ScatterRows."""
+    if len(index) != x.shape[0]:
+        raise ValueError(f"scatter_rows: index has {len(index)} row numbers for the {x.shape[0]} rows of x")
+    return ScatterRows.apply(x, index, rows=rows)
 
 
 class Cat(Function):
