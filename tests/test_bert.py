@@ -135,6 +135,7 @@ def test_padding_is_nothing_to_skip_without_padding():
     from minillm.nn.padding import Padding
     mask = np.array([[True, True, False], [False, True, True]])
     assert Padding.of(None) is None and Padding.of(np.ones((2, 3), bool)) is None
+    assert Padding.of(np.zeros((2, 0), bool)) is None and Padding.of(np.zeros((0, 3), bool)) is None
     assert Padding.of(mask, keep=~mask) is None
     padding = Padding.of(mask)
     assert padding.indices.tolist() == [0, 1, 3, 4, 5] and padding.positions.tolist() == [0, 1, 0, 1, 2]

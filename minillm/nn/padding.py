@@ -33,9 +33,10 @@ class Padding:
     @classmethod
     def of(cls, key_mask, keep=None):
         """The Padding of ``key_mask`` (B, L), True or 1 for real tokens, or None when there is nothing to
-        skip (no mask, or every position kept) and inside a CUDA-graph capture (whose shapes are fixed,
-        and N is not). Kept: the real tokens, each sequence's first position, and ``keep`` (B, L) bool."""
-        if key_mask is None or (backend.on_device(key_mask) and cuda.is_capturing()):
+        skip (no mask, an empty one, or every position kept) and inside a CUDA-graph capture (whose
+        shapes are fixed, and N is not). Kept: the real tokens, each sequence's first position, and
+        ``keep`` (B, L) bool."""
+        if key_mask is None or key_mask.size == 0 or (backend.on_device(key_mask) and cuda.is_capturing()):
             return None
         key_mask = key_mask != 0
         kept = key_mask.copy()
