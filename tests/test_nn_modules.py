@@ -212,18 +212,35 @@ def test_an_unpadded_batch_gives_the_padded_batchs_rows():
     """A Padding in place of the key mask: the layer on the (N, E) kept rows computes those rows of
     the (B, L, E) batch, gradients included (the padded rows' outputs feed nothing)."""
     layer = _double(nn.TransformerEncoderLayer(12, 3, 20)).eval()
-    mask = np.array([[True, True, True, False, False], [True, True, False, False, False]])
+    mask = np.array([[True, True, True, False, False], [True, True, False, False, False],
+                     [True, False, True, True, True], [True, False, False, False, False]])  # a hole; width 1
     padding = Padding.of(mask)
-    x = np.random.default_rng(0).standard_normal((2, 5, 12))
+    assert sorted(g.length for g in padding.groups) == [1, 2, 3, 5]  # widths rounded up to 1, 2, 4, 8
+    x = np.random.default_rng(0).standard_normal((4, 5, 12))
     full, unpadded = mm.tensor(x, requires_grad=True), mm.tensor(x, requires_grad=True)
     y_full, _ = layer(full, mask)
     y_rows, _ = layer(padding.unpad(unpadded), padding)
-    assert y_rows.shape == (5, 12)
+    assert y_rows.shape == (int(mask.sum()), 12)
     np.testing.assert_allclose(y_rows.numpy(), y_full.numpy()[mask], atol=1e-12)
-    weights = np.random.default_rng(1).standard_normal((5, 12))
+    weights = np.random.default_rng(1).standard_normal((int(mask.sum()), 12))
     (y_full[mm.tensor(mask)] * mm.tensor(weights)).sum().backward()
     (y_rows * mm.tensor(weights)).sum().backward()
     np.testing.assert_allclose(unpadded.grad.numpy(), full.grad.numpy(), atol=1e-12)
+
+
+def test_unpadded_attention_gradcheck_with_dropout():
+    """ops.unpadded_attention's backward, each group's dropout mask from its own seed, against finite
+    differences (the seeds drawn anew from one manual seed at every call)."""
+    padding = Padding.of(np.array([[True, True, True, False], [True, False, False, False], [True, True, False, False]]))
+    assert len(padding.groups) == 3
+    rows = np.random.default_rng(2).standard_normal((3, len(padding.indices), 8))
+
+    def attend(q, k, v):
+        mm.manual_seed(0)
+        return mm.ops.unpadded_attention(q, k, v, padding, heads=2, dropout_p=0.3)
+    gradcheck(attend, list(rows))
+    with pytest.raises(ValueError, match=r"q, k, v must be \(N, H \* D\) with N = 6"):
+        mm.ops.unpadded_attention(*(mm.tensor(r[:5]) for r in rows), padding, heads=2)
 
 
 def test_encoder_layer_computes_bert_layer():

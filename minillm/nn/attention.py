@@ -19,8 +19,8 @@ The equation is computed two ways, with the same numbers up to rounding:
     never keeps the (L, L) probabilities for backward. Every other call, training included, takes it.
 
 A batch whose padding is skipped (minillm/nn/padding.py) comes as x (N, E), its N real tokens, with
-its Padding in place of the key mask: q, k and v are projected on the N rows, padded to (B, H, L, D)
-for the attention, and the context is unpadded again, (N, E).
+its Padding in place of the key mask: q, k and v are projected on the N rows, and the fused attention
+runs on groups of sequences of about the same width, each padded to its own (ops.unpadded_attention).
 
 The output projection is not part of this module: in BERT it belongs to the next block,
 ``attention.output.dense``, which also adds the residual and normalizes.
@@ -69,15 +69,17 @@ class MultiHeadAttention(Module):
 
     def unpadded(self, x, padding, output_attentions=False):
         """x (N, E): the computed rows of a (B, L) batch whose padding is skipped, placed by ``padding``
-        (minillm/nn/padding.py). Returns (context (N, E), probabilities (B, H, L, L) or None): q, k, v
-        projected on the N rows, padded with zeros to (B, H, L, D) for the attention (padded keys
-        are masked), the context unpadded again."""
+        (minillm/nn/padding.py). Returns (context (N, E), None): q, k, v projected on the N rows, and
+        the fused attention run on the padding's groups of sequences (ops.unpadded_attention)."""
+        if output_attentions:
+            raise ValueError(f"{type(self).__name__}: output_attentions needs the padded batch, (B, L, E) with "
+                             f"its (B, L) mask, not its unpadded rows (BertModel computes every position then)")
         if x.ndim != 2 or x.shape[1] != self.embed_dim or x.shape[0] != len(padding.indices):
             raise ValueError(f"{type(self).__name__}: x must be (N, {self.embed_dim}) with N = "
                              f"{len(padding.indices)}, the rows its Padding keeps, got shape {x.shape}")
-        q, k, v = (self.split_heads(padding.pad(projection(x))) for projection in (self.query, self.key, self.value))
-        context, probs = self.attention(q, k, v, padding.key_mask, output_attentions)
-        return padding.unpad(self.merge_heads(context)), probs
+        dropout_p = self.dropout.p if self.training else 0.0
+        q, k, v = (projection(x) for projection in (self.query, self.key, self.value))
+        return ops.unpadded_attention(q, k, v, padding, self.num_heads, self.scale, dropout_p), None
 
     def split_heads(self, t):
         """(B, L, E) -> (B, H, L, D): head h gets features h*D .. h*D + D - 1. A view, not a copy

@@ -6,7 +6,7 @@ by side) in the file of this package that holds it:
     shape.py        reshape permute getitem gather_rows scatter_rows cat stack
     linalg.py       matmul linear
     nn.py           softmax log_softmax cross_entropy check_class_ids layer_norm add_layer_norm dropout
-                    embedding attention
+                    embedding attention unpadded_attention
 
 ``sum``, ``max``, ``abs`` and ``pow`` are torch's names: ``minillm.ops.sum`` is the op, not Python's sum.
 """
@@ -20,8 +20,8 @@ from .elementwise import (  # noqa: F401
 from .linalg import Linear, MatMul, linear, matmul  # noqa: F401
 from .nn import (  # noqa: F401
     IGNORE_INDEX, AddLayerNorm, Attention, CrossEntropy, Dropout, Embedding, LayerNorm, LogSoftmax, Softmax,
-    add_layer_norm, attention, check_class_ids, cross_entropy, dropout, embedding, layer_norm, log_softmax,
-    softmax)
+    UnpaddedAttention, add_layer_norm, attention, check_class_ids, cross_entropy, dropout, embedding, layer_norm,
+    log_softmax, softmax, unpadded_attention)
 from .reduce import Max, MaxResult, Mean, Sum, max, mean, sum  # noqa: F401
 from .shape import (  # noqa: F401
     Cat, GatherRows, GetItem, Permute, Reshape, ScatterRows, Stack, cat, gather_rows, getitem, permute, reshape,
