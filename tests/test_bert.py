@@ -128,6 +128,22 @@ def test_skip_padding_computes_the_kept_positions_only():
     with pytest.raises(ValueError, match=r"skip_padding must be True, False or a \(3, 6\) bool array .* got "
                                          r"int64 of shape \(3, 6\)"):
         model(ids, mask, skip_padding=mask)
+    np.testing.assert_array_equal(model(ids, mask, skip_padding=np.True_).last_hidden_state.numpy(),
+                                  model(ids, mask, skip_padding=True).last_hidden_state.numpy())
+    np.testing.assert_array_equal(model(ids, mask, skip_padding=None).last_hidden_state.numpy(), full)
+
+
+def test_masked_lm_labels_do_not_speak_before_the_inputs():
+    """With labels, the inputs' own checks come first: their errors name them, not the labels."""
+    from minillm.models.bert import BertForMaskedLM
+    model = BertForMaskedLM(BertConfig(**TINY))
+    labels = np.full((1, 6), -100)
+    with pytest.raises(ValueError, match=r"input_ids must be \(batch, sequence length\), got shape \(6,\)"):
+        model(np.ones(6, np.int64), labels=labels[0])
+    with pytest.raises(ValueError, match=r"inputs_embeds must be a Tensor \(batch, sequence length, hidden_size=16\)"):
+        model(inputs_embeds=[[0.0] * 16], labels=labels)
+    with pytest.raises(ValueError, match=r"labels must be \(1, 5\), the shape of input_ids, got shape \(1, 6\)"):
+        model(np.ones((1, 5), np.int64), labels=labels)
 
 
 def test_padding_is_nothing_to_skip_without_padding():

@@ -152,6 +152,9 @@ def test_max_over_a_dim_gives_values_and_indices():
     np.testing.assert_array_equal(indices.numpy(), [1, 0])
     values.sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [[0, 1, 0], [1, 0, 0]])
+    normed = mm.ops.layer_norm(x, (3,))  # a kernel below max takes only a float32 gradient
+    normed.max(1).values.sum().backward()  # the ties' shares, float64 arrays, did not keep its dtype
+    assert x.grad.dtype == np.float32
 
 
 def test_embedding_lookup_scatter_adds_repeated_ids():

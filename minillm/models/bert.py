@@ -16,9 +16,11 @@ modeling_bert.py, so its checkpoints load 1:1 and the two files read side by sid
     with the decoder's weight the word embeddings' own (tied); BertForPreTraining adds the
     next-sentence head too (``cls.seq_relationship``: Dense(pooler_output), (B, 2)).
 
-The task models skip the padding (BertModel's skip_padding, minillm/nn/padding.py): every layer
-but the attention runs on the batch's N real tokens, (N, E), since their heads never read a padded
-position; the bare BertModel computes every position, as Hugging Face's.
+BertForSequenceClassification, and the masked-LM models given labels (not full_logits), skip the
+padding (BertModel's skip_padding, minillm/nn/padding.py): every layer but the attention runs on
+the batch's N real tokens, (N, E), since their heads never read a padded position. The bare
+BertModel computes every position, as Hugging Face's, and so does every model asked for
+output_attentions or output_hidden_states.
 
 B sequences of L tokens, E = H * D hidden features in H heads of D, C = num_labels, V = vocab_size. Every module
 and weight has Hugging Face's name (``bert.encoder.layer.3.attention.self.query.weight``), so
@@ -332,9 +334,10 @@ class BertModel(BertPreTrainedModel):
         input_ids, token_type_ids = backend.to_device(input_ids, device), backend.to_device(token_type_ids, device)
         if attention_mask is not None:
             attention_mask = backend.to_device(attention_mask, device)
+        keep = _positions_to_keep(skip_padding, input_ids.shape, device)  # None, True or (B, L) bool
         padding = None
-        if skip_padding is not False and not (output_attentions or output_hidden_states):
-            padding = Padding.of(attention_mask, _positions_to_keep(skip_padding, input_ids.shape, device))
+        if keep is not None and not (output_attentions or output_hidden_states):
+            padding = Padding.of(attention_mask, None if keep is True else keep)
         if padding is None:
             embedding_output = self.embeddings(input_ids, token_type_ids, inputs_embeds)
             sequence_output, hidden_states, attentions = self.encoder(embedding_output, attention_mask,
@@ -364,7 +367,9 @@ class BertForMaskedLM(BertPreTrainedModel):
     full logits are the very product we skip (and 0.5 GB at 32 x 128 tokens). Why not None: accuracy
     on the masked tokens needs exactly these rows. A shape other than transformers' fails loudly in
     code written for (B, L, V) (``logits[mask]`` raises), rather than silently; transformers' causal
-    LMs do the same with ``logits_to_keep``. Without labels, logits is transformers' (B, L, V)."""
+    LMs do the same with ``logits_to_keep``. Without labels, logits is transformers' (B, L, V).
+    With labels the encoder also skips the padding (BertModel's skip_padding), the labelled positions
+    computed even where they are padding."""
     _tied_weights_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
                           "cls.predictions.decoder.bias": "cls.predictions.bias"}
     new_heads = BertPreTrainedModel.new_heads + (r"^cls\.",)  # a bare model's checkpoint has no head
@@ -384,7 +389,7 @@ class BertForMaskedLM(BertPreTrainedModel):
         is predicted (transformers' DataCollatorForLanguageModeling's labels) -> .loss, the mean
         cross-entropy over the labelled positions (NaN if there are none, as torch's). ``.logits``
         is (B, L, V) without labels, (M, V) with them unless full_logits=True (see the class)."""
-        labelled = _labelled(labels, full_logits, input_ids, inputs_embeds)
+        labelled = _labelled(self.config, labels, full_logits, input_ids, inputs_embeds)
         outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
                             output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds,
                             skip_padding=False if labelled is None else labelled)
@@ -423,7 +428,7 @@ class BertForPreTraining(BertPreTrainedModel):
         """As BertForMaskedLM; next_sentence_label (B,): 0 where the second segment follows the
         first, 1 where it is a random one. .loss = masked-LM loss + next-sentence loss when both
         labels are given, as transformers'; given one of them, that one's loss (transformers gives none)."""
-        labelled = _labelled(labels, full_logits, input_ids, inputs_embeds)
+        labelled = _labelled(self.config, labels, full_logits, input_ids, inputs_embeds)
         outputs = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
                             output_hidden_states=output_hidden_states, inputs_embeds=inputs_embeds,
                             skip_padding=False if labelled is None else labelled)
@@ -523,9 +528,10 @@ def _scored_rows(sequence_output, labels, full_logits=False):
 
 
 def _positions_to_keep(skip_padding, shape, device):
-    """BertModel's skip_padding as Padding.of's ``keep``: None for True, else a (B, L) bool array on ``device``."""
-    if skip_padding is True:
-        return None
+    """BertModel's skip_padding checked: None for False (or None), True for True, else a (B, L) bool
+    array on ``device``, the positions to compute besides the real tokens."""
+    if skip_padding is None or isinstance(skip_padding, (bool, numpy.bool_)):
+        return True if skip_padding else None
     keep = as_array(skip_padding)
     if keep.dtype != bool or keep.shape != shape:
         raise ValueError(f"skip_padding must be True, False or a {shape} bool array (the shape of input_ids) of "
@@ -533,15 +539,15 @@ def _positions_to_keep(skip_padding, shape, device):
     return backend.to_device(keep, device)
 
 
-def _labelled(labels, full_logits, input_ids, inputs_embeds):
+def _labelled(config, labels, full_logits, input_ids, inputs_embeds):
     """Where the masked-LM head reads the encoder, (B, L) bool: the labelled positions (label != -100),
-    computed even if padding (BertModel's skip_padding); None without labels or with full_logits."""
-    if labels is None or full_logits:
-        return None
-    if input_ids is None and inputs_embeds is None:
-        return None  # BertModel says what is missing
-    shape = tuple(inputs_embeds.shape[:2]) if inputs_embeds is not None else as_array(input_ids).shape
-    return _integers(labels, "labels", shape) != IGNORE_INDEX
+    computed even if padding (BertModel's skip_padding); None without labels or with full_logits.
+    The inputs are checked first, as BertModel checks them, so that their errors name them."""
+    if labels is None or full_logits or (input_ids is None and inputs_embeds is None):
+        return None  # without inputs, BertModel says what is missing
+    ids = _embeds_shape(config, input_ids, inputs_embeds) if inputs_embeds is not None else \
+        _integers(input_ids, "input_ids")
+    return _integers(labels, "labels", ids.shape) != IGNORE_INDEX
 
 
 def _check_labels(labels, classes):

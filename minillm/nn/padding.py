@@ -16,8 +16,9 @@ discarded), so a short text costs its group's L_g^2, not the batch's L^2 (ops.un
 What is skipped is what nothing reads: a padded position's output (the heads read the [CLS]
 position and the labelled tokens; sentence pooling masks the padding). Each sequence's first
 position is kept even if padded, for the pooler, and ``keep`` adds positions the caller reads.
-Hugging Face's BERT computes every position; FlashAttention's ``bert_padding`` (unpad_input,
-pad_input), MosaicBERT and ModernBERT skip the padding the same way.
+Hugging Face's BERT computes every position. FlashAttention's ``bert_padding`` (unpad_input,
+pad_input) and its variable-length attention, MosaicBERT and ModernBERT skip the padding too, with
+an attention kernel that takes the sequences' lengths where this one takes groups of them.
 """
 import numpy
 
@@ -40,8 +41,7 @@ class Padding:
     def __init__(self, key_mask, kept):
         self.key_mask = key_mask
         self.batch, self.length = key_mask.shape
-        kept = backend.to_host(kept)  # (B, L) bools: the layout is worked out on the host, then moved
-        indices = numpy.flatnonzero(kept.reshape(-1))  # (N,)
+        indices = numpy.flatnonzero(kept.reshape(-1))  # (N,); kept (B, L) is on the host
         xp = backend.array_module(key_mask)
         self.indices, self.positions = xp.asarray(indices), xp.asarray(indices % self.length)  # position ids
         self.groups = [AttentionGroup(*(xp.asarray(a) for a in (rows, slots)), len(members), width,
@@ -53,7 +53,7 @@ class Padding:
         """The Padding of ``key_mask`` (B, L), True or 1 for real tokens, or None when there is nothing to
         skip (no mask, an empty one, or every position kept) and inside a CUDA-graph capture (whose
         shapes are fixed, and N is not). Kept: the real tokens, each sequence's first position, and
-        ``keep`` (B, L) bool."""
+        ``keep`` (B, L) bool. On a GPU the kept positions are copied to the host: one wait per batch."""
         if key_mask is None or key_mask.size == 0 or (backend.on_device(key_mask) and cuda.is_capturing()):
             return None
         key_mask = key_mask != 0
@@ -61,7 +61,8 @@ class Padding:
         kept[:, 0] = True
         if keep is not None:
             kept |= keep
-        return None if bool(kept.all()) else cls(key_mask, kept)
+        kept = backend.to_host(kept)  # the layout is worked out on the host
+        return None if kept.all() else cls(key_mask, kept)
 
     def unpad(self, x):
         """(B, L, ...) -> (N, ...): the kept rows of a Tensor (with gradient) or of an array (ids)."""

@@ -76,7 +76,7 @@ class Max(Function):
     def backward(self, g):
         x, z, axes, keepdim = self.saved
         winners = x == z
-        share = winners / winners.sum(axis=axes, keepdims=True)
+        share = (winners / winners.sum(axis=axes, keepdims=True)).astype(g.dtype)  # bool / int is float64
         return _expand(g, x.shape, axes, keepdim) * share
 
 
