@@ -132,7 +132,8 @@ case("gather_rows", hst.tuples(hst.integers(1, 6), hst.integers(0, 3)).flatmap(l
 case("scatter_rows", hst.tuples(hst.integers(1, 6), hst.integers(0, 3), hst.integers(0, 6)).flatmap(
     lambda s: hst.tuples(st.arrays((min(s[0], s[2]), s[1])), _distinct_rows(s[0], min(s[0], s[2])), hst.just(s[0]))))(
     (lambda x, index, rows: mm.ops.scatter_rows(x, index, rows),
-     lambda t, x, index, rows: t.zeros((rows,) + tuple(x.shape[1:]), dtype=x.dtype).index_copy(0, t.as_tensor(index), x)))
+     lambda t, x, index, rows: t.zeros((rows,) + tuple(x.shape[1:]), dtype=x.dtype).index_copy(
+         0, t.as_tensor(index), x)))
 case("embedding", hst.tuples(hst.integers(1, 5), hst.integers(1, 4)).flatmap(lambda s: hst.tuples(
     hst.builds(lambda seed: np.random.default_rng(seed).integers(0, s[0], (2, 3)), hst.integers(0, 2**31)),
     st.arrays(s))))((lambda ids, w: F.embedding(ids, w), lambda t, ids, w: t.nn.functional.embedding(t.as_tensor(ids), w)))

@@ -1,6 +1,7 @@
 """The neural-network ops: softmax, log_softmax, cross-entropy, layer norm (and Add & Norm), dropout, embedding
-and attention. The heavy ones call minillm/kernels, which holds their NumPy and compiled twins.
-Each Function is followed by its function on Tensors, which checks the arguments."""
+and attention (and its form for a batch whose padding is skipped). The heavy ones call minillm/kernels, which
+holds their NumPy and compiled twins. Each Function is followed by its function on Tensors, which checks the
+arguments."""
 import numpy
 import scipy.sparse
 
@@ -347,4 +348,3 @@ def _group_rows(heads, group):
     """The group's (B_g, H, L_g, D) -> its rows, (n_g, E), in the order of group.rows."""
     batch, _, length, _ = heads.shape
     return heads.transpose(0, 2, 1, 3).reshape(batch * length, -1)[group.slots]
-
