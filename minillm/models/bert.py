@@ -334,10 +334,10 @@ class BertModel(BertPreTrainedModel):
         input_ids, token_type_ids = backend.to_device(input_ids, device), backend.to_device(token_type_ids, device)
         if attention_mask is not None:
             attention_mask = backend.to_device(attention_mask, device)
-        keep = _positions_to_keep(skip_padding, input_ids.shape, device)  # None, True or (B, L) bool
+        skip, keep = _skip_padding(skip_padding, input_ids.shape, device)
         padding = None
-        if keep is not None and not (output_attentions or output_hidden_states):
-            padding = Padding.of(attention_mask, None if keep is True else keep)
+        if skip and not (output_attentions or output_hidden_states):
+            padding = Padding.of(attention_mask, keep)
         if padding is None:
             embedding_output = self.embeddings(input_ids, token_type_ids, inputs_embeds)
             sequence_output, hidden_states, attentions = self.encoder(embedding_output, attention_mask,
@@ -527,16 +527,16 @@ def _scored_rows(sequence_output, labels, full_logits=False):
     return ops.gather_rows(sequence_output.reshape(batch * length, hidden), kept), flat[kept]
 
 
-def _positions_to_keep(skip_padding, shape, device):
-    """BertModel's skip_padding checked: None for False (or None), True for True, else a (B, L) bool
-    array on ``device``, the positions to compute besides the real tokens."""
+def _skip_padding(skip_padding, shape, device):
+    """BertModel's skip_padding checked, as (skip, keep): whether to skip, and the (B, L) bool array on
+    ``device`` of positions to compute besides the real tokens, or None."""
     if skip_padding is None or isinstance(skip_padding, (bool, numpy.bool_)):
-        return True if skip_padding else None
+        return bool(skip_padding), None
     keep = as_array(skip_padding)
     if keep.dtype != bool or keep.shape != shape:
         raise ValueError(f"skip_padding must be True, False or a {shape} bool array (the shape of input_ids) of "
                          f"positions to compute, got {keep.dtype} of shape {keep.shape}")
-    return backend.to_device(keep, device)
+    return True, backend.to_device(keep, device)
 
 
 def _labelled(config, labels, full_logits, input_ids, inputs_embeds):

@@ -20,17 +20,16 @@ Hugging Face's BERT computes every position. FlashAttention's ``bert_padding`` (
 pad_input) and its variable-length attention, MosaicBERT and ModernBERT skip the padding too, with
 an attention kernel that takes the sequences' lengths where this one takes groups of them.
 """
+import collections
+
 import numpy
 
 from .. import backend, cuda, ops
 
 
-class AttentionGroup:
-    """Sequences attended to together: ``rows`` (n,), their computed rows (of the N), ``slots`` (n,),
-    where those land in the group's flat (batch * length) layout, and ``key_mask`` (batch, length)."""
-
-    def __init__(self, rows, slots, batch, length, key_mask):
-        self.rows, self.slots, self.batch, self.length, self.key_mask = rows, slots, batch, length, key_mask
+# Sequences attended to together: ``rows`` (n,), their computed rows (of the N), ``slots`` (n,), where
+# those land in the group's flat (batch * length) layout, and ``key_mask`` (batch, length).
+AttentionGroup = collections.namedtuple("AttentionGroup", ["rows", "slots", "batch", "length", "key_mask"])
 
 
 class Padding:
