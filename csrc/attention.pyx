@@ -4,8 +4,8 @@ first: the shapes, and the backward's math, are there).
 
 Each (batch, head) pair is one task of an OpenMP prange. A task walks its L query rows in blocks
 of `block` rows; per block it computes the block's (block, S) scores with one BLAS call into a
-per-thread scratch, masks them, turns them into probabilities row by row, and multiplies by V with
-a second BLAS call. The forward keeps only lse = log sum_j exp(s_ij) per row; the backward
+per-thread scratch, masks them, exponentiates them row by row, multiplies by V with a second BLAS
+call and divides each output row by its sum of exponentials. The forward keeps only lse = log sum_j exp(s_ij) per row; the backward
 recomputes each block's probabilities as exp(s - lse) and accumulates dK and dV over the blocks.
 So memory beyond the inputs and outputs is threads * 2 * block * S scratch values: it grows with
 S, never with L * S (the FlashAttention scheme, with whole key rows per block, since a row of S
@@ -23,11 +23,11 @@ Every operand may be strided on its batch, head and row axes (the wrapper makes 
 contiguous): BERT's heads, q = x.reshape(B, L, H, D).transpose(0, 2, 1, 3), are read in place.
 """
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY, log
+from libc.math cimport INFINITY, log, logf
 from libc.stdint cimport uint64_t
 
 from blas cimport gemm
-from vecmath cimport real, row_dot, row_max, row_sum, vexp
+from vecmath cimport real, row_add_max, row_dot, row_exp_sum, row_max, vexp
 
 
 cdef extern from "dropout_mask.h" nogil:
@@ -69,9 +69,17 @@ cdef inline void _drop_grad_row(real* p, real* dp, Py_ssize_t n, real delta, Dro
         p[j] = p[j] * m
 
 
-cdef inline void _scores(const real* q, int ldq, const real* k, int ldk, const real* key_bias,
-                         const real* bias, real scale, int rows, int s_len, int d, real* s) noexcept nogil:
-    """s (rows, S) = scale q k^T + bias + key_bias; q holds the block's rows, bias its bias rows."""
+cdef inline real _log(real x) noexcept nogil:
+    if real is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline void _scores(const real* q, int ldq, const real* k, int ldk, const real* bias, real scale,
+                         int rows, int s_len, int d, real* s) noexcept nogil:
+    """s (rows, S) = scale q k^T + bias; q holds the block's rows, bias its bias rows. The key mask
+    is the caller's to add, in the pass that reads the scores next."""
     cdef Py_ssize_t i, j
     cdef real* row
     # BLAS returns C = 0 for alpha = 0 without reading q or k, where (q k^T) * 0 is NaN for an inf or
@@ -80,51 +88,53 @@ cdef inline void _scores(const real* q, int ldq, const real* k, int ldk, const r
     if scale == 0:
         for j in range(rows * s_len):
             s[j] = s[j] * 0
-    if bias == NULL and key_bias == NULL:
+    if bias == NULL:
         return
     for i in range(rows):
         row = s + i * s_len
-        if bias != NULL:
-            for j in range(s_len):
-                row[j] = row[j] + bias[i * s_len + j]
-        if key_bias != NULL:
-            for j in range(s_len):
-                row[j] = row[j] + key_bias[j]
+        for j in range(s_len):
+            row[j] = row[j] + bias[i * s_len + j]
 
 
 cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const real* v, int ldv,
                         const real* key_bias, const real* bias, real scale,
                         Dropout drop, uint64_t row0, real* out, int ldo, real* lse, real* probs,
                         int l_len, int s_len, int d, int block, real* s) noexcept nogil:
-    """One (batch, head) pair; row0 = its first query row's logical number, (b H + h) L."""
+    """One (batch, head) pair; row0 = its first query row's logical number, (b H + h) L.
+    s: the scratch, block * S scores, then block row scales 1 / sum_j exp(s_ij - c_i).
+
+    Each row's softmax is two passes: the key mask added and the max, then exp(s - max) and its
+    sum. The division by the sum waits until after the product with V: scaling the block's
+    (rows, D) output costs D per row, the probabilities S (dropout's mask commutes with it)."""
     cdef Py_ssize_t n, i0, i  # Py_ssize_t: offsets like (i0 + i) * S may pass 2^31
     cdef int rows
     cdef Py_ssize_t j
     cdef real c, total
     cdef real* row
+    cdef real* inverse = s + <Py_ssize_t>block * s_len
     for n in range((l_len + block - 1) // block):  # query rows i0 : i0 + rows
         i0 = n * block
         rows = min(block, l_len - i0)
-        _scores(q + i0 * ldq, ldq, k, ldk, key_bias, bias + i0 * s_len if bias != NULL else NULL,
+        _scores(q + i0 * ldq, ldq, k, ldk, bias + i0 * s_len if bias != NULL else NULL,
                 scale, rows, s_len, d, s)
         for i in range(rows):  # softmax of each row, keeping its log-sum-exp
             row = s + i * s_len
-            c = row_max(row, s_len)
+            c = row_add_max(row, row, key_bias, s_len) if key_bias != NULL else row_max(row, s_len)
             if c == -INFINITY:  # every key masked: p = 0, so out = 0, and lse = log 0 = -inf
                 c = 0
-            for j in range(s_len):
-                row[j] = vexp(row[j] - c)
-            total = row_sum(row, s_len)
-            lse[i0 + i] = -INFINITY if total == 0 else c + log(total)
-            total = 0 if total == 0 else 1 / total  # a NaN total stays NaN
-            for j in range(s_len):
-                row[j] = row[j] * total
+            total = row_exp_sum(row, row, c, s_len)
+            lse[i0 + i] = -INFINITY if total == 0 else c + _log(total)
+            inverse[i] = 0 if total == 0 else 1 / total  # a NaN total stays NaN
             if probs != NULL:  # the probabilities before dropout
                 for j in range(s_len):
-                    probs[(i0 + i) * s_len + j] = row[j]
+                    probs[(i0 + i) * s_len + j] = row[j] * inverse[i]
             if drop.on:
                 _drop_row(row, s_len, drop, (row0 + i0 + i) * s_len)
         gemm(False, False, rows, d, s_len, 1, s, s_len, v, ldv, 0, out + i0 * ldo, ldo)
+        for i in range(rows):
+            row = out + (i0 + i) * ldo
+            for j in range(d):
+                row[j] = row[j] * inverse[i]
 
 
 def forward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :, :, :] v,
@@ -137,7 +147,7 @@ def forward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :,
     q, out: (B, H, L, D); k, v: (B, H, S, D), unit stride on D; key_bias: (B, S) of 0 and -inf, or
     None; bias: (L, S) or None; dropout: None or (seed, threshold, scale) (see Dropout); lse:
     (B, H, L); probs: (B, H, L, S) or None, written before dropout; scratch: at least
-    (threads, block * S). All checked by the wrapper."""
+    (threads, block * (S + 1)). All checked by the wrapper."""
     cdef int nb = q.shape[0], nh = q.shape[1], l_len = q.shape[2], d = q.shape[3], s_len = k.shape[2]
     cdef int ldq = q.strides[2] // sizeof(real), ldk = k.strides[2] // sizeof(real)
     cdef int ldv = v.strides[2] // sizeof(real), ldo = out.strides[2] // sizeof(real)
@@ -171,13 +181,16 @@ cdef void _backward_pair(const real* q, int ldq, const real* k, int ldk, const r
         i0 = n * block
         rows = min(block, l_len - i0)
         # p = exp(s - lse): the forward's probabilities, recomputed
-        _scores(q + i0 * ldq, ldq, k, ldk, key_bias, bias + i0 * s_len if bias != NULL else NULL,
+        _scores(q + i0 * ldq, ldq, k, ldk, bias + i0 * s_len if bias != NULL else NULL,
                 scale, rows, s_len, d, p)
         for i in range(rows):
             row, m = p + i * s_len, lse[i0 + i]
             if m == -INFINITY:  # a fully masked row had p = 0: it gets no gradient
                 for j in range(s_len):
                     row[j] = 0
+            elif key_bias != NULL:
+                for j in range(s_len):
+                    row[j] = vexp((row[j] + key_bias[j]) - m)
             else:
                 for j in range(s_len):
                     row[j] = vexp(row[j] - m)

@@ -3,7 +3,7 @@
 
 Rows are independent, so an OpenMP prange hands them to threads (in tasks of many rows, dynamically:
 csrc/tasks.pxd, and minillm/kernels/blas.py on threads); each row is three passes
-(max, exp and sum, scale) over contiguous memory, vectorized (see vecmath.h). The additive mask is
+(mask and max, exp and sum, scale) over contiguous memory, vectorized (see vecmath.h). The additive mask is
 never broadcast to the input's size: row r reads mask[mask_rows[r] : mask_rows[r] + n], so a
 (B, 1, 1, S) padding mask over (B, H, L, S) scores costs B*S floats and one offset per row.
 Inputs are checked by the Python wrapper; here the memoryview types check dtype and contiguity.
@@ -12,22 +12,20 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY
 
 from tasks cimport rows_per_task
-from vecmath cimport real, row_dot, row_max, row_sum, vexp
+from vecmath cimport real, row_add_max, row_dot, row_exp_sum, row_max
 
 
 cdef void _row_forward(const real* x, const real* mask, real* y, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t j
     cdef real c, total
     if mask != NULL:
-        for j in range(n):
-            y[j] = x[j] + mask[j]
+        c = row_add_max(y, x, mask, n)  # y = x + mask
         x = y
-    c = row_max(x, n)
+    else:
+        c = row_max(x, n)
     if c == -INFINITY:  # fully masked row: exp(-inf - 0) = 0 gives zeros, not NaN
         c = 0
-    for j in range(n):
-        y[j] = vexp(x[j] - c)
-    total = row_sum(y, n)
+    total = row_exp_sum(y, x, c, n)
     total = 0 if total == 0 else 1 / total  # a NaN total stays NaN
     for j in range(n):
         y[j] = y[j] * total

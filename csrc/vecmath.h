@@ -3,10 +3,10 @@
  * GCC turns a loop into SIMD code only when every call in it has a vector version. libm's expf
  * and erfcf have none here (glibc declares its vector versions only under -ffast-math, which we
  * refuse because it breaks -inf masks), so the float32 exp and normal CDF (GELU's erfc) below are
- * short polynomials that GCC inlines and vectorizes. A float reduction (sum, max) is vectorized only if the compiler
- * may reorder it; `#pragma omp simd reduction` grants that for one loop, where -ffast-math would
- * grant it everywhere: the row reductions and layer norm's backward sums are here for that (layer
- * norm's forward sums go further, MLL_ROW_SUM below: running sums of their own, in vectors).
+ * short polynomials that GCC inlines and vectorizes. A float reduction (sum, max) is vectorized
+ * only if the compiler may reorder it, which -ffast-math would grant everywhere: the row reductions
+ * are here for that, written in vectors of their own (MLL_ROW_REDUCE below), and layer norm's
+ * backward sums, one loop under `#pragma omp simd reduction`, which grants it for that loop.
  * float64 kernels call libm's exp and erfc instead: exact, and not the fast path (training runs
  * in float32).
  */
@@ -89,88 +89,107 @@ static inline float mll_normal_cdf_f(float x, float gauss)
     return x < 0 ? tail : 1.0f - tail;
 }
 
-/* Declares T s, the sum of TERM(x[i]) for i < n (the caller returns it), with four running sums of
- * one register each, GCC's vector extension: a zmm (16 floats) at AVX-512, a ymm (8) below it (a
- * 64-byte vector at AVX2, two ymm, compiled to slower code: layer norm's forward took twice the
- * time). TERM is written once for a vector and a scalar. The four chains of
- * dependent adds overlap, where one running sum waits out each add's latency (4 cycles), and at
- * the end the four are added vector by vector, then the lanes in a tree, log2(lanes) adds deep. Layer norm's
- * forward, two such sums per row, was bound by those chains: a row of 384 floats was a chain of 24
- * adds at AVX-512 and 48 at AVX2. An earlier version, four `omp simd` sums over the row's quarters,
- * folded each of its four vectors lane by lane, which cost more at AVX-512 than the overlap saved,
- * so it kept one running sum there. Layer norm's forward on (4096, 384) float32, Intel Xeon (family
- * 6 model 167): one thread at AVX-512 0.61 -> 0.48 ms ((1024, 768): 0.28 -> 0.24), two threads
- * at AVX2 (x86-64-v3) 0.55 -> 0.40 ms. */
+/* Declares T s = COMBINE of TERM(T, i) over i < n, from INIT (the caller returns it), with four
+ * running values of one register each, GCC's vector extension: a zmm (16 floats) at AVX-512, a ymm
+ * (8) below it (a 64-byte vector at AVX2, two ymm, compiled to slower code: layer norm's forward
+ * took twice the time). TERM(V, i) is the term at index i as V, a Vector or a T (MLL_LOAD reads
+ * either); VCOMBINE combines Vectors, COMBINE Ts. The four chains of dependent adds overlap, where
+ * one running sum waits out each add's latency (4 cycles), and at the end the four are combined
+ * vector by vector, then the lanes in a tree, log2(lanes) deep.
+ * Layer norm's forward, two such sums per row, was bound by those chains: a row of 384 floats was a
+ * chain of 24 adds at AVX-512 and 48 at AVX2 (Intel Xeon, family 6 model 167, (4096, 384) float32:
+ * one thread at AVX-512 0.61 -> 0.48 ms, two at AVX2 0.55 -> 0.40 ms). And `omp simd reduction`,
+ * which the other reductions used, folds its lanes one by one through memory at the end of each
+ * row: 16 dependent adds for every row of attention's 128 scores, as many as the row's own work. */
 #ifdef __AVX512F__
 #define MLL_VECTOR_BYTES 64
 #else
 #define MLL_VECTOR_BYTES 32
 #endif
-#define MLL_ROW_SUM(T, TERM)                                                                   \
+#define MLL_LOAD(V, p) __extension__({ V loaded_; memcpy(&loaded_, (p), sizeof loaded_); loaded_; })
+#define MLL_ROW_REDUCE(T, INIT, TERM, VCOMBINE, COMBINE)                                       \
     typedef T Vector __attribute__((vector_size(MLL_VECTOR_BYTES)));                           \
     enum { LANES = sizeof(Vector) / sizeof(T) };                                               \
-    Vector a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, v0, v1, v2, v3;                             \
+    Vector a0 = (Vector){0} + (T)(INIT), a1 = a0, a2 = a0, a3 = a0;                            \
     Py_ssize_t i = 0;                                                                          \
     for (; i + 4 * LANES <= n; i += 4 * LANES) {                                               \
-        memcpy(&v0, x + i, sizeof v0);                                                         \
-        memcpy(&v1, x + i + LANES, sizeof v1);                                                 \
-        memcpy(&v2, x + i + 2 * LANES, sizeof v2);                                             \
-        memcpy(&v3, x + i + 3 * LANES, sizeof v3);                                             \
-        a0 += TERM(v0);                                                                        \
-        a1 += TERM(v1);                                                                        \
-        a2 += TERM(v2);                                                                        \
-        a3 += TERM(v3);                                                                        \
+        a0 = VCOMBINE(a0, TERM(Vector, i));                                                    \
+        a1 = VCOMBINE(a1, TERM(Vector, i + LANES));                                            \
+        a2 = VCOMBINE(a2, TERM(Vector, i + 2 * LANES));                                        \
+        a3 = VCOMBINE(a3, TERM(Vector, i + 3 * LANES));                                        \
     }                                                                                          \
-    for (; i + LANES <= n; i += LANES) {                                                       \
-        memcpy(&v0, x + i, sizeof v0);                                                         \
-        a0 += TERM(v0);                                                                        \
-    }                                                                                          \
-    a0 = (a0 + a1) + (a2 + a3);                                                                \
+    for (; i + LANES <= n; i += LANES)                                                         \
+        a0 = VCOMBINE(a0, TERM(Vector, i));                                                    \
+    a0 = VCOMBINE(VCOMBINE(a0, a1), VCOMBINE(a2, a3));                                         \
     T lane[LANES];                                                                             \
     memcpy(lane, &a0, sizeof lane);                                                            \
     for (int width = LANES / 2; width > 0; width /= 2)                                         \
         for (int l = 0; l < width; l++)                                                        \
-            lane[l] += lane[l + width];                                                        \
+            lane[l] = COMBINE(lane[l], lane[l + width]);                                       \
     T s = lane[0];                                                                             \
     for (; i < n; i++)                                                                         \
-        s += TERM(x[i]);
-#define MLL_SHIFTED(v) ((v) - c)
-#define MLL_SHIFTED_SQUARE(v) (((v) - c) * ((v) - c))
+        s = COMBINE(s, TERM(T, i));
+#define MLL_ADD(a, b) ((a) + (b))
+/* max as `b > a ? b : a`, so a NaN term is passed over, as libm's fmax does; for Vectors a blend
+ * (C has no ?: on vectors), the comparison's lanes being all ones or all zeros */
+#define MLL_MAX(a, b) ((b) > (a) ? (b) : (a))
+#define MLL_VMAX(a, b)                                                                         \
+    __extension__({                                                                            \
+        __typeof__(a) a_ = (a), b_ = (b);                                                      \
+        __typeof__(b_ > a_) more_ = b_ > a_;                                                   \
+        (__typeof__(a_))((more_ & (__typeof__(more_))b_) | (~more_ & (__typeof__(more_))a_));   \
+    })
+#define MLL_PLAIN(V, i) MLL_LOAD(V, x + (i))
+#define MLL_SHIFTED(V, i) (MLL_LOAD(V, x + (i)) - c)
+#define MLL_SHIFTED_SQUARE(V, i) (MLL_SHIFTED(V, i) * MLL_SHIFTED(V, i))
+#define MLL_PRODUCT(V, i) (MLL_LOAD(V, x + (i)) * MLL_LOAD(V, y + (i)))
 
-/* Row reductions, vectorized by `omp simd` (a no-op pragma when built without OpenMP). */
-#define MLL_REDUCTIONS(T, SUFFIX)                                                              \
+/* Row reductions, and the two passes of a softmax row: y = x + add and its max (a masked row's
+ * scores), then y = exp(x - c) and its sum, y may be x. The scale by 1 / sum is the caller's:
+ * softmax makes its third pass, attention scales its (rows, D) output, not its (rows, S)
+ * probabilities. EXP is vecmath's float32 exp, or libm's exp for float64. */
+#define MLL_REDUCTIONS(T, SUFFIX, EXP)                                                         \
     static inline T mll_max_##SUFFIX(const T *x, Py_ssize_t n)                                 \
     {                                                                                          \
-        T m = -INFINITY;                                                                       \
-        _Pragma("omp simd reduction(max:m)") for (Py_ssize_t i = 0; i < n; i++)                \
-            m = x[i] > m ? x[i] : m;                                                           \
-        return m;                                                                              \
+        MLL_ROW_REDUCE(T, -INFINITY, MLL_PLAIN, MLL_VMAX, MLL_MAX)                             \
+        return s;                                                                              \
     }                                                                                          \
     static inline T mll_sum_##SUFFIX(const T *x, Py_ssize_t n)                                 \
     {                                                                                          \
-        T s = 0;                                                                               \
-        _Pragma("omp simd reduction(+:s)") for (Py_ssize_t i = 0; i < n; i++) s += x[i];       \
+        MLL_ROW_REDUCE(T, 0, MLL_PLAIN, MLL_ADD, MLL_ADD)                                      \
         return s;                                                                              \
     }                                                                                          \
     static inline T mll_shifted_sum_##SUFFIX(const T *x, T c, Py_ssize_t n)                    \
     {                                                                                          \
-        MLL_ROW_SUM(T, MLL_SHIFTED)                                                            \
+        MLL_ROW_REDUCE(T, 0, MLL_SHIFTED, MLL_ADD, MLL_ADD)                                    \
         return s;                                                                              \
     }                                                                                          \
     static inline T mll_shifted_sumsq_##SUFFIX(const T *x, T c, Py_ssize_t n)                  \
     {                                                                                          \
-        MLL_ROW_SUM(T, MLL_SHIFTED_SQUARE)                                                     \
+        MLL_ROW_REDUCE(T, 0, MLL_SHIFTED_SQUARE, MLL_ADD, MLL_ADD)                             \
         return s;                                                                              \
     }                                                                                          \
     static inline T mll_dot_##SUFFIX(const T *x, const T *y, Py_ssize_t n)                     \
     {                                                                                          \
-        T s = 0;                                                                               \
-        _Pragma("omp simd reduction(+:s)") for (Py_ssize_t i = 0; i < n; i++) s += x[i] * y[i]; \
+        MLL_ROW_REDUCE(T, 0, MLL_PRODUCT, MLL_ADD, MLL_ADD)                                    \
         return s;                                                                              \
+    }                                                                                          \
+    static inline T mll_add_max_##SUFFIX(T *y, const T *x, const T *add, Py_ssize_t n)        \
+    {                                                                                          \
+        for (Py_ssize_t i = 0; i < n; i++)                                                     \
+            y[i] = x[i] + add[i];                                                              \
+        return mll_max_##SUFFIX(y, n);                                                         \
+    }                                                                                          \
+    static inline T mll_exp_sum_##SUFFIX(T *y, const T *x, T c, Py_ssize_t n)                 \
+    {                                                                                          \
+        for (Py_ssize_t i = 0; i < n; i++)                                                     \
+            y[i] = EXP(x[i] - c);                                                              \
+        return mll_sum_##SUFFIX(y, n);                                                         \
     }
 
-MLL_REDUCTIONS(float, f)
-MLL_REDUCTIONS(double, d)
+MLL_REDUCTIONS(float, f, mll_expf)
+MLL_REDUCTIONS(double, d, exp)
+
 
 /* Layer norm's backward over one row, the part with sums (minillm/kernels/layer_norm.py derives it),
  * in one pass: with xhat = (x - mu) r and dxhat = g w (g where w is NULL), adds g xhat into dw and g

@@ -20,6 +20,10 @@ cdef extern from "vecmath.h" nogil:
     double mll_shifted_sum_d(const double* x, double c, Py_ssize_t n)
     float mll_shifted_sumsq_f(const float* x, float c, Py_ssize_t n)
     double mll_shifted_sumsq_d(const double* x, double c, Py_ssize_t n)
+    float mll_add_max_f(float* y, const float* x, const float* add, Py_ssize_t n)
+    double mll_add_max_d(double* y, const double* x, const double* add, Py_ssize_t n)
+    float mll_exp_sum_f(float* y, const float* x, float c, Py_ssize_t n)
+    double mll_exp_sum_d(double* y, const double* x, double c, Py_ssize_t n)
     float mll_dot_f(const float* x, const float* y, Py_ssize_t n)
     double mll_dot_d(const double* x, const double* y, Py_ssize_t n)
     void mll_layer_norm_sums_f(const float* g, const float* x, const float* w, float mu, float r,
@@ -65,6 +69,22 @@ cdef inline real row_sum(const real* x, Py_ssize_t n) noexcept nogil:
         return mll_sum_f(x, n)
     else:
         return mll_sum_d(x, n)
+
+
+cdef inline real row_add_max(real* y, const real* x, const real* add, Py_ssize_t n) noexcept nogil:
+    """y[j] = x[j] + add[j] (y may be x); returns max_j y[j], -inf for an empty or all -inf row."""
+    if real is float:
+        return mll_add_max_f(y, x, add, n)
+    else:
+        return mll_add_max_d(y, x, add, n)
+
+
+cdef inline real row_exp_sum(real* y, const real* x, real c, Py_ssize_t n) noexcept nogil:
+    """y[j] = exp(x[j] - c) (y may be x); returns sum_j y[j]."""
+    if real is float:
+        return mll_exp_sum_f(y, x, c, n)
+    else:
+        return mll_exp_sum_d(y, x, c, n)
 
 
 cdef inline real row_shifted_sum(const real* x, real c, Py_ssize_t n) noexcept nogil:

@@ -217,7 +217,7 @@ def _attention_forward_compiled(compiled, q, k, v, key_mask, bias, scale, dropou
         out[...], lse[...] = 0, -numpy.inf
     else:
         block = _block(keys)
-        scratch = numpy.empty((dispatch.threads(), block * keys), q.dtype)
+        scratch = numpy.empty((dispatch.threads(), block * (keys + 1)), q.dtype)  # scores, row scales
         blas.use_threads(1)  # one BLAS call per (batch, head) pair, inside OpenMP's pool
         compiled.forward(q, k, v, key_bias, bias, scale, _dropout_args(dropout_p, seed), out, lse, probs,
                          scratch, block)

@@ -18,12 +18,18 @@ So each pool works in turn and sleeps as soon as it is done:
   - idle threads: unless the user set them, OPENBLAS_THREAD_TIMEOUT=4 (OpenBLAS's workers sleep
     after 2^4 cycles, not 2^28; OpenBLAS reads it as the library loads, so ``thread_defaults()``
     sets it when minillm is imported, before scipy's BLAS loads, and removes it once it has) and
-    GOMP_SPINCOUNT=1000 (libgomp's threads sleep after 1,000 spins, not 300,000; read as the first
-    compiled kernel loads libgomp: ``openmp_defaults()``). Neither is left in the environment, so
-    torch's libgomp and child processes keep their defaults. Beside another busy process a spinning
-    thread competes for the core the other wants, and the next region waits for the scheduler
-    (layer norm on (2048, 384), 2 threads, with a nice-10 process on one of 2 cores: 12-16 ms
-    spinning 300,000 times, 0.2 ms spinning 1,000 times, 0.18 ms on one thread).
+    GOMP_SPINCOUNT=10000 (libgomp's threads sleep after 10,000 spins, not 300,000; read as the
+    first compiled kernel loads libgomp: ``openmp_defaults()``). Neither is left in the environment,
+    so torch's libgomp and child processes keep their defaults. Beside another busy process a
+    spinning thread competes for the core the other wants, and the next region waits for the
+    scheduler (layer norm on (2048, 384), 2 threads, with a nice-10 process on one of 2 cores, AMD
+    EPYC: 12-16 ms spinning 300,000 times, 0.2 ms spinning 1,000 times, 0.18 ms on one thread).
+    Too few spins cost the other way: a sleeping thread takes 30-100 us to wake in a VM, and at
+    1,000 spins the threads slept in the few microseconds of Python between two kernels. Intel Xeon
+    (family 6 model 167, KVM, 2 cores), 1,000 against 10,000 spins: layer norm's forward on
+    (1024, 768) 0.188 against 0.147 ms back to back, on (2048, 384) beside a nice-10 process 0.279
+    against 0.140 ms (median); training steps the same (MiniLM 32 x 128 1.30 / 1.29 s, BERT-base
+    8 x 128 2.32 / 2.33 s, medians of 3 alternating processes), and slower at 100,000 (1.34 s).
 When scipy's OpenBLAS was loaded before minillm (another library imported scipy.linalg first) and no
 timeout was set, its workers spin for 0.1 s: big products then stay in OpenMP's pool as slabs,
 BLAS single-threaded (``threaded_products()`` is False).
@@ -47,6 +53,7 @@ import os
 
 _SET = ("scipy_openblas_set_num_threads", "openblas_set_num_threads")  # scipy's wheels, a system OpenBLAS
 _TIMEOUTS = ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT")  # OpenBLAS reads either, as it loads
+SPIN_COUNT = 10000  # libgomp's spins before an idle OpenMP thread sleeps (see above)
 _state = {}
 
 
@@ -74,12 +81,12 @@ def thread_defaults():
 
 @contextlib.contextmanager
 def openmp_defaults():
-    """GOMP_SPINCOUNT=1000 in the environment for the duration, unless the user set it or
+    """GOMP_SPINCOUNT=SPIN_COUNT in the environment for the duration, unless the user set it or
     OMP_WAIT_POLICY: around the import of a compiled kernel, the first of which loads libgomp."""
     if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
         yield
         return
-    os.environ["GOMP_SPINCOUNT"] = "1000"
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     try:
         yield
     finally:
