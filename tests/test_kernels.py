@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 import minillm as mm
 import minillm.nn.functional as F
 from minillm import kernels
+from minillm.kernels.dropout import apply_dropout, apply_dropout_numpy, keep_mask
 from minillm.kernels.gelu import gelu_backward, gelu_backward_numpy, gelu_forward, gelu_forward_numpy
 from minillm.kernels.layer_norm import (add_layer_norm_forward, add_layer_norm_forward_numpy, layer_norm_backward,
                                         layer_norm_backward_numpy, layer_norm_forward, layer_norm_forward_numpy)
@@ -64,7 +65,8 @@ def layouts(draw, shape, dtype, low=-3.0, high=3.0):
 
 def test_every_kernel_is_compiled():
     info = kernels.info()
-    assert all(info[name] == "compiled" for name in ("softmax", "layer_norm", "gelu", "matmul", "attention")), info
+    assert all(info[name] == "compiled" for name in ("softmax", "layer_norm", "gelu", "matmul", "attention",
+                                                     "dropout")), info
     assert info["threads"] >= 1
 
 
@@ -438,6 +440,48 @@ def test_matmul_gradcheck_on_compiled_kernel():
     gradcheck(F.linear, [rng.normal(size=(2, 3, 4)), rng.normal(size=(5, 4)), rng.normal(size=5)])
 
 
+# ---------------------------------------------------------------- dropout
+
+@many_examples
+@given(gelu_inputs(), st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]), st.integers(0, 2**63 - 1))
+def test_dropout_is_keep_mask_in_both_twins(x, p, seed):
+    """Both twins give x * keep_mask(seed, x.shape, p) / (1 - p) bit for bit, whatever x's layout
+    (elements numbered in C order), on 1 and 2 threads."""
+    expected = x * keep_mask(seed, x.shape, p) * (0 if p == 1 else x.dtype.type(1 / (1 - p)))
+    for threads in (1, 2):
+        with openmp_threads(threads):
+            y = apply_dropout(x, p, seed)
+        assert y.shape == x.shape and y.dtype == x.dtype
+        np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(apply_dropout_numpy(x, p, seed), expected)
+
+
+def test_dropout_keeps_nan_and_inf_where_torch_does(torch):
+    """A dropped NaN or inf is NaN (x * 0), a kept one stays, as in torch's x * mask; with p = 1
+    every finite element is 0."""
+    x = np.array([np.nan, np.inf, -np.inf, 1.0] * 64, np.float32)
+    keep = keep_mask(3, x.shape, 0.5)
+    expected = torch.from_numpy(x) * torch.from_numpy(keep.astype(np.float32)) * 2
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(apply_dropout(x, 0.5, 3), expected.numpy())
+        assert np.array_equal(apply_dropout(x, 1.0, 3), x * 0, equal_nan=True)
+
+
+def test_dropout_op_backward_is_the_same_mask_and_keeps_no_mask():
+    """The Dropout op's gradient is g * m with the forward's m, regenerated from the seed: the op
+    saves p and the seed, not an array (it kept a float mask the size of x)."""
+    x = mm.tensor(np.random.default_rng(0).standard_normal((64, 48)).astype(np.float32), requires_grad=True)
+    mm.manual_seed(5)
+    y = F.dropout(x, 0.3)
+    assert not any(isinstance(s, np.ndarray) for s in y._ctx.saved), y._ctx.saved
+    g = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    y.backward(mm.tensor(g))
+    m = np.where(y.numpy() != 0, np.float32(1 / 0.7), np.float32(0))  # x has no zeros: y != 0 where kept
+    np.testing.assert_array_equal(y.numpy(), x.numpy() * m)
+    np.testing.assert_array_equal(x.grad.numpy(), g * m)
+    assert abs((m == 0).mean() - 0.3) < 0.03
+
+
 # ---------------------------------------------------------------- bad inputs
 
 def _raises(error, match, fn, *args):
@@ -459,6 +503,9 @@ def test_bad_inputs_name_the_argument():
     _raises(ValueError, "approximate", gelu_forward, f32, "erf")
     _raises(TypeError, "input must be float32", gelu_forward, np.ones(3, np.float16))
     _raises(ValueError, "grad", gelu_backward, f32, f64)
+    _raises(TypeError, "dropout: input must be float32 or float64", apply_dropout, np.ones(3, np.int32), 0.1, 0)
+    _raises(ValueError, r"dropout: the dropout probability must be in \[0, 1\], got 1.5", apply_dropout, f32, 1.5, 0)
+    _raises(ValueError, r"dropout: the dropout seed must be in \[0, 2\^63\)", apply_dropout, f32, 0.1, -1)
     _raises(ValueError, "inner dimensions", matmul, f32, f32)
     _raises(TypeError, "same dtype", matmul, f32, f64.T)
     _raises(ValueError, "at least 2 dimensions", matmul, np.ones(3), np.ones((3, 2)))

@@ -11,7 +11,7 @@ from . import allocator, blas, dropout  # noqa: F401
 from .adamw import adamw_step  # noqa: F401
 from .attention import attention_backward, attention_forward  # noqa: F401
 from .dispatch import MODES, gpu, info, load, mode, set_threads, threads, use  # noqa: F401
-from .dropout import keep_mask  # noqa: F401
+from .dropout import apply_dropout, keep_mask  # noqa: F401
 from .gelu import gelu_backward, gelu_forward  # noqa: F401
 from .layer_norm import add_layer_norm_forward, layer_norm_backward, layer_norm_forward  # noqa: F401
 from .matmul import matmul  # noqa: F401

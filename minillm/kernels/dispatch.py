@@ -98,7 +98,7 @@ def info():
     """Which twin each kernel runs on host arrays, the threads the compiled ones use, the -march
     level they were built for (setup.py's MINILLM_MARCH), the BLAS under them, and, where there is a
     GPU, what runs on float32 device arrays ("gpu")."""
-    names = ("softmax", "layer_norm", "gelu", "matmul", "attention")
+    names = ("softmax", "layer_norm", "gelu", "matmul", "attention", "dropout")
     table = {n: ("compiled" if _mode == "compiled" and load(n) is not None else "numpy") for n in names}
     table["threads"] = threads()
     if load("build_info") is not None:
@@ -108,16 +108,17 @@ def info():
         table["blas_threads"] = (threads() if blas.threaded_products() else 1) if blas.threads() else None
     if cuda.is_available():
         twin = "cuda" if _mode == "compiled" else "numpy"
-        table["gpu"] = {**{n: twin for n in names + ("adamw",)}, "matmul": "cupy.matmul (cuBLAS)"}
+        table["gpu"] = {**{n: twin for n in names + ("adamw",)}, "matmul": "cupy.matmul (cuBLAS)",
+                        "dropout": "numpy (in CuPy)"}
     return table
 
 
 class Kernel:
     """A public kernel: ``check`` in front of the twin chosen for the arguments (see the module)."""
 
-    def __init__(self, module, check, numpy_twin):
+    def __init__(self, module, check, numpy_twin, cuda=True):
         functools.update_wrapper(self, check)  # the check's name, signature and docstring
-        self.module, self.check, self.numpy = module, check, numpy_twin
+        self.module, self.check, self.numpy, self.has_cuda = module, check, numpy_twin, cuda
         self._compiled = self._cuda = None
 
     def compiled(self, adapter):
@@ -128,7 +129,7 @@ class Kernel:
     def with_numpy(self, numpy_twin):
         """This kernel with another NumPy twin: for a kernel whose definition lives with its caller
         (AdamW's update, minillm/optim/adamw.py)."""
-        twin = Kernel(self.module, self.check, numpy_twin)
+        twin = Kernel(self.module, self.check, numpy_twin, self.has_cuda)
         twin._compiled = self._compiled
         return twin
 
@@ -140,7 +141,7 @@ class Kernel:
                 module = load(self.module)
                 if module is not None and self._compiled is not None:
                     return self._compiled(module, *args)
-            elif first.dtype == numpy.float32:
+            elif first.dtype == numpy.float32 and self.has_cuda:
                 if self._cuda is None:
                     self._cuda = getattr(importlib.import_module(f"minillm.kernels.cuda.{self.module}"), self.__name__)
                 return self._cuda(*args)
@@ -150,10 +151,11 @@ class Kernel:
         return self.numpy(*args)
 
 
-def kernel(module, numpy):
+def kernel(module, numpy, cuda=True):
     """Decorate the input check of a kernel of minillm/kernels/<module>.py: the public kernel of the
-    check's name, whose NumPy twin is ``numpy`` (see the module docstring)."""
-    return lambda check: Kernel(module, check, numpy)
+    check's name, whose NumPy twin is ``numpy`` (see the module docstring). cuda=False: no CUDA twin,
+    the NumPy twin runs on GPU arrays too, in CuPy (dropout: its elementwise ops are the kernel)."""
+    return lambda check: Kernel(module, check, numpy, cuda)
 
 
 # ---- checks shared by the kernels' input checks ---------------------------------------------------

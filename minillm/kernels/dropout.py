@@ -19,10 +19,18 @@ depend on how p is laid out in memory, and
     kept  iff  bits >= floor(p * 2^32)              so P(dropped) = floor(p 2^32) / 2^32 ~ p
 Kept values are scaled by 1 / (1 - p), as torch's dropout, so the expectation is unchanged. p = 1
 keeps nothing (the threshold 2^32 is above every 32-bit value) and scales by 0, never by inf.
+
+The Dropout op (minillm/ops/nn.py) drops with the same mask, ``apply_dropout`` below: its backward
+hashes the same indices again instead of keeping a (T, E) mask from the forward, and the compiled
+twin (csrc/dropout.pyx) makes the mask and applies it in one pass. On a GPU the NumPy twin runs in
+CuPy: its elementwise ops are the kernel there.
 """
 import numbers
 
 import numpy
+
+from .. import backend
+from . import dispatch
 
 _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
@@ -65,3 +73,26 @@ def keep_mask(seed, shape, p, xp=numpy):
     z *= xp.uint64(_MIX2)
     z ^= z >> xp.uint64(31)
     return ((z >> xp.uint64(32)) >= xp.uint64(threshold(p))).reshape(shape)
+
+
+def apply_dropout_numpy(x, p, seed):
+    xp = backend.array_module(x)
+    return x * (keep_mask(seed, x.shape, p, xp) * x.dtype.type(keep_scale(p)))
+
+
+@dispatch.kernel("dropout", numpy=apply_dropout_numpy, cuda=False)
+def apply_dropout(x, p, seed):
+    """x * m, elementwise: m = 1 / (1 - p) where keep_mask(seed, x.shape, p) keeps an element, 0 where
+    it drops it (so a NaN stays NaN, as in torch's x * mask). x float32 or float64 of any shape. The
+    backward of dropout is the same call on the gradient, with the same p and seed."""
+    dispatch.check_float("dropout", "input", x)
+    p, seed = check(p, seed, "dropout")
+    return x, p, seed
+
+
+@apply_dropout.compiled
+def _apply_dropout_compiled(compiled, x, p, seed):
+    flat = numpy.ascontiguousarray(x).reshape(-1)
+    y = numpy.empty_like(flat)
+    compiled.apply(flat, y, seed, threshold(p), keep_scale(p))
+    return y.reshape(x.shape)

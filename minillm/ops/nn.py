@@ -183,27 +183,21 @@ def _check_layer_norm(x, normalized_shape, weight, bias):
 
 
 class Dropout(Function):
-    """y = x * m / (1 - p), with m_i ~ Bernoulli(1 - p) drawn from minillm's seeded generator.
+    """y = x * m / (1 - p), with m_i in {0, 1}: kept with probability 1 - p.
     dL/dx = g * m / (1 - p): the same mask scales the gradient.
-    On a GPU the mask is made there, from a seed drawn on the host (kernels/dropout.py), so no
-    random array crosses from the host at each call."""
+    m is the counter-based mask of kernels/dropout.py, a hash of (seed, element index) with a seed
+    drawn from minillm's seeded generator: the backward regenerates it from the seed, so nothing the
+    size of x is kept between the two, and on a GPU no random array crosses from the host."""
     float_only = True
 
     def forward(self, x, p):
-        xp = backend.array_module(x)
-        if p >= 1:
-            mask = xp.zeros_like(x)
-        else:
-            if backend.on_device(x):
-                keep = kernels.keep_mask(random.draw_seed(), x.shape, p, xp)
-            else:
-                keep = random.uniform(x.shape, x.dtype) >= p
-            mask = keep * x.dtype.type(1 / (1 - p))
-        self.save(mask)
-        return x * mask
+        seed = random.draw_seed()
+        self.save(p, seed)
+        return kernels.apply_dropout(x, p, seed)
 
     def backward(self, g):
-        return g * self.saved[0], None
+        p, seed = self.saved
+        return kernels.apply_dropout(g, p, seed), None
 
 
 def dropout(x, p=0.5, training=True):
