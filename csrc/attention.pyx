@@ -24,7 +24,7 @@ contiguous): BERT's heads, q = x.reshape(B, L, H, D).transpose(0, 2, 1, 3), are 
 """
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, log, logf
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 
 from blas cimport gemm
 from vecmath cimport real, row_add_max, row_dot, row_exp_sum, row_max, vexp
@@ -238,3 +238,68 @@ def backward(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :
                            &key_bias[b, 0] if masked else NULL, &bias[0, 0] if biased else NULL,
                            <real>scale, drop, <uint64_t>pair * l_len, &dq[b, h, 0, 0], lddq, &dk[b, h, 0, 0], lddk,
                            &dv[b, h, 0, 0], lddv, l_len, s_len, d, block, p, p + block * s_len)
+
+
+# ---- variable-length batches: the sequences' rows one after another (minillm/kernels/attention_varlen.py)
+
+cdef inline Dropout _seeded(Dropout drop, const uint64_t[::1] seeds, int b) noexcept nogil:
+    """drop with sequence b's seed (seeds is None without dropout)."""
+    if drop.on:
+        drop.seed = seeds[b]
+    return drop
+
+
+def forward_varlen(const real[:, ::1] q, const real[:, ::1] k, const real[:, ::1] v,
+                   const int64_t[::1] cu_seqlens, const real[::1] key_bias, int heads, double scale,
+                   tuple dropout, const uint64_t[::1] seeds, real[:, ::1] out, real[:, ::1] lse,
+                   real[:, ::1] scratch, int block):
+    """forward's out and lse for sequence b's rows cu_seqlens[b] : cu_seqlens[b + 1] of q, k, v
+    (N, H * D), head h in columns h D : (h + 1) D: one (sequence, head) pair per task, its rows read
+    in place (row stride H D), attending to its own keys only. key_bias: (N,) of 0 and -inf, or
+    None; dropout: None or (0, threshold, scale), sequence b's seed seeds[b], element (h, i, j) of
+    its (H, n, n) probabilities numbered (h n + i) n + j; lse: (H, N); scratch: at least
+    (threads, block * (S + 1)), S the longest sequence. Checked by the wrapper."""
+    cdef int nb = cu_seqlens.shape[0] - 1, d = q.shape[1] // heads
+    cdef int ldq = q.shape[1], ldo = out.shape[1]
+    cdef bint masked = key_bias is not None
+    cdef Dropout drop = _dropout(dropout)
+    cdef int pair, b, h, n
+    cdef int64_t start
+    with nogil:
+        for pair in prange(nb * heads, schedule="dynamic"):
+            b, h = pair // heads, pair % heads
+            start, n = cu_seqlens[b], <int>(cu_seqlens[b + 1] - cu_seqlens[b])
+            if n == 0:
+                continue
+            _forward_pair(&q[start, h * d], ldq, &k[start, h * d], ldq, &v[start, h * d], ldq,
+                          &key_bias[start] if masked else NULL, NULL, <real>scale,
+                          _seeded(drop, seeds, b), <uint64_t>h * n, &out[start, h * d], ldo, &lse[h, start],
+                          NULL, n, n, d, block, &scratch[threadid(), 0])
+
+
+def backward_varlen(const real[:, ::1] q, const real[:, ::1] k, const real[:, ::1] v,
+                    const real[:, ::1] out, const real[:, ::1] lse, const real[:, ::1] grad,
+                    const int64_t[::1] cu_seqlens, const real[::1] key_bias, int heads, double scale,
+                    tuple dropout, const uint64_t[::1] seeds, real[:, ::1] dq, real[:, ::1] dk,
+                    real[:, ::1] dv, real[:, ::1] scratch, int block):
+    """backward's dq, dk, dv (N, H * D) for forward_varlen's sequences; scratch: at least
+    (threads, 2 * block * S)."""
+    cdef int nb = cu_seqlens.shape[0] - 1, d = q.shape[1] // heads, ld = q.shape[1]
+    cdef bint masked = key_bias is not None
+    cdef Dropout drop = _dropout(dropout)
+    cdef int pair, b, h, n
+    cdef int64_t start
+    cdef real* p
+    with nogil:
+        for pair in prange(nb * heads, schedule="dynamic"):
+            b, h = pair // heads, pair % heads
+            start, n = cu_seqlens[b], <int>(cu_seqlens[b + 1] - cu_seqlens[b])
+            if n == 0:
+                continue
+            p = &scratch[threadid(), 0]
+            _backward_pair(&q[start, h * d], ld, &k[start, h * d], ld, &v[start, h * d], ld,
+                           &out[start, h * d], ld, &lse[h, start], &grad[start, h * d], ld,
+                           &key_bias[start] if masked else NULL, NULL, <real>scale, _seeded(drop, seeds, b),
+                           <uint64_t>h * n, &dq[start, h * d], ld, &dk[start, h * d], ld, &dv[start, h * d], ld,
+                           n, n, d, block, p, p + block * n)
+

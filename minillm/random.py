@@ -20,6 +20,11 @@ def draw_seed():
     return int(_generator.integers(0, 2**63))
 
 
+def draw_seeds(n):
+    """n fresh seeds in [0, 2^63) (a uint64 array), one draw from the generator."""
+    return _generator.integers(0, 2**63, size=n).astype(numpy.uint64)
+
+
 def uniform(shape, dtype, xp=numpy):
     """Uniform [0, 1) samples of ``shape`` on xp's device, drawn from the seeded generator."""
     sample = _generator.random(shape, dtype=numpy.float32 if dtype == numpy.float32 else numpy.float64)

@@ -213,26 +213,30 @@ def test_an_unpadded_batch_gives_the_padded_batchs_rows():
     the (B, L, E) batch, gradients included (the padded rows' outputs feed nothing)."""
     layer = _double(nn.TransformerEncoderLayer(12, 3, 20)).eval()
     mask = np.array([[True, True, True, False, False], [True, True, False, False, False],
-                     [True, False, True, True, True], [True, False, False, False, False]])  # a hole; width 1
+                     [True, False, True, True, True], [True, False, False, False, False],  # a hole; width 1
+                     [False, False, True, True, False]])  # left padding: its first position kept, a query only
     padding = Padding.of(mask)
-    assert sorted(g.length for g in padding.groups) == [1, 2, 3, 5]  # widths rounded up to 1, 2, 4, 8
-    x = np.random.default_rng(0).standard_normal((4, 5, 12))
+    kept = mask.copy()
+    kept[:, 0] = True
+    assert padding.cu_seqlens.tolist() == [0, 3, 5, 9, 10, 13]
+    np.testing.assert_array_equal(padding.key_rows, mask[kept])
+    x = np.random.default_rng(0).standard_normal((5, 5, 12))
     full, unpadded = mm.tensor(x, requires_grad=True), mm.tensor(x, requires_grad=True)
     y_full, _ = layer(full, mask)
     y_rows, _ = layer(padding.unpad(unpadded), padding)
-    assert y_rows.shape == (int(mask.sum()), 12)
-    np.testing.assert_allclose(y_rows.numpy(), y_full.numpy()[mask], atol=1e-12)
-    weights = np.random.default_rng(1).standard_normal((int(mask.sum()), 12))
-    (y_full[mm.tensor(mask)] * mm.tensor(weights)).sum().backward()
+    assert y_rows.shape == (int(kept.sum()), 12)
+    np.testing.assert_allclose(y_rows.numpy(), y_full.numpy()[kept], atol=1e-12)
+    weights = np.random.default_rng(1).standard_normal((int(kept.sum()), 12))
+    (y_full[mm.tensor(kept)] * mm.tensor(weights)).sum().backward()
     (y_rows * mm.tensor(weights)).sum().backward()
     np.testing.assert_allclose(unpadded.grad.numpy(), full.grad.numpy(), atol=1e-12)
 
 
 def test_unpadded_attention_gradcheck_with_dropout():
-    """ops.unpadded_attention's backward, each group's dropout mask from its own seed, against finite
+    """ops.unpadded_attention's backward, each sequence's dropout mask from its own seed, against finite
     differences (the seeds drawn anew from one manual seed at every call)."""
     padding = Padding.of(np.array([[True, True, True, False], [True, False, False, False], [True, True, False, False]]))
-    assert len(padding.groups) == 3
+    assert padding.cu_seqlens.tolist() == [0, 3, 4, 6]
     rows = np.random.default_rng(2).standard_normal((3, len(padding.indices), 8))
 
     def attend(q, k, v):

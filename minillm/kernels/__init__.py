@@ -10,6 +10,7 @@ buffers stay in the process. This module re-exports, and sets malloc's threshold
 from . import allocator, blas, dropout  # noqa: F401
 from .adamw import adamw_step  # noqa: F401
 from .attention import attention_backward, attention_forward  # noqa: F401
+from .attention_varlen import attention_varlen_backward, attention_varlen_forward  # noqa: F401
 from .dispatch import MODES, gpu, info, load, mode, set_threads, threads, use  # noqa: F401
 from .dropout import apply_dropout, keep_mask  # noqa: F401
 from .gelu import gelu_backward, gelu_forward  # noqa: F401

@@ -91,7 +91,7 @@ class BertSelfAttention(MultiHeadAttention):
         """hidden_states (B, L, E); attention_mask (B, L), 1/True for tokens, 0/False for padding.
         Returns (context (B, L, E), probabilities (B, H, L, L) or None). Or hidden_states (N, E), the
         tokens of a batch whose padding is skipped, and attention_mask its Padding: context (N, E)."""
-        if isinstance(attention_mask, Padding):  # the attention on its groups of sequences (nn/padding.py)
+        if isinstance(attention_mask, Padding):  # the attention on each sequence's rows (nn/padding.py)
             return self.unpadded(hidden_states, attention_mask, output_attentions)
         attention_mask = self.check_inputs(hidden_states, attention_mask)    # (B, L) bool, or None
         query_layer = self.split_heads(self.query(hidden_states))            # (B, H, L, D), HF's transpose_for_scores

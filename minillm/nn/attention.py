@@ -20,7 +20,7 @@ The equation is computed two ways, with the same numbers up to rounding:
 
 A batch whose padding is skipped (minillm/nn/padding.py) comes as x (N, E), its N real tokens, with
 its Padding in place of the key mask: q, k and v are projected on the N rows, and the fused attention
-runs on groups of sequences of about the same width, each padded to its own (ops.unpadded_attention).
+runs on each sequence's rows in place, as long as the sequence (ops.unpadded_attention).
 
 The output projection is not part of this module: in BERT it belongs to the next block,
 ``attention.output.dense``, which also adds the residual and normalizes.
@@ -70,7 +70,7 @@ class MultiHeadAttention(Module):
     def unpadded(self, x, padding, output_attentions=False):
         """x (N, E): the computed rows of a (B, L) batch whose padding is skipped, placed by ``padding``
         (minillm/nn/padding.py). Returns (context (N, E), None): q, k, v projected on the N rows, and
-        the fused attention run on the padding's groups of sequences (ops.unpadded_attention)."""
+        the fused attention run on each sequence's rows (ops.unpadded_attention)."""
         if output_attentions:
             raise ValueError(f"{type(self).__name__}: output_attentions needs the padded batch, (B, L, E) with "
                              f"its (B, L) mask, not its unpadded rows (BertModel computes every position then)")

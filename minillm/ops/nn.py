@@ -291,32 +291,22 @@ def attention(q, k, v, key_mask=None, bias=None, scale=None, dropout_p=0.0, seed
 
 class UnpaddedAttention(Function):
     """The fused attention (Attention above) over the N computed rows of a batch whose padding is
-    skipped (minillm/nn/padding.py): q, k, v and out are (N, E), E = H * D. Each of the padding's
-    groups of sequences is laid out as (B_g, H, L_g, D), zeros at its skipped positions (a zero key
-    is masked, a zero query's output is dropped), and run through the fused kernel, forward and
-    backward; its rows of out (of dq, dk, dv) are gathered back. Each group draws its dropout mask
-    from a seed of its own. A short sequence costs its group's L_g^2, not the whole batch's L^2."""
+    skipped (minillm/nn/padding.py): q, k, v and out are (N, E), E = H * D, each sequence's rows one
+    after another (``padding.cu_seqlens``), and each attends to its own real tokens
+    (``padding.key_rows``): kernels/attention_varlen.py, forward and backward. Sequence b draws its
+    dropout mask from seeds[b]. A short sequence costs its own n^2, not the batch's L^2."""
     float_only = True
 
-    def forward(self, q, k, v, padding=None, heads=1, scale=None, dropout_p=0.0, seeds=()):
-        out, saved = backend.array_module(q).empty_like(q), []
-        for group, seed in zip(padding.groups, seeds):
-            qg, kg, vg = (_group_heads(t, group, heads) for t in (q, k, v))
-            og, lse = kernels.attention_forward(qg, kg, vg, group.key_mask, None, scale, dropout_p, seed)
-            out[group.rows] = _group_rows(og, group)
-            saved.append((qg, kg, vg, og, lse))
-        self.save(padding, heads, scale, dropout_p, seeds, saved)
+    def forward(self, q, k, v, padding=None, heads=1, scale=None, dropout_p=0.0, seeds=None):
+        out, lse = kernels.attention_varlen_forward(q, k, v, padding.cu_seqlens, heads, padding.key_rows, scale,
+                                                    dropout_p, seeds)
+        self.save(q, k, v, out, lse, padding, heads, scale, dropout_p, seeds)
         return out
 
     def backward(self, g):
-        padding, heads, scale, dropout_p, seeds, saved = self.saved
-        dq, dk, dv = (backend.array_module(g).empty_like(g) for _ in range(3))
-        for group, seed, (qg, kg, vg, og, lse) in zip(padding.groups, seeds, saved):
-            grads = kernels.attention_backward(qg, kg, vg, og, lse, _group_heads(g, group, heads), group.key_mask,
-                                               None, scale, dropout_p, seed)
-            for whole, part in zip((dq, dk, dv), grads):
-                whole[group.rows] = _group_rows(part, group)
-        return dq, dk, dv
+        q, k, v, out, lse, padding, heads, scale, dropout_p, seeds = self.saved
+        return kernels.attention_varlen_backward(q, k, v, out, lse, g, padding.cu_seqlens, heads, padding.key_rows,
+                                                 scale, dropout_p, seeds)
 
 
 def unpadded_attention(q, k, v, padding, heads, scale=None, dropout_p=0.0):
@@ -326,19 +316,6 @@ def unpadded_attention(q, k, v, padding, heads, scale=None, dropout_p=0.0):
             or q.shape[1] % heads:
         raise ValueError(f"unpadded_attention: q, k, v must be (N, H * D) with N = {len(padding.indices)}, the "
                          f"rows the padding keeps, and H = {heads}; got {q.shape}, {k.shape}, {v.shape}")
-    seeds = [random.draw_seed() if dropout_p else 0 for _ in padding.groups]
+    seeds = random.draw_seeds(padding.batch) if dropout_p else None
     return UnpaddedAttention.apply(q, k, v, padding=padding, heads=heads, scale=scale, dropout_p=dropout_p,
                                    seeds=seeds)
-
-
-def _group_heads(rows, group, heads):
-    """(N, E) rows -> the group's (B_g, H, L_g, D): its rows placed in zeros, the heads a view."""
-    laid = backend.array_module(rows).zeros((group.batch * group.length, rows.shape[1]), dtype=rows.dtype)
-    laid[group.slots] = rows[group.rows]
-    return laid.reshape(group.batch, group.length, heads, -1).transpose(0, 2, 1, 3)
-
-
-def _group_rows(heads, group):
-    """The group's (B_g, H, L_g, D) -> its rows, (n_g, E), in the order of group.rows."""
-    batch, _, length, _ = heads.shape
-    return heads.transpose(0, 2, 1, 3).reshape(batch * length, -1)[group.slots]
