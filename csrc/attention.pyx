@@ -5,11 +5,11 @@ first: the shapes, and the backward's math, are there).
 Each (batch, head) pair is one task of an OpenMP prange. A task walks its L query rows in blocks
 of `block` rows; per block it computes the block's (block, S) scores with one BLAS call into a
 per-thread scratch, masks them, exponentiates them row by row, multiplies by V with a second BLAS
-call and divides each output row by its sum of exponentials. The forward keeps only lse = log sum_j exp(s_ij) per row; the backward
-recomputes each block's probabilities as exp(s - lse) and accumulates dK and dV over the blocks.
-So memory beyond the inputs and outputs is threads * 2 * block * S scratch values: it grows with
-S, never with L * S (the FlashAttention scheme, with whole key rows per block, since a row of S
-scores fits in cache on a CPU).
+call and divides each output row by its sum of exponentials. The forward keeps only
+lse = log sum_j exp(s_ij) per row; the backward recomputes each block's probabilities as
+exp(s - lse) and accumulates dK and dV over the blocks. So memory beyond the inputs and outputs
+is threads * 2 * block * S scratch values: it grows with S, never with L * S (the FlashAttention
+scheme, with whole key rows per block, since a row of S scores fits in cache on a CPU).
 
 Dropout on the probabilities (training) follows the same rule: no (L, S) mask is ever stored. While
 a block's probabilities sit in the scratch, each one is kept or zeroed by a hash of (seed, its
@@ -103,9 +103,11 @@ cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const re
     """One (batch, head) pair; row0 = its first query row's logical number, (b H + h) L.
     s: the scratch, block * S scores, then block row scales 1 / sum_j exp(s_ij - c_i).
 
-    Each row's softmax is two passes: the key mask added and the max, then exp(s - max) and its
-    sum. The division by the sum waits until after the product with V: scaling the block's
-    (rows, D) output costs D per row, the probabilities S (dropout's mask commutes with it)."""
+    Each row's softmax: the key mask added, the max, exp(s - max) and its sum (vecmath.h). The
+    division by the sum waits until after the product with V: scaling the block's (rows, D) output
+    costs D per row, the probabilities S (dropout's mask commutes with it). The product before the
+    division is sum_j e_j v_j with e_j <= 1, up to S max |v|: an inf for |v| above FLT_MAX / S,
+    where the probabilities' product would stay finite."""
     cdef Py_ssize_t n, i0, i  # Py_ssize_t: offsets like (i0 + i) * S may pass 2^31
     cdef int rows
     cdef Py_ssize_t j

@@ -2,7 +2,7 @@
 """Row softmax, compiled twin of minillm/kernels/softmax.py (read that first: same math).
 
 Rows are independent, so an OpenMP prange hands them to threads (in tasks of many rows, dynamically:
-csrc/tasks.pxd, and minillm/kernels/blas.py on threads); each row is three passes
+csrc/tasks.pxd, and minillm/kernels/blas.py on threads); each row is a few passes
 (mask and max, exp and sum, scale) over contiguous memory, vectorized (see vecmath.h). The additive mask is
 never broadcast to the input's size: row r reads mask[mask_rows[r] : mask_rows[r] + n], so a
 (B, 1, 1, S) padding mask over (B, H, L, S) scores costs B*S floats and one offset per row.

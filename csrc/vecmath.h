@@ -144,8 +144,9 @@ static inline float mll_normal_cdf_f(float x, float gauss)
 #define MLL_SHIFTED_SQUARE(V, i) (MLL_SHIFTED(V, i) * MLL_SHIFTED(V, i))
 #define MLL_PRODUCT(V, i) (MLL_LOAD(V, x + (i)) * MLL_LOAD(V, y + (i)))
 
-/* Row reductions, and the two passes of a softmax row: y = x + add and its max (a masked row's
- * scores), then y = exp(x - c) and its sum, y may be x. The scale by 1 / sum is the caller's:
+/* Row reductions, and the two steps of a softmax row, each a write and a reduction of what it wrote
+ * (still in cache): y = x + add and its max (a masked row's scores), then y = exp(x - c) and its
+ * sum; y may be x. The scale by 1 / sum is the caller's:
  * softmax makes its third pass, attention scales its (rows, D) output, not its (rows, S)
  * probabilities. EXP is vecmath's float32 exp, or libm's exp for float64. */
 #define MLL_REDUCTIONS(T, SUFFIX, EXP)                                                         \

@@ -14,8 +14,6 @@ cdef extern from "vecmath.h" nogil:
     float mll_normal_cdf_f(float x, float gauss)
     float mll_max_f(const float* x, Py_ssize_t n)
     double mll_max_d(const double* x, Py_ssize_t n)
-    float mll_sum_f(const float* x, Py_ssize_t n)
-    double mll_sum_d(const double* x, Py_ssize_t n)
     float mll_shifted_sum_f(const float* x, float c, Py_ssize_t n)
     double mll_shifted_sum_d(const double* x, double c, Py_ssize_t n)
     float mll_shifted_sumsq_f(const float* x, float c, Py_ssize_t n)
@@ -62,13 +60,6 @@ cdef inline real row_max(const real* x, Py_ssize_t n) noexcept nogil:
         return mll_max_f(x, n)
     else:
         return mll_max_d(x, n)
-
-
-cdef inline real row_sum(const real* x, Py_ssize_t n) noexcept nogil:
-    if real is float:
-        return mll_sum_f(x, n)
-    else:
-        return mll_sum_d(x, n)
 
 
 cdef inline real row_add_max(real* y, const real* x, const real* add, Py_ssize_t n) noexcept nogil:

@@ -48,10 +48,12 @@ def test_varlen_matches_numpy_twin(batch, block):
     with unittest.mock.patch.object(varlen, "_block", (lambda keys: block) if block else varlen._block):
         out, lse = attention_varlen_forward(q, k, v, *args)
         grads = attention_varlen_backward(q, k, v, out, lse, g, *args)
-    out_twin, lse_twin = attention_varlen_forward_numpy(q, k, v, *args)
-    grads_twin = attention_varlen_backward_numpy(q, k, v, out_twin, lse_twin, g, *args)
+    with kernels.use("numpy"):  # the twin's per-sequence attention is the NumPy one too
+        out_twin, lse_twin = attention_varlen_forward_numpy(q, k, v, *args)
+        grads_twin = attention_varlen_backward_numpy(q, k, v, out_twin, lse_twin, g, *args)
     assert out.shape == q.shape and lse.shape == (heads, len(q)) and out.dtype == lse.dtype == dtype
-    for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), (out, lse) + tuple(grads), (out_twin, lse_twin) + grads_twin):
+    ours, twins = (out, lse) + tuple(grads), (out_twin, lse_twin) + tuple(grads_twin)
+    for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), ours, twins):
         np.testing.assert_allclose(a, b, err_msg=name, **TOL[dtype])
 
 
@@ -96,13 +98,16 @@ def test_varlen_drops_with_each_sequences_seed():
 
 def test_varlen_bad_inputs_name_the_argument():
     q = np.ones((6, 4), np.float32)
-    cases = [((q, q, q, [0, 6], 3), ValueError, "heads=3 must be a positive int dividing E = 4"),
+    cases = [((q, q, q, [0, 6], 3), ValueError, "heads=3 must be positive and divide E = 4"),
+             ((q, q, q, [0, 6], 2.0), TypeError, "heads must be an int"),
+             ((q[:, :0], q[:, :0], q[:, :0], [0, 6], 1), ValueError, "heads of D >= 1"),
              ((q, q, q, [1, 6], 2), ValueError, r"cu_seqlens must run from 0 up to N = 6"),
              ((q, q, q, [0, 4, 2, 6], 2), ValueError, "nondecreasing"),
              ((q, q, q, np.array([0.0, 6.0]), 2), TypeError, "cu_seqlens must be a host array of integers"),
-             ((q, q, q[:5], [0, 6], 2), ValueError, r"q, k, v must be \(N, H \* D\)"),
-             ((q, q, q.astype(np.float64), [0, 6], 2), ValueError, "of one dtype"),
-             ((q, q, q, [0, 6], 2, np.ones(5, bool)), ValueError, r"key_mask must be bool of shape \(N,\) = \(6,\)"),
+             ((q, q, q[:5], [0, 6], 2), ValueError, r"q, k, v must be \(N, H \* D\) arrays of one shape"),
+             ((q, q, q.astype(np.float64), [0, 6], 2), TypeError, "v dtype float64 differs from q dtype float32"),
+             ((q, q, q, [0, 6], 2, np.ones(5, bool)), ValueError, r"key_mask must have shape \(N,\) = \(6,\)"),
+             ((q, q, q, [0, 6], 2, np.ones(6)), TypeError, "key_mask must be bool"),
              ((q, q, q, [0, 2, 6], 2, None, None, 0.1), ValueError, "seeds must be a host array of 2 ints"),
              ((q, q, q, [0, 2, 6], 2, None, None, 0.1, [1]), ValueError, "seeds must be a host array of 2 ints")]
     for args, error, match in cases:

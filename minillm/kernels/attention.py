@@ -156,12 +156,17 @@ def attention_backward(q, k, v, out, lse, grad, key_mask=None, bias=None, scale=
     g = dL/dout; dq is laid out like q, dk like k, dv like v."""
     dropout_p, seed = dropout.check(dropout_p, seed, "attention backward")
     _check(q, k, v, key_mask, bias)
-    dispatch.one_place("attention backward", q, out=out, lse=lse, grad=grad)
-    for name, t, shape in (("out", out, q.shape), ("grad", grad, q.shape), ("lse", lse, q.shape[:3])):
-        if t.dtype != q.dtype or t.shape != shape:
-            raise ValueError(f"attention backward: {name} must be {q.dtype} of shape {shape}, "
-                             f"got {t.dtype} {t.shape}")
+    check_saved("attention backward", q, out=(out, q.shape), lse=(lse, q.shape[:3]), grad=(grad, q.shape))
     return q, k, v, out, lse, grad, key_mask, bias, _scale(q, scale), dropout_p, seed
+
+
+def check_saved(kernel, q, **arrays):
+    """A ValueError naming the first of ``arrays`` (name: (array, shape)), the forward's out and lse and
+    the gradient, that is not of q's dtype and its shape; all where q is."""
+    dispatch.one_place(kernel, q, **{name: array for name, (array, _) in arrays.items()})
+    for name, (array, shape) in arrays.items():
+        if array.dtype != q.dtype or array.shape != shape:
+            raise ValueError(f"{kernel}: {name} must be {q.dtype} of shape {shape}, got {array.dtype} {array.shape}")
 
 
 def _scale(q, scale):
@@ -238,6 +243,12 @@ def _attention_backward_compiled(compiled, q, k, v, out, lse, grad, key_mask, bi
         blas.use_threads(1)
         compiled.backward(q, k, v, out, lse, grad, key_bias, bias, scale, _dropout_args(dropout_p, seed),
                           dq, dk, dv, scratch, block)
-        if scale == 0:  # the twin's _gemm: scipy's OpenBLAS computes 0 * NaN = NaN for alpha = 0 on small products
-            dq[...], dk[...] = 0, 0
+        zero_at_zero_scale(scale, dq, dk)
     return dq, dk, dv
+
+
+def zero_at_zero_scale(scale, dq, dk):
+    """The twin's _gemm for the compiled backward: dq = dk = 0 at scale 0, where scipy's OpenBLAS
+    computes 0 * NaN = NaN for alpha = 0 on small products."""
+    if scale == 0:
+        dq[...], dk[...] = 0, 0

@@ -14,13 +14,15 @@ sequence in turn, viewed as a batch of one: (1, H, n_b, D) in place of the seque
 compiled twin (csrc/attention.pyx, forward_varlen) runs every (sequence, head) pair as one task of
 one parallel region, reading its rows in place (row stride E), where the twin makes a call per
 sequence: no copy, no zeros, no mask for padding, and each sequence costs its own n_b^2. On a GPU
-the twin's per-sequence calls run the CUDA attention kernel.
+the twin's per-sequence calls run the CUDA attention kernel: B launches where a varlen CUDA kernel
+would make one (not written yet).
 """
 import numpy
 
 from .. import backend
 from . import blas, dispatch, dropout
-from .attention import _block, _dropout_args, _scale, attention_backward, attention_forward
+from .attention import (_block, _dropout_args, _key_bias, _scale, attention_backward, attention_forward, check_saved,
+                        zero_at_zero_scale)
 
 
 def _heads(rows, lo, hi, heads):
@@ -72,16 +74,19 @@ def attention_varlen_backward_numpy(q, k, v, out, lse, grad, cu_seqlens, heads, 
 def _check(kernel, q, k, v, cu_seqlens, heads, key_mask, dropout_p, seeds):
     """A TypeError or ValueError naming the argument unless q, k, v are (N, H * D) float arrays of one
     dtype, cu_seqlens a host integer array (0, ..., N), nondecreasing, key_mask (N,) bool or None and,
-    with dropout, seeds one host integer in [0, 2^63) per sequence. Returns (cu_seqlens, seeds) as
-    int64 and uint64 arrays."""
+    with dropout, seeds one host integer in [0, 2^63) per sequence. Returns cu_seqlens (int64), the
+    dropout probability and the seeds (uint64, or None without dropout)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         dispatch.check_float(kernel, name, t)
-        if t.dtype != q.dtype or t.shape != q.shape or t.ndim != 2:
-            raise ValueError(f"{kernel}: q, k, v must be (N, H * D) arrays of one dtype, got q {q.dtype} {q.shape}, "
-                             f"{name} {t.dtype} {t.shape}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"{kernel}: {name} dtype {t.dtype} differs from q dtype {q.dtype}")
+        if t.ndim != 2 or t.shape != q.shape:
+            raise ValueError(f"{kernel}: q, k, v must be (N, H * D) arrays of one shape, got q {q.shape}, {name} {t.shape}")
     dispatch.one_place(kernel, q, k=k, v=v, key_mask=key_mask)
-    if isinstance(heads, bool) or not isinstance(heads, (int, numpy.integer)) or heads < 1 or q.shape[1] % heads:
-        raise ValueError(f"{kernel}: heads={heads!r} must be a positive int dividing E = {q.shape[1]}")
+    if isinstance(heads, bool) or not isinstance(heads, (int, numpy.integer)):
+        raise TypeError(f"{kernel}: heads must be an int, got {type(heads).__name__} {heads!r}")
+    if heads < 1 or q.shape[1] % heads or q.shape[1] == 0:
+        raise ValueError(f"{kernel}: heads={heads} must be positive and divide E = {q.shape[1]} into heads of D >= 1")
     if backend.on_device(cu_seqlens) or numpy.asarray(cu_seqlens).dtype.kind not in "iu":
         raise TypeError(f"{kernel}: cu_seqlens must be a host array of integers, got {type(cu_seqlens).__name__}")
     cu_seqlens = numpy.asarray(cu_seqlens, numpy.int64)
@@ -89,9 +94,10 @@ def _check(kernel, q, k, v, cu_seqlens, heads, key_mask, dropout_p, seeds):
             or (numpy.diff(cu_seqlens) < 0).any():
         raise ValueError(f"{kernel}: cu_seqlens must run from 0 up to N = {q.shape[0]}, nondecreasing, got "
                          f"{cu_seqlens.tolist() if cu_seqlens.size <= 10 else cu_seqlens.shape}")
-    if key_mask is not None and (key_mask.dtype != bool or key_mask.shape != (q.shape[0],)):
-        raise ValueError(f"{kernel}: key_mask must be bool of shape (N,) = {(q.shape[0],)}, got "
-                         f"{key_mask.dtype} {key_mask.shape}")
+    if key_mask is not None and key_mask.dtype != bool:
+        raise TypeError(f"{kernel}: key_mask must be bool (True = attend), got {key_mask.dtype}")
+    if key_mask is not None and key_mask.shape != (q.shape[0],):
+        raise ValueError(f"{kernel}: key_mask must have shape (N,) = {(q.shape[0],)}, got {key_mask.shape}")
     dropout_p, _ = dropout.check(dropout_p, 0, kernel)
     if dropout_p == 0:
         return cu_seqlens, dropout_p, None
@@ -117,10 +123,7 @@ def attention_varlen_backward(q, k, v, out, lse, grad, cu_seqlens, heads, key_ma
     """Returns (dq, dk, dv), each (N, E), from the forward's inputs, out, lse and g = dL/dout."""
     kernel = "attention_varlen backward"
     cu_seqlens, dropout_p, seeds = _check(kernel, q, k, v, cu_seqlens, heads, key_mask, dropout_p, seeds)
-    dispatch.one_place(kernel, q, out=out, lse=lse, grad=grad)
-    for name, t, shape in (("out", out, q.shape), ("grad", grad, q.shape), ("lse", lse, (heads, q.shape[0]))):
-        if t.dtype != q.dtype or t.shape != shape:
-            raise ValueError(f"{kernel}: {name} must be {q.dtype} of shape {shape}, got {t.dtype} {t.shape}")
+    check_saved(kernel, q, out=(out, q.shape), lse=(lse, (heads, q.shape[0])), grad=(grad, q.shape))
     return q, k, v, out, lse, grad, cu_seqlens, int(heads), key_mask, _scale_of(q, heads, scale), dropout_p, seeds
 
 
@@ -133,7 +136,7 @@ def _compiled_args(q, cu_seqlens, key_mask, dropout_p, seeds, scratch_rows):
     """key_bias (N,), the dropout tuple, scratch and block for csrc/attention.pyx's varlen kernels."""
     longest = int(numpy.diff(cu_seqlens).max(initial=0))
     block = _block(longest)
-    key_bias = None if key_mask is None else numpy.where(key_mask, 0, -numpy.inf).astype(q.dtype)
+    key_bias = _key_bias(key_mask, q)
     drop = _dropout_args(dropout_p, 0)
     scratch = numpy.empty((dispatch.threads(), block * (scratch_rows * longest + 1)), q.dtype)
     blas.use_threads(1)  # one BLAS call per (sequence, head) pair, inside OpenMP's pool
@@ -158,6 +161,5 @@ def _backward_compiled(compiled, q, k, v, out, lse, grad, cu_seqlens, heads, key
         key_bias, drop, seeds, scratch, block = _compiled_args(q, cu_seqlens, key_mask, dropout_p, seeds, 2)
         compiled.backward_varlen(q, k, v, out, lse, grad, cu_seqlens, key_bias, heads, scale, drop, seeds,
                                  dq, dk, dv, scratch, block)
-        if scale == 0:  # as attention's compiled twin: BLAS's 0 * NaN for alpha = 0 on small products
-            dq[...], dk[...] = 0, 0
+        zero_at_zero_scale(scale, dq, dk)
     return dq, dk, dv

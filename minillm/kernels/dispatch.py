@@ -16,6 +16,9 @@ compiled twin's adapter. A call runs the check, then, by the first array:
     host array, compiled mode, minillm._C built  -> the compiled twin
     otherwise                                    -> the NumPy twin (float64 on a GPU, or numpy mode)
 
+A kernel made with ``cuda=False`` has no CUDA twin: on a GPU its NumPy twin runs, in CuPy (dropout, whose
+elementwise ops are the kernel there; variable-length attention, whose twin calls the CUDA attention
+once per sequence).
 So a bad shape or dtype gives the same error whichever twin would have run, and the checks
 (``one_place`` among them: every array where the first is) hold before any nogil or device code.
 ``MINILLM_KERNELS=numpy`` (or ``with use("numpy"):``) runs the NumPy twins everywhere, on host and

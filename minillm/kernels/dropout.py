@@ -1,6 +1,6 @@
 """A counter-based dropout mask: element i is kept or dropped by a hash of (seed, i), nothing else.
 
-Why not draw a random array, as the Dropout op does? The fused attention never holds the (B, H, L, S)
+Why not draw a random array, as dropout usually does? The fused attention never holds the (B, H, L, S)
 probabilities at once (kernels/attention.py), so it cannot hold a mask that size either: that would
 bring back the memory the fusion saves. Its backward needs the forward's mask again, and with a
 counter-based generator it simply recomputes it: the mask is a pure function of the seed and each

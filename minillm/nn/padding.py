@@ -28,12 +28,11 @@ from .. import backend, cuda, ops
 class Padding:
     """Where a (B, L) batch's computed rows are: ``indices`` (N,), their row numbers in the flat
     (B * L) batch, ascending; ``positions`` (N,), their position ids; ``cu_seqlens`` (B + 1,), host
-    int64, sequence b's rows of the N being cu_seqlens[b] : cu_seqlens[b + 1]; ``key_mask`` (B, L),
-    the attention mask of real tokens, and ``key_rows`` (N,), its value at each computed row (a
-    position kept for the caller but padding is a query, not a key)."""
+    int64, sequence b's rows of the N being cu_seqlens[b] : cu_seqlens[b + 1]; ``key_rows`` (N,),
+    the attention mask (key_mask, (B, L), True for real tokens) at each computed row: a position
+    kept for the caller but padding is a query, not a key."""
 
     def __init__(self, key_mask, kept):
-        self.key_mask = key_mask
         self.batch, self.length = key_mask.shape
         indices = numpy.flatnonzero(kept.reshape(-1))  # (N,); kept (B, L) is on the host
         self.cu_seqlens = numpy.concatenate([[0], numpy.cumsum(kept.sum(axis=1))]).astype(numpy.int64)

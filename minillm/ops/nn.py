@@ -187,7 +187,8 @@ class Dropout(Function):
     dL/dx = g * m / (1 - p): the same mask scales the gradient.
     m is the counter-based mask of kernels/dropout.py, a hash of (seed, element index) with a seed
     drawn from minillm's seeded generator: the backward regenerates it from the seed, so nothing the
-    size of x is kept between the two, and on a GPU no random array crosses from the host."""
+    size of x is kept between the two, and on a GPU no random array crosses from the host. float32 and
+    float64, as the kernels."""
     float_only = True
 
     def forward(self, x, p):
