@@ -12,9 +12,10 @@ The description every bench prints at its top:
   - torch: its CPU capability (torch.backends.cpu.get_cpu_capability()) and its MKL's instruction set;
   - the CPU's float32 peak at the level run,
         peak = threads x 2 FMA units x lanes x 2 flops x clock,
-    16 lanes at AVX-512 and 8 at AVX2, 2 FMA units per core assumed (recent Intel server cores and
-    AMD Zen; some Intel cores have one 512-bit unit and Zen 4 runs AVX-512 on 256-bit units, where
-    the AVX-512 peak is half of this), the clock cpuinfo's "cpu MHz" (on a virtual machine often
+    16 lanes at AVX-512 and 8 at AVX2, as many as each FMA unit holds: 8 at AVX-512 too on AMD's
+    Zen 4 (cpu family 25), which runs each 512-bit instruction on 256-bit units in two halves; 2 FMA
+    units per core assumed (recent Intel server cores and AMD Zen; some Intel cores have one 512-bit
+    unit, where the AVX-512 peak is half of this, which cpuinfo does not tell), the clock cpuinfo's "cpu MHz" (on a virtual machine often
     the base clock: a share above 100% then means the cores run faster).
 minillm's and torch's facts come from a probe process per side, launched as the bench's workers are.
 
@@ -44,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections import namedtuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVELS = ("native", "avx2")
@@ -58,8 +60,12 @@ BLAS_ROLE = {"scipy": "minillm's kernels", "numpy": "NumPy twins"}  # whose BLAS
 
 
 # ---- the CPU ---------------------------------------------------------------------------------------
+Cpu = namedtuple("Cpu", "name flags mhz vendor family model")
+
+
 def read_cpuinfo(text):
-    """(model name, set of flags, highest "cpu MHz" or None) from the text of /proc/cpuinfo."""
+    """Cpu(model name, set of flags, highest "cpu MHz" or None, vendor_id, cpu family, model; the
+    last three None where absent) from the text of /proc/cpuinfo."""
     fields, mhz = {}, []
     for line in text.splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
@@ -67,7 +73,9 @@ def read_cpuinfo(text):
             mhz.append(float(value))
         else:
             fields.setdefault(key, value)  # the first processor's; they agree
-    return fields.get("model name", "unknown CPU"), set(fields.get("flags", "").split()), max(mhz, default=None)
+    number = {key: int(fields[key]) if fields.get(key, "").isdigit() else None for key in ("cpu family", "model")}
+    return Cpu(fields.get("model name", "unknown CPU"), set(fields.get("flags", "").split()), max(mhz, default=None),
+               fields.get("vendor_id"), number["cpu family"], number["model"])
 
 
 def this_cpu():
@@ -89,20 +97,30 @@ def vector_level(flags):
     return next((name for name in reversed(isa_levels(flags)) if name in LANES), None)
 
 
-def peak(threads, level, mhz):
-    """(GFLOP/s, how it was computed): the float32 peak of ``threads`` cores at ``level``."""
+def fma_bits(cpu):
+    """The width of each FMA unit of ``cpu`` (a Cpu), in bits: 256 on AMD's Zen 4 (AuthenticAMD,
+    cpu family 25, the only one of that family with AVX-512), which splits each 512-bit instruction
+    into two 256-bit halves; 512 otherwise."""
+    return 256 if (cpu.vendor, cpu.family) == ("AuthenticAMD", 25) else 512
+
+
+def peak(threads, level, mhz, unit_bits=512):
+    """(GFLOP/s, how it was computed): the float32 peak of ``threads`` cores at ``level``, each FMA
+    unit ``unit_bits`` wide."""
     if level not in LANES:
         return float("nan"), "no peak: the CPU runs neither AVX2 nor AVX-512"
     ghz, clock = (mhz / 1000, "cpuinfo's cpu MHz") if mhz else (2.0, "assumed: cpuinfo gives no clock")
-    return (threads * 2 * LANES[level] * 2 * ghz,
-            f"{threads} threads x 2 FMA units x {LANES[level]} float32 lanes ({level}) x 2 flops x {ghz:.2f} GHz "
+    lanes = min(LANES[level], unit_bits // 32)
+    units = f"{level} on {unit_bits}-bit units" if lanes < LANES[level] else level
+    return (threads * 2 * lanes * 2 * ghz,
+            f"{threads} threads x 2 FMA units x {lanes} float32 lanes ({units}) x 2 flops x {ghz:.2f} GHz "
             f"({clock}; 2 FMA units per core assumed)")
 
 
 def level_peak(level, threads):
     """peak() of this CPU at bench level ``level`` ('native' or 'avx2')."""
-    _, flags, mhz = this_cpu()
-    return peak(threads, "AVX2" if level == "avx2" else vector_level(flags), mhz)
+    cpu = this_cpu()
+    return peak(threads, "AVX2" if level == "avx2" else vector_level(cpu.flags), cpu.mhz, fma_bits(cpu))
 
 
 # ---- the workers' environment ------------------------------------------------------------------------
@@ -115,7 +133,7 @@ def worker_env(level, threads, **extra):
     env = {key: value for key, value in os.environ.items() if key not in FORCING}
     env.update(OMP_NUM_THREADS=str(threads), **extra)
     if level == "avx2":
-        if "AVX2" not in isa_levels(this_cpu()[1]):
+        if "AVX2" not in isa_levels(this_cpu().flags):
             raise SystemExit("--level avx2: this CPU runs no AVX2 (no avx2 and fma in /proc/cpuinfo's flags)")
         env.update(AVX2_ENV, PYTHONPATH=os.pathsep.join(filter(None, [avx2_build(), os.environ.get("PYTHONPATH")])))
         above = numpy_above_avx2()
@@ -283,7 +301,7 @@ def mismatches(level, side, facts, cpu_flags):
 
 def check(level, side, facts):
     """Stop the bench, naming what differs, when a ``side`` worker ran another level than ``level``."""
-    wrong = mismatches(level, side, facts, this_cpu()[1])
+    wrong = mismatches(level, side, facts, this_cpu().flags)
     if wrong:
         raise SystemExit(f"--level {level}: the {side} worker ran " + "; ".join(wrong))
 
@@ -313,8 +331,10 @@ def summary(side, facts):
 def describe(level, threads, sides=("minillm", "torch")):
     """The lines a bench prints at its top: the machine, the level, what each side runs at it
     (checked: a probe that ran another level stops the bench) and the float32 peak."""
-    model, flags, _ = this_cpu()
-    lines = [f"machine: {model}, {os.cpu_count()} cores; the CPU runs {', '.join(isa_levels(flags)) or 'no AVX2'} "
+    cpu = this_cpu()
+    family = f" ({cpu.vendor} family {cpu.family} model {cpu.model})" if cpu.family is not None else ""
+    lines = [f"machine: {cpu.name}{family}, {os.cpu_count()} cores; the CPU runs "
+             f"{', '.join(isa_levels(cpu.flags)) or 'no AVX2'} "
              f"(/proc/cpuinfo flags); {threads} threads"]
     if level == "avx2":
         lines.append(f"level avx2: minillm built for {AVX2_MARCH}, NumPy's AVX-512 loops off, "

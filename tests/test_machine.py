@@ -26,38 +26,44 @@ setup_py = _load("minillm_setup", REPO / "setup.py")  # only its functions: setu
 X86 = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the levels are x86-64's")
 
 
-def cpuinfo(model, flags, mhz):
+def cpuinfo(model, flags, mhz, vendor="GenuineIntel", family=6):
     """/proc/cpuinfo's text for two processors with ``flags``, the second at ``mhz``."""
-    return "".join(f"processor\t: {n}\nvendor_id\t: X\nmodel name\t: {model}\ncpu MHz\t\t: {m:.3f}\n"
-                   f"flags\t\t: {flags}\n\n" for n, m in enumerate((mhz - 100, mhz)))
+    return "".join(f"processor\t: {n}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: 17\n"
+                   f"model name\t: {model}\ncpu MHz\t\t: {m:.3f}\nflags\t\t: {flags}\n\n"
+                   for n, m in enumerate((mhz - 100, mhz)))
 
 
 BASE = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 ssse3 sse4_1 sse4_2 popcnt aes xsave avx f16c"
 ZEN3 = BASE + " fma bmi1 avx2 bmi2 sha_ni vaes vpclmulqdq"  # AVX2, no AVX-512
 SKYLAKE_X = ZEN3 + " avx512f avx512dq avx512cd avx512bw avx512vl"
 SAPPHIRE_RAPIDS = SKYLAKE_X + " avx512_vnni avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8"
+ZEN4 = SKYLAKE_X + " avx512_bf16 avx512vbmi avx512_vnni avx512_bitalg avx512_vpopcntdq"
 KNIGHTS_LANDING = ZEN3 + " avx512f avx512cd avx512er avx512pf"  # AVX-512F without BW/DQ/VL: not our AVX-512
 
 
-@pytest.mark.parametrize("flags, levels, widest, lanes", [
-    (ZEN3, ["AVX2"], "AVX2", 8),
-    (SKYLAKE_X, ["AVX2", "AVX-512"], "AVX-512", 16),
-    (SAPPHIRE_RAPIDS, ["AVX2", "AVX-512", "AMX"], "AVX-512", 16),
-    (KNIGHTS_LANDING, ["AVX2"], "AVX2", 8),
+@pytest.mark.parametrize("flags, vendor, family, levels, widest, lanes, units", [
+    (ZEN3, "AuthenticAMD", 25, ["AVX2"], "AVX2", 8, "AVX2"),
+    (SKYLAKE_X, "GenuineIntel", 6, ["AVX2", "AVX-512"], "AVX-512", 16, "AVX-512"),
+    (SAPPHIRE_RAPIDS, "GenuineIntel", 6, ["AVX2", "AVX-512", "AMX"], "AVX-512", 16, "AVX-512"),
+    (KNIGHTS_LANDING, "GenuineIntel", 6, ["AVX2"], "AVX2", 8, "AVX2"),
+    (ZEN4, "AuthenticAMD", 25, ["AVX2", "AVX-512"], "AVX-512", 8, "AVX-512 on 256-bit units"),  # two halves
+    (ZEN4, "AuthenticAMD", 26, ["AVX2", "AVX-512"], "AVX-512", 16, "AVX-512"),  # Zen 5: 512-bit units
 ])
-def test_cpuinfo_flags_give_the_instruction_sets_and_the_peak(flags, levels, widest, lanes):
-    model, found, mhz = machine.read_cpuinfo(cpuinfo("Some CPU @ 2.60GHz", flags, 2600.0))
-    assert (model, mhz) == ("Some CPU @ 2.60GHz", 2600.0)  # the highest clock of the processors
-    assert machine.isa_levels(found) == levels and machine.vector_level(found) == widest
-    gflops, how = machine.peak(2, widest, mhz)
+def test_cpuinfo_flags_give_the_instruction_sets_and_the_peak(flags, vendor, family, levels, widest, lanes, units):
+    cpu = machine.read_cpuinfo(cpuinfo("Some CPU @ 2.60GHz", flags, 2600.0, vendor, family))
+    assert cpu.name == "Some CPU @ 2.60GHz" and cpu.mhz == 2600.0  # the highest clock of the processors
+    assert (cpu.vendor, cpu.family, cpu.model) == (vendor, family, 17)
+    assert machine.isa_levels(cpu.flags) == levels and machine.vector_level(cpu.flags) == widest
+    gflops, how = machine.peak(2, widest, cpu.mhz, machine.fma_bits(cpu))
     assert gflops == pytest.approx(2 * 2 * lanes * 2 * 2.6)  # threads x FMA units x lanes x 2 flops x GHz
-    assert f"{lanes} float32 lanes ({widest})" in how and "2.60 GHz (cpuinfo's cpu MHz" in how
+    assert f"{lanes} float32 lanes ({units})" in how and "2.60 GHz (cpuinfo's cpu MHz" in how
 
 
 def test_a_cpu_without_avx2_or_a_clock():
-    model, flags, mhz = machine.read_cpuinfo("processor : 0\nflags : " + BASE + "\n")
-    assert (model, mhz, machine.isa_levels(flags), machine.vector_level(flags)) == ("unknown CPU", None, [], None)
-    gflops, how = machine.peak(2, None, mhz)
+    cpu = machine.read_cpuinfo("processor : 0\nflags : " + BASE + "\n")
+    assert (cpu.name, cpu.mhz, cpu.vendor, cpu.family, cpu.model) == ("unknown CPU", None, None, None, None)
+    assert (machine.isa_levels(cpu.flags), machine.vector_level(cpu.flags), machine.fma_bits(cpu)) == ([], None, 512)
+    gflops, how = machine.peak(2, None, cpu.mhz)
     assert gflops != gflops and "neither AVX2 nor AVX-512" in how  # NaN: no peak made up
     assert "assumed" in machine.peak(1, "AVX2", None)[1]
 
