@@ -9,7 +9,8 @@ call and divides each output row by its sum of exponentials. The forward keeps o
 lse = log sum_j exp(s_ij) per row; the backward recomputes each block's probabilities as
 exp(s - lse) and accumulates dK and dV over the blocks. So memory beyond the inputs and outputs
 is threads * 2 * block * S scratch values: it grows with S, never with L * S (the FlashAttention
-scheme, with whole key rows per block, since a row of S scores fits in cache on a CPU).
+scheme, with whole key rows per block, since a row of S scores fits in cache on a CPU). The
+masked keys at the end of a padded sequence are skipped: _keys_to_compute() says when that is exact.
 
 Dropout on the probabilities (training) follows the same rule: no (L, S) mask is ever stored. While
 a block's probabilities sit in the scratch, each one is kept or zeroed by a hash of (seed, its
@@ -76,24 +77,64 @@ cdef inline real _log(real x) noexcept nogil:
         return log(x)
 
 
-cdef inline void _scores(const real* q, int ldq, const real* k, int ldk, const real* bias, real scale,
-                         int rows, int s_len, int d, real* s) noexcept nogil:
-    """s (rows, S) = scale q k^T + bias; q holds the block's rows, bias its bias rows. The key mask
-    is the caller's to add, in the pass that reads the scores next."""
+cdef inline bint _finite(const real* x, int ld, int rows, int cols) noexcept nogil:
+    """Whether the (rows, cols) block at x (row stride ld) holds no inf and no NaN."""
+    cdef Py_ssize_t i, j
+    cdef int bad = 0
+    for i in range(rows):
+        for j in range(cols):
+            bad = bad | (x[i * ld + j] - x[i * ld + j] != 0)  # inf - inf and NaN - NaN are NaN
+    return not bad
+
+
+cdef inline int _keys_to_compute(const real* key_bias, int s_len, const real* q, int ldq, int l_len,
+                                 int d, const real* k, int ldk, const real* v, int ldv, const real* bias,
+                                 real scale, const real* g, int ldg, const real* out, int ldo) noexcept nogil:
+    """How many leading keys to compute over: a padded sequence's masked keys at the end get p = 0
+    exactly, so their scores, exponentials and products are skipped, unless an inf or a NaN would
+    reach the output through them (torch adds the mask: NaN - inf is NaN, and 0 inf is NaN): then,
+    and where every key is masked (the fully masked rows' path) or no key is, all S. The backward
+    passes g and out (its delta = <g, out> meets the skipped p = 0), the forward NULL."""
+    cdef int keys = s_len
+    cdef Py_ssize_t i, j
+    if key_bias == NULL:
+        return s_len
+    while keys > 0 and key_bias[keys - 1] == -INFINITY:
+        keys -= 1
+    if keys == 0 or keys == s_len or scale - scale != 0:
+        return s_len
+    if not (_finite(q, ldq, l_len, d) and _finite(k + <Py_ssize_t>keys * ldk, ldk, s_len - keys, d)
+            and _finite(v + <Py_ssize_t>keys * ldv, ldv, s_len - keys, d)):
+        return s_len
+    if g != NULL and not (_finite(g, ldg, l_len, d) and _finite(out, ldo, l_len, d)):
+        return s_len
+    if bias != NULL:  # a +inf or NaN bias on a masked key: inf - inf, NaN
+        for i in range(l_len):
+            for j in range(keys, s_len):
+                if not bias[i * s_len + j] < INFINITY:
+                    return s_len
+    return keys
+
+
+cdef inline void _scores(const real* q, int ldq, const real* k, int ldk, const real* bias, int ldb,
+                         real scale, int rows, int keys, int d, real* s) noexcept nogil:
+    """s (rows, keys) = scale q k^T + bias; q holds the block's rows, k the first keys keys, bias
+    the block's bias rows (row stride ldb). The key mask is the caller's to add, in the pass that
+    reads the scores next."""
     cdef Py_ssize_t i, j
     cdef real* row
     # BLAS returns C = 0 for alpha = 0 without reading q or k, where (q k^T) * 0 is NaN for an inf or
     # NaN in them, as torch and the NumPy twin give it: a scale of 0 (rare) multiplies afterwards
-    gemm(False, True, rows, s_len, d, scale if scale != 0 else 1, q, ldq, k, ldk, 0, s, s_len)
+    gemm(False, True, rows, keys, d, scale if scale != 0 else 1, q, ldq, k, ldk, 0, s, keys)
     if scale == 0:
-        for j in range(rows * s_len):
+        for j in range(rows * keys):
             s[j] = s[j] * 0
     if bias == NULL:
         return
     for i in range(rows):
-        row = s + i * s_len
-        for j in range(s_len):
-            row[j] = row[j] + bias[i * s_len + j]
+        row = s + i * keys
+        for j in range(keys):
+            row[j] = row[j] + bias[i * ldb + j]
 
 
 cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const real* v, int ldv,
@@ -101,7 +142,8 @@ cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const re
                         Dropout drop, uint64_t row0, real* out, int ldo, real* lse, real* probs,
                         int l_len, int s_len, int d, int block, real* s) noexcept nogil:
     """One (batch, head) pair; row0 = its first query row's logical number, (b H + h) L.
-    s: the scratch, block * S scores, then block row scales 1 / sum_j exp(s_ij - c_i).
+    s: the scratch, block * S scores, then block row scales 1 / sum_j exp(s_ij - c_i); only the
+    first _keys_to_compute() columns are computed (the rest of probs is 0).
 
     Each row's softmax: the key mask added, the max, exp(s - max) and its sum (vecmath.h). The
     division by the sum waits until after the product with V: scaling the block's (rows, D) output
@@ -113,26 +155,28 @@ cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const re
     cdef Py_ssize_t j
     cdef real c, total
     cdef real* row
+    cdef int keys = _keys_to_compute(key_bias, s_len, q, ldq, l_len, d, k, ldk, v, ldv, bias, scale,
+                                     NULL, 0, NULL, 0)
     cdef real* inverse = s + <Py_ssize_t>block * s_len
     for n in range((l_len + block - 1) // block):  # query rows i0 : i0 + rows
         i0 = n * block
         rows = min(block, l_len - i0)
-        _scores(q + i0 * ldq, ldq, k, ldk, bias + i0 * s_len if bias != NULL else NULL,
-                scale, rows, s_len, d, s)
+        _scores(q + i0 * ldq, ldq, k, ldk, bias + i0 * s_len if bias != NULL else NULL, s_len,
+                scale, rows, keys, d, s)
         for i in range(rows):  # softmax of each row, keeping its log-sum-exp
-            row = s + i * s_len
-            c = row_add_max(row, row, key_bias, s_len) if key_bias != NULL else row_max(row, s_len)
+            row = s + i * keys
+            c = row_add_max(row, row, key_bias, keys) if key_bias != NULL else row_max(row, keys)
             if c == -INFINITY:  # every key masked: p = 0, so out = 0, and lse = log 0 = -inf
                 c = 0
-            total = row_exp_sum(row, row, c, s_len)
+            total = row_exp_sum(row, row, c, keys)
             lse[i0 + i] = -INFINITY if total == 0 else c + _log(total)
             inverse[i] = 0 if total == 0 else 1 / total  # a NaN total stays NaN
             if probs != NULL:  # the probabilities before dropout
                 for j in range(s_len):
-                    probs[(i0 + i) * s_len + j] = row[j] * inverse[i]
-            if drop.on:
-                _drop_row(row, s_len, drop, (row0 + i0 + i) * s_len)
-        gemm(False, False, rows, d, s_len, 1, s, s_len, v, ldv, 0, out + i0 * ldo, ldo)
+                    probs[(i0 + i) * s_len + j] = row[j] * inverse[i] if j < keys else 0
+            if drop.on:  # element j of the row keeps its logical index whatever keys is
+                _drop_row(row, keys, drop, (row0 + i0 + i) * s_len)
+        gemm(False, False, rows, d, keys, 1, s, keys, v, ldv, 0, out + i0 * ldo, ldo)
         for i in range(rows):
             row = out + (i0 + i) * ldo
             for j in range(d):
@@ -171,46 +215,52 @@ cdef void _backward_pair(const real* q, int ldq, const real* k, int ldk, const r
                          const real* key_bias, const real* bias, real scale, Dropout drop, uint64_t row0,
                          real* dq, int lddq, real* dk, int lddk, real* dv, int lddv,
                          int l_len, int s_len, int d, int block, real* p, real* dp) noexcept nogil:
-    """One (batch, head) pair; row0 as in _forward_pair."""
+    """One (batch, head) pair; row0 as in _forward_pair. Over the first _keys_to_compute() keys, as
+    the forward: the masked keys after them had p = 0, so their rows of dK and dV are 0."""
     cdef Py_ssize_t n, i0, i  # Py_ssize_t: offsets like (i0 + i) * S may pass 2^31
-    cdef int rows
+    cdef int rows, keys = _keys_to_compute(key_bias, s_len, q, ldq, l_len, d, k, ldk, v, ldv, bias, scale,
+                                           g, ldg, out, ldo)
     cdef Py_ssize_t j
     cdef real delta, m
     cdef real* row
     cdef real* drow
     cdef real beta = 0  # the first block writes dK and dV, later ones add to them
+    for j in range(keys, s_len):
+        for i in range(d):
+            dk[j * lddk + i] = 0
+            dv[j * lddv + i] = 0
     for n in range((l_len + block - 1) // block):  # query rows i0 : i0 + rows
         i0 = n * block
         rows = min(block, l_len - i0)
         # p = exp(s - lse): the forward's probabilities, recomputed
-        _scores(q + i0 * ldq, ldq, k, ldk, bias + i0 * s_len if bias != NULL else NULL,
-                scale, rows, s_len, d, p)
+        _scores(q + i0 * ldq, ldq, k, ldk, bias + i0 * s_len if bias != NULL else NULL, s_len,
+                scale, rows, keys, d, p)
         for i in range(rows):
-            row, m = p + i * s_len, lse[i0 + i]
+            row, m = p + i * keys, lse[i0 + i]
             if m == -INFINITY:  # a fully masked row had p = 0: it gets no gradient
-                for j in range(s_len):
+                for j in range(keys):
                     row[j] = 0
             elif key_bias != NULL:
-                for j in range(s_len):
+                for j in range(keys):
                     row[j] = vexp((row[j] + key_bias[j]) - m)
             else:
-                for j in range(s_len):
+                for j in range(keys):
                     row[j] = vexp(row[j] - m)
         # dp = g v^T, then ds = p * (dp - delta) with delta_i = <g_i, out_i> = sum_j dp_ij p_ij
-        gemm(False, True, rows, s_len, d, 1, g + i0 * ldg, ldg, v, ldv, 0, dp, s_len)
+        gemm(False, True, rows, keys, d, 1, g + i0 * ldg, ldg, v, ldv, 0, dp, keys)
         for i in range(rows):
-            row, drow = p + i * s_len, dp + i * s_len
+            row, drow = p + i * keys, dp + i * keys
             delta = row_dot(g + (i0 + i) * ldg, out + (i0 + i) * ldo, d)
             if drop.on:
-                _drop_grad_row(row, drow, s_len, delta, drop, (row0 + i0 + i) * s_len)
+                _drop_grad_row(row, drow, keys, delta, drop, (row0 + i0 + i) * s_len)
             else:
-                for j in range(s_len):
+                for j in range(keys):
                     drow[j] = row[j] * (drow[j] - delta)
         # dV += pd^T g, pd = p (or with dropout p * m, which _drop_grad_row left in p)
-        gemm(True, False, s_len, d, rows, 1, p, s_len, g + i0 * ldg, ldg, beta, dv, lddv)
+        gemm(True, False, keys, d, rows, 1, p, keys, g + i0 * ldg, ldg, beta, dv, lddv)
         # dQ = scale ds k;  dK += scale ds^T q
-        gemm(False, False, rows, d, s_len, scale, dp, s_len, k, ldk, 0, dq + i0 * lddq, lddq)
-        gemm(True, False, s_len, d, rows, scale, dp, s_len, q + i0 * ldq, ldq, beta, dk, lddk)
+        gemm(False, False, rows, d, keys, scale, dp, keys, k, ldk, 0, dq + i0 * lddq, lddq)
+        gemm(True, False, keys, d, rows, scale, dp, keys, q + i0 * ldq, ldq, beta, dk, lddk)
         beta = 1
 
 
