@@ -22,10 +22,7 @@ many_examples = settings(max_examples=60)  # an example takes milliseconds: expl
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-11)}
 
 
-@pytest.fixture(autouse=True)
-def compiled_kernels():
-    with kernels.use("compiled"):
-        yield
+pytestmark = pytest.mark.usefixtures("compiled_kernels")  # conftest.py: the compiled twins, whatever MINILLM_KERNELS says
 
 
 def close(actual, expected, dtype):
@@ -94,6 +91,31 @@ def test_attention_matches_numpy_twin(inputs):
     assert (out[dead] == 0).all() and (grads[0][dead] == 0).all()
     if dropout[0] == 1:  # everything dropped: zeros, not NaN
         assert (out == 0).all() and all((grad == 0).all() for grad in grads)
+
+
+def test_padded_keys_skipped_by_the_compiled_twin_give_what_computing_them_gives():
+    """The compiled kernel computes each (batch, head) pair over its keys up to the last unmasked
+    one: a padded batch's masked keys at the end have p = 0 exactly. Against the NumPy twin, which
+    computes every key, on a padded batch (one sequence unpadded, one of a single key, one with a
+    masked key inside too), blocks of 2 query rows, strided heads, a bias, dropout and the
+    probabilities: the same out, lse, probabilities (0 at the padded keys) and gradients, and the
+    padded keys' rows of dk and dv 0 exactly (the skipped kernel writes them itself)."""
+    rng = np.random.default_rng(9)
+    q, k, v, g = (heads(rng, (3, 2, 5, 4), np.float32, "transposed") for _ in range(4))
+    key_mask = np.ones((3, 5), bool)
+    key_mask[0, 3:] = key_mask[2, 1:] = key_mask[0, 1] = False
+    bias = rng.normal(size=(5, 5)).astype(np.float32)
+    for dropout in ((0.0, 0), (0.3, 11)):
+        with query_block(2):
+            out, lse, p = attention_forward(q, k, v, key_mask, bias, None, *dropout, return_probs=True)
+            grads = attention_backward(q, k, v, out, lse, g, key_mask, bias, None, *dropout)
+        eout, e_lse, ep = attention_forward_numpy(q, k, v, key_mask, bias, None, *dropout, return_probs=True)
+        egrads = attention_backward_numpy(q, k, v, eout, e_lse, g, key_mask, bias, None, *dropout)
+        for ours, expected in zip((out, lse, p) + tuple(grads), (eout, e_lse, ep) + tuple(egrads)):
+            close(ours, expected, np.float32)
+        assert (p[0, :, :, 3:] == 0).all() and (p[2, :, :, 1:] == 0).all()
+        for grad in grads[1:]:  # dk, dv
+            assert (grad[0, :, 3:] == 0).all() and (grad[2, :, 1:] == 0).all() and (grad[1] != 0).all()
 
 
 @pytest.mark.parametrize("mode", kernels.MODES)
@@ -238,6 +260,12 @@ def _odd_attention_cases():
          key_mask=np.array([[False] * 4, [True, False, True, True]]))
     case("NaN in a masked key (the mask is added: NaN - inf is NaN)", k=put(k, (1, 0, 1, 0), np.nan),
          key_mask=np.array([[True] * 4, [True, False, True, True]]))
+    padded = np.array([[True, True, True, False], [True, False, False, False]])  # masked keys at the end
+    case("padded sequences (the compiled twin skips the keys at the end)", key_mask=padded, bias=bias - 1)
+    case("NaN in a padded key at the end", k=put(k, (1, 0, 3, 2), np.nan), key_mask=padded)
+    case("+inf in a padded key's v (p = 0 times inf is NaN)", v=put(v, (0, 0, 3, 1), np.inf), key_mask=padded)
+    case("+inf bias on a padded key", bias=put(bias, (2, 3), np.inf), key_mask=padded)
+    case("-inf in the gradient, with padded keys", g=put(g, (1, 0, 2, 1), -np.inf), key_mask=padded)
     case("scale 0 with an inf in k: q k^T * 0 is NaN", k=put(k, (0, 0, 0, 0), np.inf), scale=0.0)
     case("an infinite scale", scale=np.inf)
     # p = exp(-95) = 5.5e-42, a subnormal float32, times an inf in g: inf in dv, not 0 * inf = NaN
