@@ -35,6 +35,14 @@ def optional(module, extra="parity", variable="MINILLM_REQUIRE_PARITY"):
         missing(f"{module} (pip install -e '.[{extra}]')", variable)
 
 
+@pytest.fixture
+def compiled_kernels():
+    """The compiled twins for the test, whatever MINILLM_KERNELS says (the kernel tests' pytestmark)."""
+    from minillm import kernels
+    with kernels.use("compiled"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def torch():
     """The torch oracle (the `parity` extra)."""

@@ -20,10 +20,7 @@ from minillm.testing import gradcheck
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-11)}
 
 
-@pytest.fixture(autouse=True)
-def compiled_kernels():
-    with kernels.use("compiled"):
-        yield
+pytestmark = pytest.mark.usefixtures("compiled_kernels")  # conftest.py: the compiled twins, whatever MINILLM_KERNELS says
 
 
 def splitmix_bits(seed, index):

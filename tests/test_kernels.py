@@ -27,10 +27,7 @@ many_examples = settings(max_examples=60)  # an example takes milliseconds: expl
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 
 
-@pytest.fixture(autouse=True)
-def compiled_kernels():
-    with kernels.use("compiled"):
-        yield
+pytestmark = pytest.mark.usefixtures("compiled_kernels")  # conftest.py: the compiled twins, whatever MINILLM_KERNELS says
 
 
 @contextlib.contextmanager

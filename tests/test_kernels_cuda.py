@@ -27,10 +27,7 @@ from minillm.optim.adamw import adamw_update
 seeds = st.integers(0, 2**32 - 1)
 
 
-@pytest.fixture(autouse=True)
-def compiled_kernels():
-    with kernels.use("compiled"):
-        yield
+pytestmark = pytest.mark.usefixtures("compiled_kernels")  # conftest.py: the compiled twins, whatever MINILLM_KERNELS says
 
 
 def close(actual, expected, rtol=1e-5, atol=1e-6):
