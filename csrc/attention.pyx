@@ -10,7 +10,7 @@ lse = log sum_j exp(s_ij) per row; the backward recomputes each block's probabil
 exp(s - lse) and accumulates dK and dV over the blocks. So memory beyond the inputs and outputs
 is threads * 2 * block * S scratch values: it grows with S, never with L * S (the FlashAttention
 scheme, with whole key rows per block, since a row of S scores fits in cache on a CPU). The
-masked keys at the end of a padded sequence are skipped: _keys_to_compute() says when that is exact.
+masked keys at the end of a padded sequence are skipped where _keys_to_compute() finds that exact.
 
 Dropout on the probabilities (training) follows the same rule: no (L, S) mask is ever stored. While
 a block's probabilities sit in the scratch, each one is kept or zeroed by a hash of (seed, its
@@ -24,7 +24,8 @@ Every operand may be strided on its batch, head and row axes (the wrapper makes 
 contiguous): BERT's heads, q = x.reshape(B, L, H, D).transpose(0, 2, 1, 3), are read in place.
 """
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY, log, logf
+from libc.float cimport DBL_MAX, FLT_MAX
+from libc.math cimport INFINITY, fabs, log, logf
 from libc.stdint cimport int64_t, uint64_t
 
 from blas cimport gemm
@@ -77,42 +78,74 @@ cdef inline real _log(real x) noexcept nogil:
         return log(x)
 
 
-cdef inline bint _finite(const real* x, int ld, int rows, int cols) noexcept nogil:
-    """Whether the (rows, cols) block at x (row stride ld) holds no inf and no NaN."""
+cdef inline double _max_abs(const real* x, int ld, int rows, int cols) noexcept nogil:
+    """max |x| over the (rows, cols) block at x (row stride ld): inf if it holds an inf or a NaN."""
     cdef Py_ssize_t i, j
-    cdef int bad = 0
+    cdef double a, top = 0
     for i in range(rows):
         for j in range(cols):
-            bad = bad | (x[i * ld + j] - x[i * ld + j] != 0)  # inf - inf and NaN - NaN are NaN
-    return not bad
+            a = fabs(x[i * ld + j])
+            if not a <= top:  # larger, or NaN
+                top = INFINITY if a != a else a
+    return top
 
 
 cdef inline int _keys_to_compute(const real* key_bias, int s_len, const real* q, int ldq, int l_len,
                                  int d, const real* k, int ldk, const real* v, int ldv, const real* bias,
-                                 real scale, const real* g, int ldg, const real* out, int ldo) noexcept nogil:
-    """How many leading keys to compute over: a padded sequence's masked keys at the end get p = 0
-    exactly, so their scores, exponentials and products are skipped, unless an inf or a NaN would
-    reach the output through them (torch adds the mask: NaN - inf is NaN, and 0 inf is NaN): then,
-    and where every key is masked (the fully masked rows' path) or no key is, all S. The backward
-    passes g and out (its delta = <g, out> meets the skipped p = 0), the forward NULL."""
+                                 real scale, double keep_scale, const real* g, int ldg, const real* out,
+                                 int ldo) noexcept nogil:
+    """How many leading keys to compute over. A padded sequence's masked keys at the end get p = 0
+    exactly, and their terms are 0 in every output (0 v_j, 0 (dp_ij - delta_i)) as long as their
+    scores s_ij = scale q_i k_j + bias_ij stay below +inf (torch adds the mask: inf - inf, NaN - inf
+    are NaN) and v_j, dp_ij m_ij = (g_i v_j) m_ij and delta_i = <g_i, out_i> stay finite (0 inf is
+    NaN). Bounds on |q|, |k|, |v|, |g|, |out| (in double) say so, or all S keys are computed; all S
+    too where every key is masked (the fully masked rows' path) or none is. keep_scale: dropout's
+    1 / (1 - p) (1 without); the backward passes g and out, the forward NULL."""
     cdef int keys = s_len
     cdef Py_ssize_t i, j
+    cdef double limit = (FLT_MAX if real is float else DBL_MAX) / 2, top_bias = 0, mq, mk, mv, mg, mo
     if key_bias == NULL:
         return s_len
     while keys > 0 and key_bias[keys - 1] == -INFINITY:
         keys -= 1
-    if keys == 0 or keys == s_len or scale - scale != 0:
+    if keys == 0 or keys == s_len:
         return s_len
-    if not (_finite(q, ldq, l_len, d) and _finite(k + <Py_ssize_t>keys * ldk, ldk, s_len - keys, d)
-            and _finite(v + <Py_ssize_t>keys * ldv, ldv, s_len - keys, d)):
-        return s_len
-    if g != NULL and not (_finite(g, ldg, l_len, d) and _finite(out, ldo, l_len, d)):
-        return s_len
-    if bias != NULL:  # a +inf or NaN bias on a masked key: inf - inf, NaN
+    if bias != NULL:
         for i in range(l_len):
             for j in range(keys, s_len):
-                if not bias[i * s_len + j] < INFINITY:
+                if not bias[i * s_len + j] < INFINITY:  # +inf or NaN
                     return s_len
+                top_bias = max(top_bias, bias[i * s_len + j])
+    mq, mk = _max_abs(q, ldq, l_len, d), _max_abs(k + <Py_ssize_t>keys * ldk, ldk, s_len - keys, d)
+    mv = _max_abs(v + <Py_ssize_t>keys * ldv, ldv, s_len - keys, d)
+    if not (d * mq * mk * max(1.0, fabs(scale)) + top_bias < limit and mv < limit):  # NaN fails too
+        return s_len
+    if g != NULL:
+        mg, mo = _max_abs(g, ldg, l_len, d), _max_abs(out, ldo, l_len, d)
+        if not d * mg * (mv * max(1.0, keep_scale) + mo) < limit:
+            return s_len
+    return keys
+
+
+def computed_keys(const real[:, :, :, :] q, const real[:, :, :, :] k, const real[:, :, :, :] v,
+                  const real[:, ::1] key_bias, const real[:, ::1] bias, double scale):
+    """How many keys forward() computes over for each (batch, head), as a (B, H) list of lists:
+    S, or fewer where a padded sequence's masked keys at the end are skipped (for the tests, and
+    for a reader checking that padding is skipped). Arguments as forward's."""
+    cdef int b, h, ldq = q.strides[2] // sizeof(real), ldk = k.strides[2] // sizeof(real)
+    cdef int ldv = v.strides[2] // sizeof(real)
+    cdef const real* mask_row = NULL
+    cdef const real* bias_rows = &bias[0, 0] if bias is not None else NULL
+    cdef int n
+    keys = []
+    for b in range(q.shape[0]):
+        mask_row = &key_bias[b, 0] if key_bias is not None else NULL
+        keys.append([])
+        for h in range(q.shape[1]):
+            n = _keys_to_compute(mask_row, k.shape[2], &q[b, h, 0, 0], ldq, q.shape[2], q.shape[3],
+                                 &k[b, h, 0, 0], ldk, &v[b, h, 0, 0], ldv, bias_rows, <real>scale, 1.0,
+                                 <const real*>NULL, 0, <const real*>NULL, 0)
+            keys[b].append(n)
     return keys
 
 
@@ -156,7 +189,7 @@ cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const re
     cdef real c, total
     cdef real* row
     cdef int keys = _keys_to_compute(key_bias, s_len, q, ldq, l_len, d, k, ldk, v, ldv, bias, scale,
-                                     NULL, 0, NULL, 0)
+                                     drop.scale if drop.on else 1.0, NULL, 0, NULL, 0)
     cdef real* inverse = s + <Py_ssize_t>block * s_len
     for n in range((l_len + block - 1) // block):  # query rows i0 : i0 + rows
         i0 = n * block
@@ -173,7 +206,7 @@ cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const re
             inverse[i] = 0 if total == 0 else 1 / total  # a NaN total stays NaN
             if probs != NULL:  # the probabilities before dropout
                 for j in range(s_len):
-                    probs[(i0 + i) * s_len + j] = row[j] * inverse[i] if j < keys else 0
+                    probs[(i0 + i) * s_len + j] = row[j] * inverse[i] if j < keys else 0 * inverse[i]
             if drop.on:  # element j of the row keeps its logical index whatever keys is
                 _drop_row(row, keys, drop, (row0 + i0 + i) * s_len)
         gemm(False, False, rows, d, keys, 1, s, keys, v, ldv, 0, out + i0 * ldo, ldo)
@@ -219,7 +252,7 @@ cdef void _backward_pair(const real* q, int ldq, const real* k, int ldk, const r
     the forward: the masked keys after them had p = 0, so their rows of dK and dV are 0."""
     cdef Py_ssize_t n, i0, i  # Py_ssize_t: offsets like (i0 + i) * S may pass 2^31
     cdef int rows, keys = _keys_to_compute(key_bias, s_len, q, ldq, l_len, d, k, ldk, v, ldv, bias, scale,
-                                           g, ldg, out, ldo)
+                                           drop.scale if drop.on else 1.0, g, ldg, out, ldo)
     cdef Py_ssize_t j
     cdef real delta, m
     cdef real* row

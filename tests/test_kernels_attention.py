@@ -99,14 +99,19 @@ def test_padded_keys_skipped_by_the_compiled_twin_give_what_computing_them_gives
     computes every key, on a padded batch (one sequence unpadded, one of a single key, one with a
     masked key inside too), blocks of 2 query rows, strided heads, a bias, dropout and the
     probabilities: the same out, lse, probabilities (0 at the padded keys) and gradients, and the
-    padded keys' rows of dk and dv 0 exactly (the skipped kernel writes them itself)."""
+    padded keys' rows of dk and dv 0 exactly though the outputs start as NaN (the kernel writes
+    them itself). computed_keys() says the kernel did skip them; the padded odd cases (infinities,
+    NaN, overflows) are computed in full, with the twin's probabilities."""
     rng = np.random.default_rng(9)
     q, k, v, g = (heads(rng, (3, 2, 5, 4), np.float32, "transposed") for _ in range(4))
     key_mask = np.ones((3, 5), bool)
     key_mask[0, 3:] = key_mask[2, 1:] = key_mask[0, 1] = False
     bias = rng.normal(size=(5, 5)).astype(np.float32)
+    compiled = kernels.load("attention")
+    assert compiled.computed_keys(q, k, v, attention_module._key_bias(key_mask, q), bias, 0.5) == [[3, 3], [5, 5], [1, 1]]
+    nan_outputs = unittest.mock.patch.object(attention_module, "_empty_like", lambda x: np.full_like(x, np.nan))
     for dropout in ((0.0, 0), (0.3, 11)):
-        with query_block(2):
+        with query_block(2), nan_outputs:
             out, lse, p = attention_forward(q, k, v, key_mask, bias, None, *dropout, return_probs=True)
             grads = attention_backward(q, k, v, out, lse, g, key_mask, bias, None, *dropout)
         eout, e_lse, ep = attention_forward_numpy(q, k, v, key_mask, bias, None, *dropout, return_probs=True)
@@ -116,6 +121,21 @@ def test_padded_keys_skipped_by_the_compiled_twin_give_what_computing_them_gives
         assert (p[0, :, :, 3:] == 0).all() and (p[2, :, :, 1:] == 0).all()
         for grad in grads[1:]:  # dk, dv
             assert (grad[0, :, 3:] == 0).all() and (grad[2, :, 1:] == 0).all() and (grad[1] != 0).all()
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for what, q, k, v, g, key_mask, bias, scale in _odd_attention_cases():
+            if key_mask is None or key_mask[:, -1].any():  # the padded cases: each sequence's last key masked
+                continue
+            keys = compiled.computed_keys(q, k, v, attention_module._key_bias(key_mask, q), bias,
+                                          q.shape[-1] ** -0.5 if scale is None else scale)
+            # [[3], [1]]: both sequences skip their padded keys; 4 where an inf or NaN reaches the output
+            # through them, so that sequence's keys are all computed
+            full = {"NaN in a padded key": [[3], [4]], "+inf in a padded key's v": [[4], [1]],
+                    "+inf bias on a padded key": [[4], [4]], "+inf in q": [[3], [4]],
+                    "an infinite scale": [[4], [4]], "finite q and a padded k": [[4], [1]]}
+            assert keys == next((n for start, n in full.items() if what.startswith(start)), [[3], [1]]), what
+            _, _, p = attention_forward(q, k, v, key_mask, bias, scale, return_probs=True)
+            np.testing.assert_allclose(p, attention_forward_numpy(q, k, v, key_mask, bias, scale, return_probs=True)[2],
+                                       rtol=1e-5, atol=1e-6, err_msg=what)
 
 
 @pytest.mark.parametrize("mode", kernels.MODES)
@@ -266,6 +286,15 @@ def _odd_attention_cases():
     case("+inf in a padded key's v (p = 0 times inf is NaN)", v=put(v, (0, 0, 3, 1), np.inf), key_mask=padded)
     case("+inf bias on a padded key", bias=put(bias, (2, 3), np.inf), key_mask=padded)
     case("-inf in the gradient, with padded keys", g=put(g, (1, 0, 2, 1), -np.inf), key_mask=padded)
+    case("+inf in an unmasked key's v, with padded keys (out is inf or NaN)", v=put(v, (0, 0, 0, 1), np.inf),
+         key_mask=padded)
+    case("NaN in the bias on an unmasked key, with padded keys", bias=put(bias, (1, 0), np.nan), key_mask=padded)
+    case("+inf in q, with padded keys", q=put(q, (1, 0, 2, 0), np.inf), key_mask=padded)
+    case("an infinite scale, with padded keys", scale=np.inf, key_mask=padded)
+    case("finite q and a padded k whose product overflows to +inf", q=put(q, (0, 0, 1, 0), 1e20),
+         k=put(k, (0, 0, 3, 0), 1e20), key_mask=padded)
+    case("finite g and a padded v whose product overflows in the backward", g=put(g, (1, 0, 2, 0), 1e20),
+         v=put(v, (1, 0, 3, 0), 1e20), key_mask=padded)
     case("scale 0 with an inf in k: q k^T * 0 is NaN", k=put(k, (0, 0, 0, 0), np.inf), scale=0.0)
     case("an infinite scale", scale=np.inf)
     # p = exp(-95) = 5.5e-42, a subnormal float32, times an inf in g: inf in dv, not 0 * inf = NaN
