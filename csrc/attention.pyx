@@ -131,7 +131,16 @@ def computed_keys(const real[:, :, :, :] q, const real[:, :, :, :] k, const real
                   const real[:, ::1] key_bias, const real[:, ::1] bias, double scale):
     """How many keys forward() computes over for each (batch, head), as a (B, H) list of lists:
     S, or fewer where a padded sequence's masked keys at the end are skipped (for the tests, and
-    for a reader checking that padding is skipped). Arguments as forward's."""
+    for a reader checking that padding is skipped). Arguments as forward's, their shapes checked."""
+    shapes = {"k": (k.shape[0], k.shape[1], k.shape[3]), "v": (v.shape[0], v.shape[1], v.shape[2], v.shape[3])}
+    expected = {"k": (q.shape[0], q.shape[1], q.shape[3]), "v": (k.shape[0], k.shape[1], k.shape[2], k.shape[3])}
+    if key_bias is not None:
+        shapes["key_bias"], expected["key_bias"] = (key_bias.shape[0], key_bias.shape[1]), (q.shape[0], k.shape[2])
+    if bias is not None:
+        shapes["bias"], expected["bias"] = (bias.shape[0], bias.shape[1]), (q.shape[2], k.shape[2])
+    for name in shapes:
+        if shapes[name] != expected[name]:
+            raise ValueError(f"computed_keys: {name} has shape {shapes[name]} where q and k give {expected[name]}")
     cdef int b, h, ldq = q.strides[2] // sizeof(real), ldk = k.strides[2] // sizeof(real)
     cdef int ldv = v.strides[2] // sizeof(real)
     cdef const real* mask_row = NULL

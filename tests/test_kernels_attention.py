@@ -108,7 +108,10 @@ def test_padded_keys_skipped_by_the_compiled_twin_give_what_computing_them_gives
     key_mask[0, 3:] = key_mask[2, 1:] = key_mask[0, 1] = False
     bias = rng.normal(size=(5, 5)).astype(np.float32)
     compiled = kernels.load("attention")
-    assert compiled.computed_keys(q, k, v, attention_module._key_bias(key_mask, q), bias, 0.5) == [[3, 3], [5, 5], [1, 1]]
+    key_bias = attention_module._key_bias(key_mask, q)
+    assert compiled.computed_keys(q, k, v, key_bias, bias, 0.5) == [[3, 3], [5, 5], [1, 1]]
+    with pytest.raises(ValueError, match=r"key_bias has shape \(2, 5\) where q and k give \(3, 5\)"):
+        compiled.computed_keys(q, k, v, key_bias[:2], bias, 0.5)  # read unchecked, it would overrun
     nan_outputs = unittest.mock.patch.object(attention_module, "_empty_like", lambda x: np.full_like(x, np.nan))
     for dropout in ((0.0, 0), (0.3, 11)):
         with query_block(2), nan_outputs:
