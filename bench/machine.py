@@ -15,8 +15,9 @@ The description every bench prints at its top:
     16 lanes at AVX-512 and 8 at AVX2, as many as each FMA unit holds: 8 at AVX-512 too on AMD's
     Zen 4 (cpu family 25), which runs each 512-bit instruction on 256-bit units in two halves; 2 FMA
     units per core assumed (recent Intel server cores and AMD Zen; some Intel cores have one 512-bit
-    unit, where the AVX-512 peak is half of this, which cpuinfo does not tell), the clock cpuinfo's "cpu MHz" (on a virtual machine often
-    the base clock: a share above 100% then means the cores run faster).
+    unit, where the AVX-512 peak is half of this, which cpuinfo does not tell), the clock cpuinfo's
+    "cpu MHz" (on a virtual machine often the base clock: a share above 100% then means the cores
+    run faster).
 minillm's and torch's facts come from a probe process per side, launched as the bench's workers are.
 
 Levels (--level on bench/compiled_kernels.py, bert_step.py, pretrain_step.py, sst2_finetune.py, embed.py):

@@ -99,8 +99,8 @@ cdef inline int _keys_to_compute(const real* key_bias, int s_len, const real* q,
     scores s_ij = scale q_i k_j + bias_ij stay below +inf (torch adds the mask: inf - inf, NaN - inf
     are NaN) and v_j, dp_ij m_ij = (g_i v_j) m_ij and delta_i = <g_i, out_i> stay finite (0 inf is
     NaN). Bounds on |q|, |k|, |v|, |g|, |out| (in double) say so, or all S keys are computed; all S
-    too where every key is masked (the fully masked rows' path) or none is. keep_scale: dropout's
-    1 / (1 - p) (1 without); the backward passes g and out, the forward NULL."""
+    too where every key is masked (the fully masked rows' path) or none is. keep_scale: the Dropout's
+    scale (1 / (1 - p), 1 without); the backward passes g and out, the forward NULL."""
     cdef int keys = s_len
     cdef Py_ssize_t i, j
     cdef double limit = (FLT_MAX if real is float else DBL_MAX) / 2, top_bias = 0, mq, mk, mv, mg, mo
@@ -197,8 +197,8 @@ cdef void _forward_pair(const real* q, int ldq, const real* k, int ldk, const re
     cdef Py_ssize_t j
     cdef real c, total
     cdef real* row
-    cdef int keys = _keys_to_compute(key_bias, s_len, q, ldq, l_len, d, k, ldk, v, ldv, bias, scale,
-                                     drop.scale if drop.on else 1.0, NULL, 0, NULL, 0)
+    cdef int keys = _keys_to_compute(key_bias, s_len, q, ldq, l_len, d, k, ldk, v, ldv, bias, scale, drop.scale,
+                                     NULL, 0, NULL, 0)
     cdef real* inverse = s + <Py_ssize_t>block * s_len
     for n in range((l_len + block - 1) // block):  # query rows i0 : i0 + rows
         i0 = n * block
@@ -261,7 +261,7 @@ cdef void _backward_pair(const real* q, int ldq, const real* k, int ldk, const r
     the forward: the masked keys after them had p = 0, so their rows of dK and dV are 0."""
     cdef Py_ssize_t n, i0, i  # Py_ssize_t: offsets like (i0 + i) * S may pass 2^31
     cdef int rows, keys = _keys_to_compute(key_bias, s_len, q, ldq, l_len, d, k, ldk, v, ldv, bias, scale,
-                                           drop.scale if drop.on else 1.0, g, ldg, out, ldo)
+                                           drop.scale, g, ldg, out, ldo)
     cdef Py_ssize_t j
     cdef real delta, m
     cdef real* row
