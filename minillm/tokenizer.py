@@ -28,6 +28,17 @@ TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_fir
               "only_second": "only_second", False: None, "do_not_truncate": None}
 
 
+def _inserted_ids(processor):
+    """The token ids a post-processor of tokenizer.json inserts: TemplateProcessing's special_tokens
+    ({"[CLS]": {"ids": [101], ...}}), BertProcessing's and RobertaProcessing's "cls" and "sep"
+    ([token, id]), within a Sequence's "processors" too."""
+    if not isinstance(processor, dict):
+        return []
+    ids = [i for token in (processor.get("special_tokens") or {}).values() for i in token.get("ids", [])]
+    ids += [pair[1] for pair in (processor.get(key) for key in ("cls", "sep")) if isinstance(pair, list)]
+    return ids + [i for inner in processor.get("processors") or [] for i in _inserted_ids(inner)]
+
+
 class BertTokenizer:
     """Text -> input_ids, token_type_ids, attention_mask, as Hugging Face's BertTokenizerFast.
 
@@ -189,9 +200,13 @@ class BertTokenizer:
 
     @property
     def max_id(self):
-        """The largest id this tokenizer can give (vocabulary and added tokens): a model's embedding
-        table needs more rows than that."""
-        return max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+        """The largest id this tokenizer can give (vocabulary, added tokens, and the ids its
+        post-processor inserts, which tokenizer.json writes apart from the vocabulary): a model's
+        embedding table needs more rows than that."""
+        processor = self._tokenizer.post_processor
+        processor = json.loads(processor.__getstate__()) if processor is not None else None
+        return max(list(self._tokenizer.get_vocab(with_added_tokens=True).values()) + _inserted_ids(processor),
+                   default=-1)
 
     # ---- saving -----------------------------------------------------------------------------------
     def save_pretrained(self, folder):

@@ -289,6 +289,13 @@ def run_model_files(data, folder):
         target.write_bytes(original)
     if outcome == "accepted":
         batch = tokenizer(["a good movie", "the plot was dull and the acting flat"], max_length=16)
+        if batch["input_ids"].shape[1] == 0:  # a tokenizer that encodes the texts to nothing
+            try:
+                model(**batch)
+            except ValueError as err:
+                assert "input_ids has shape (2, 0): no token per sequence" in str(err), err
+                return outcome
+            raise AssertionError("a (2, 0) batch was not refused")
         assert batch["input_ids"].max() < model.config.vocab_size
         logits = model(**batch).logits
         assert logits.shape == (2, model.config.num_labels)

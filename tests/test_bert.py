@@ -197,6 +197,8 @@ def test_regression_loss():
     (dict(input_ids=np.ones((2, 3), np.float32)), TypeError, "input_ids must hold integers, got dtype float32"),
     (dict(input_ids=np.ones(3, np.int64)), ValueError,
      r"input_ids must be \(batch, sequence length\), got shape \(3,\)"),
+    (dict(input_ids=np.ones((2, 0), np.int64)), ValueError,
+     r"input_ids has shape \(2, 0\): no token per sequence, where each needs at least its \[CLS\]"),
     (dict(input_ids=np.ones((1, 13), np.int64)), ValueError,
      "13 tokens per sequence, more than max_position_embeddings=12"),
     (dict(input_ids=np.full((1, 3), 40)), ValueError, r"ids from 40 to 40; they must be in \[0, vocab_size=40\)"),

@@ -95,6 +95,7 @@ def test_refuses_a_used_output_folder_unless_told(base, tmp_path, capsys):
     ("config does not fit its weights", r"config.json does not fit the weights:\n.*'embeddings.word_embeddings."
                                         r"weight' \(30, 16\), but .*model.safetensors has \(28, 16\)"),
     ("vocabulary larger than the embedding table", "the tokenizer has ids up to 29 but .*config.json's vocab_size=28"),
+    ("a special token beyond the embedding table", "the tokenizer has ids up to 40 but .*config.json's vocab_size=28"),
     ("out not writable", r"--out .*/file/out cannot be written \(Not a directory\)"),
 ])
 def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message):
@@ -122,7 +123,8 @@ def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message
     elif problem == "empty training file":
         (tmp_path / "train.tsv").write_text("")
         args[4] = str(tmp_path / "train.tsv")
-    elif problem in ("config does not fit its weights", "vocabulary larger than the embedding table"):
+    elif problem in ("config does not fit its weights", "vocabulary larger than the embedding table",
+                     "a special token beyond the embedding table"):
         args[2] = str(edited_copy(folder, tmp_path / "model", problem))
     elif problem == "out not writable":
         (tmp_path / "file").write_text("x")
@@ -137,14 +139,19 @@ def test_bad_input_gives_one_clear_line(base, tmp_path, capsys, problem, message
 
 def edited_copy(folder, copy, problem):
     """The tiny model folder with config.json's vocab_size 2 too large (weights that do not fit it),
-    a tokenizer.json that is not JSON, or two more tokens in its tokenizer than its embedding table
-    has rows."""
+    a tokenizer.json that is not JSON, two more tokens in its tokenizer than its embedding table
+    has rows, or a [CLS] that tokenizer.json's post-processor inserts as id 40, past the table (the
+    fuzz target found it: the vocabulary alone said 27)."""
     shutil.copytree(folder, copy)
     if problem.startswith("config"):
         config = json.loads((copy / "config.json").read_text())
         (copy / "config.json").write_text(json.dumps({**config, "vocab_size": config["vocab_size"] + 2}))
     elif problem.startswith("broken"):
         (copy / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    elif problem.startswith("a special token"):
+        pipeline = json.loads((copy / "tokenizer.json").read_text())
+        pipeline["post_processor"]["special_tokens"]["[CLS]"]["ids"] = [40]
+        (copy / "tokenizer.json").write_text(json.dumps(pipeline))
     else:
         (copy / "tokenizer.json").unlink()
         (copy / "vocab.txt").write_text((copy / "vocab.txt").read_text() + "extra\nwords\n")

@@ -187,3 +187,21 @@ def test_save_pretrained_loads_back_in_both(minilm_dir, transformers, tmp_path):
         np.testing.assert_array_equal(np.asarray(got["input_ids"]), expected["input_ids"])
     with open(f"{minilm_dir}/vocab.txt", encoding="utf-8") as f:
         assert (tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines() == f.read().splitlines()
+
+
+def test_max_id_counts_the_ids_the_post_processor_inserts(tiny_folder):
+    """tokenizer.json keeps its post-processor's special-token ids apart from the vocabulary, so a
+    [CLS] inserted as 40 by a 28-token vocabulary gives ids up to 40 (the model_files fuzz target
+    found such a file accepted, then its id past the embedding table): TemplateProcessing,
+    BertProcessing and a Sequence of processors."""
+    from tokenizers import processors
+
+    tokenizer = BertTokenizer.from_pretrained(tiny_folder)
+    vocabulary_max = tokenizer.max_id
+    assert vocabulary_max == max(tokenizer._tokenizer.get_vocab(with_added_tokens=True).values())
+    template = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 40), ("[SEP]", 3)])
+    sequence = processors.Sequence([processors.ByteLevel(), processors.BertProcessing(("[SEP]", 40), ("[CLS]", 2))])
+    for processor in (template, processors.BertProcessing(("[SEP]", 3), ("[CLS]", 40)), sequence):
+        tokenizer._tokenizer.post_processor = processor
+        assert tokenizer.max_id == 40 > vocabulary_max
+        assert tokenizer("a")["input_ids"].max() == 40  # what it said it could give, it gives

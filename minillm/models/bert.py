@@ -571,6 +571,9 @@ def check_inputs(config, input_ids, attention_mask=None, token_type_ids=None):
     CUDA-graph capture, where nothing may wait (there the batch was checked on the host, with this
     function: model.check_batch)."""
     ids = _integers(input_ids, "input_ids")
+    if ids.shape[0] and not ids.shape[1]:  # the pooler, the classifier and every head read position 0
+        raise ValueError(f"input_ids has shape {ids.shape}: no token per sequence, where each needs at least "
+                         "its [CLS] (a tokenizer without a post-processor, or texts that encode to nothing)")
     if ids.shape[1] > config.max_position_embeddings:
         raise ValueError(f"input_ids has {ids.shape[1]} tokens per sequence, more than max_position_embeddings="
                          f"{config.max_position_embeddings}: truncate the input (tokenizer max_length)")
