@@ -28,6 +28,7 @@ TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol
 
 
 pytestmark = pytest.mark.usefixtures("compiled_kernels")  # conftest.py: the compiled twins, whatever MINILLM_KERNELS says
+COMPILED = {"MINILLM_KERNELS": "compiled"}  # and so in the probes' own processes
 
 
 @contextlib.contextmanager
@@ -104,7 +105,7 @@ def test_one_product_runs_on_blas_threads_that_sleep_when_done(case, preset):
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT")}
-    done = subprocess.run([sys.executable, "-c", _BLAS_PROBE, case], env={**env, **preset},
+    done = subprocess.run([sys.executable, "-c", _BLAS_PROBE, case], env={**env, **COMPILED, **preset},
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout.splitlines()[-1])
@@ -655,8 +656,8 @@ def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise(preset, spin
     probe = ("import json, os, numpy, minillm; minillm.kernels.softmax_forward(numpy.ones((2, 3), numpy.float32)); "
              "print(json.dumps(os.environ.get('GOMP_SPINCOUNT')))")
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    done = subprocess.run([sys.executable, "-c", probe], env={**env, **preset, "OMP_DISPLAY_ENV": "verbose"},
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**env, **COMPILED, **preset, "OMP_DISPLAY_ENV": "verbose"})
     assert done.returncode == 0, done.stderr
     assert f"GOMP_SPINCOUNT = '{spin_count}'" in done.stderr, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == preset.get("GOMP_SPINCOUNT")
