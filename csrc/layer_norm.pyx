@@ -59,16 +59,16 @@ def add_forward(const real[:, ::1] x, const real[:, ::1] residual, const real[::
 
 cdef void _row_backward(const real* g, const real* x, const real* w, real mu, real r, real* dx,
                         real* dw, real* db, Py_ssize_t n) noexcept nogil:
-    """Two passes over the row: the sums (and dw, db), then dx = r (dxhat - mean(dxhat) - xhat
-    mean(dxhat xhat)), xhat and dxhat recomputed."""
+    """Two passes over the row: the sums (and dw, db; dxhat = g w into dx), then dx = r (dxhat -
+    mean(dxhat) - xhat mean(dxhat xhat)), xhat recomputed (vecmath.h says why dxhat is not)."""
     cdef Py_ssize_t j
     cdef real sums[2]
     cdef real mean_dxhat, mean_dxhat_xhat
-    layer_norm_sums(g, x, w, mu, r, dw, db, n, sums)
+    layer_norm_sums(g, x, w, mu, r, dw, db, dx, n, sums)
     mean_dxhat, mean_dxhat_xhat = sums[0] / n, sums[1] / n
     if w != NULL:
         for j in range(n):
-            dx[j] = r * (g[j] * w[j] - mean_dxhat - (x[j] - mu) * r * mean_dxhat_xhat)
+            dx[j] = r * (dx[j] - mean_dxhat - (x[j] - mu) * r * mean_dxhat_xhat)
     else:
         for j in range(n):
             dx[j] = r * (g[j] - mean_dxhat - (x[j] - mu) * r * mean_dxhat_xhat)

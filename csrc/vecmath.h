@@ -195,17 +195,24 @@ MLL_REDUCTIONS(double, d, exp)
 
 /* Layer norm's backward over one row, the part with sums (minillm/kernels/layer_norm.py derives it),
  * in one pass: with xhat = (x - mu) r and dxhat = g w (g where w is NULL), adds g xhat into dw and g
- * into db, and returns in sums[0], sums[1] the row sums of dxhat and dxhat xhat that dx needs. Nothing
- * per element is stored: the caller's dx pass recomputes xhat and dxhat, cheaper than a store and a
- * load. One loop, so `omp simd` may vectorize both sums (the reason this is C). */
+ * into db, and returns in sums[0], sums[1] the row sums of dxhat and dxhat xhat that dx needs. With a
+ * w, dxhat is also stored in dxhat_row (the caller's dx row; xhat the caller recomputes): the dx pass
+ * must take the very dxhat that was summed, since dx = r (dxhat - mean(dxhat) - ...) cancels it
+ * against its mean. Recomputed there, g w - mean(dxhat) became one fused multiply-add, which keeps
+ * the product unrounded: on a row of one element (dx = 0 exactly, as torch gives) dx was r times
+ * g w's rounding error (1.4 at rstd 1e6), and where g w overflows, 1e60 - inf = -inf, not NaN.
+ * The store keeps the product rounded: a product with a use other than an add is never fused.
+ * One loop, so `omp simd` may vectorize both sums (the reason this is C). */
 #define MLL_LAYER_NORM_SUMS(T, SUFFIX)                                                                \
     static inline void mll_layer_norm_sums_##SUFFIX(const T *g, const T *x, const T *w, T mu, T r,  \
-                                                     T *dw, T *db, Py_ssize_t n, T *sums)           \
+                                                     T *dw, T *db, T *dxhat_row, Py_ssize_t n,      \
+                                                     T *sums)                                       \
     {                                                                                               \
         T s1 = 0, s2 = 0;                                                                           \
         if (w != NULL) {                                                                            \
             _Pragma("omp simd reduction(+:s1, s2)") for (Py_ssize_t i = 0; i < n; i++) {            \
                 T xhat = (x[i] - mu) * r, dxhat = g[i] * w[i];                                      \
+                dxhat_row[i] = dxhat;                                                               \
                 dw[i] += g[i] * xhat;                                                               \
                 db[i] += g[i];                                                                      \
                 s1 += dxhat;                                                                        \

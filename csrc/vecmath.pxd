@@ -25,9 +25,9 @@ cdef extern from "vecmath.h" nogil:
     float mll_dot_f(const float* x, const float* y, Py_ssize_t n)
     double mll_dot_d(const double* x, const double* y, Py_ssize_t n)
     void mll_layer_norm_sums_f(const float* g, const float* x, const float* w, float mu, float r,
-                               float* dw, float* db, Py_ssize_t n, float* sums)
+                               float* dw, float* db, float* dxhat_row, Py_ssize_t n, float* sums)
     void mll_layer_norm_sums_d(const double* g, const double* x, const double* w, double mu, double r,
-                               double* dw, double* db, Py_ssize_t n, double* sums)
+                               double* dw, double* db, double* dxhat_row, Py_ssize_t n, double* sums)
 
 
 cdef inline real vexp(real x) noexcept nogil:
@@ -102,9 +102,10 @@ cdef inline real row_dot(const real* x, const real* y, Py_ssize_t n) noexcept no
 
 
 cdef inline void layer_norm_sums(const real* g, const real* x, const real* w, real mu, real r, real* dw,
-                                 real* db, Py_ssize_t n, real* sums) noexcept nogil:
-    """dw += g xhat, db += g; sums = (sum of dxhat, sum of dxhat xhat): vecmath.h, one pass."""
+                                 real* db, real* dxhat_row, Py_ssize_t n, real* sums) noexcept nogil:
+    """dw += g xhat, db += g; sums = (sum of dxhat, sum of dxhat xhat); with a w, dxhat_row = g w:
+    vecmath.h, one pass."""
     if real is float:
-        mll_layer_norm_sums_f(g, x, w, mu, r, dw, db, n, sums)
+        mll_layer_norm_sums_f(g, x, w, mu, r, dw, db, dxhat_row, n, sums)
     else:
-        mll_layer_norm_sums_d(g, x, w, mu, r, dw, db, n, sums)
+        mll_layer_norm_sums_d(g, x, w, mu, r, dw, db, dxhat_row, n, sums)

@@ -765,7 +765,8 @@ def _amplification(name, args, reference):
     name, args = _as_layer_norm(name, args)
     if not name.startswith("layer_norm") or not args[0].size:
         return 1.0
-    x, rstd = args[0], float(np.abs(reference[2]).max(initial=0))
+    rstd = np.abs(reference[2])
+    x, rstd = args[0], float(rstd[np.isfinite(rstd)].max(initial=0))  # a row of NaN or inf has rstd NaN
     spread = max(1.0, float(np.abs(x).max()) * rstd)
     if name == "layer_norm_forward":
         return spread

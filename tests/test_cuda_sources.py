@@ -61,6 +61,14 @@ def test_every_source_compiles_for_sm90(ptx):
         assert ".target sm_90" in text and entries(text), name
 
 
+def test_layer_norm_backward_rounds_dxhat_before_either_pass_reads_it(ptx):
+    """dxhat = g w as __fmul_rn, a rounded product nvcc never fuses into an FMA (PTX mul.rn.f32): fused
+    into the second pass's g w - mean(dxhat), it would not cancel against the dxhat the first pass
+    summed (csrc/cuda/layer_norm.cu). tests/test_kernels_cuda.py checks the effect on a GPU."""
+    backward = ptx["layer_norm"].split(".entry layer_norm_backward(")[1].split(".entry ")[0]
+    assert "mul.rn.f32" in backward
+
+
 def test_launched_kernels_exist_and_every_kernel_is_launched(ptx):
     launched = {(k.source, k.name) for k in cuda.Kernel.every}
     defined = {(name, kernel) for name, text in ptx.items() for kernel in entries(text)}

@@ -161,6 +161,17 @@ def test_layer_norm_backward_gives_the_same_bits_every_run(cupy):
         assert (a == b).all()
 
 
+def test_layer_norm_backward_of_one_element_rows_is_zero(cupy):
+    """dx of a one-element row is 0 exactly at any rstd, as the twins give it (test_kernels.py's
+    test_layer_norm_backward_cancels_the_dxhat_it_summed): both passes read the rounded g w."""
+    rng = np.random.default_rng(3)
+    x, g = on_gpu(cupy, rng, (64, 1)), on_gpu(cupy, rng, (64, 1), scale=30)
+    w = cupy.asarray(np.float32([-1.481868]))
+    _, mean, rstd = layer_norm_forward(x, w, None, 1e-12)
+    assert (rstd == np.float32(1e6)).all()
+    assert (layer_norm_backward(g, x, w, mean, rstd)[0] == 0).all()
+
+
 # ---------------------------------------------------------------- GELU
 
 @given(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=9), st.sampled_from([None, 1, 4, 1536]),

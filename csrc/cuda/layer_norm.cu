@@ -58,7 +58,10 @@ __device__ void layer_norm_row(const float* __restrict__ x, const float* __restr
 }
 
 /* dxhat = g * w (g without a weight) and xhat = (x - mean) * rstd at j .. j + VEC: what both passes
- * of the backward read. */
+ * of the backward read. The product rounded (__fmul_rn, which nvcc never fuses into an FMA), so both
+ * passes read the same dxhat: the second cancels it against mean(dxhat), and a g * w - mean_dxhat
+ * fused there would leave g * w's rounding error times rstd (dx of a one-element row is 0 exactly),
+ * or -inf where g * w overflows to inf in the first pass's sum (csrc/vecmath.h, the CPU twin). */
 template <int VEC>
 __device__ __forceinline__ void load_dxhat_xhat(const float* __restrict__ g, const float* __restrict__ x,
                                                 const float* __restrict__ w, float mean, float rstd, int j,
@@ -70,7 +73,7 @@ __device__ __forceinline__ void load_dxhat_xhat(const float* __restrict__ g, con
     if (w) load<VEC>(w + j, wv);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-        if (w) dxhat[k] *= wv[k];
+        if (w) dxhat[k] = __fmul_rn(dxhat[k], wv[k]);
         xhat[k] = (xhat[k] - mean) * rstd;
     }
 }
