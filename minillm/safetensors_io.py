@@ -97,10 +97,17 @@ def _parse_header(path, raw):
     """The header's JSON object. Strict where Python's json is lenient: UTF-8 only (json.loads
     would also take UTF-16), no key twice (json.loads keeps the last), no NaN, Infinity or
     -Infinity (JavaScript's constants, which json.loads takes and JSON has not: the safetensors
-    library refuses them), and nesting too deep or a number too long for Python is a
-    CheckpointError, not a RecursionError or a bare ValueError."""
+    library refuses them), no -0 (json.loads reads it as 0; the library reads it as a float and
+    refuses it where the format wants an unsigned integer, and it has no other numbers), and
+    nesting too deep or a number too long for Python is a CheckpointError, not a RecursionError or
+    a bare ValueError."""
     def not_json(constant):
         raise CheckpointError(f"{path}: the header is not valid JSON ({constant} is not a JSON value)")
+
+    def integer(digits):
+        if digits == "-0":
+            raise CheckpointError(f"{path}: the header has the number -0 where only unsigned integers belong")
+        return int(digits)
 
     def no_duplicates(pairs):
         keys = [key for key, _ in pairs]
@@ -110,7 +117,8 @@ def _parse_header(path, raw):
         return dict(pairs)
 
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=not_json)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=not_json,
+                            parse_int=integer)
     except UnicodeDecodeError as err:
         raise CheckpointError(f"{path}: the header is not UTF-8 ({err.reason} at byte {8 + err.start})") from None
     except CheckpointError:

@@ -128,6 +128,8 @@ F32 = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
      "the header is not valid JSON \\(NaN is not a JSON value"),
     (b'{"__metadata__": {"n": -Infinity}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', bytes(4),
      "the header is not valid JSON \\(-Infinity is not a JSON value"),
+    # and -0 as the integer 0, which the library reads as the float -0.0 and refuses
+    (b'{"w": {"dtype": "F32", "shape": [-0, 1], "data_offsets": [0, 0]}}', b"", "the number -0 where only unsigned"),
 ])
 def test_headers_the_fuzzing_found(tmp_path, header, data, message):
     """Each was a crash (a ValueError, TypeError or RecursionError of NumPy or json, not naming the
