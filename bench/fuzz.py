@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TARGETS = ("safetensors", "model_files", "data", "tokenizer", "kernels")
@@ -70,6 +71,13 @@ class Stats:
 def worker(args):
     sys.path[:0] = [str(REPO / "tests"), str(REPO)]
     folder, stats = pathlib.Path(args.workdir), Stats(pathlib.Path(args.workdir) / "stats.json")
+    if args.target == "safetensors":
+        # run_safetensors measures each case's memory, starting and stopping tracemalloc unless it is on:
+        # on for the whole run instead. Python 3.11's tracemalloc start and stop race with a thread that
+        # frees raw memory without the GIL (CPython gh-128679), as the watchdog thread that each
+        # dump_traceback_later below starts does at its start. One worker died of a segfault inside
+        # json.loads after 10^5 cases, and the same cases run again did not crash: such a race.
+        tracemalloc.start()
     if args.engine == "atheris":
         return atheris_worker(args, folder, stats)
     import fuzz_targets
