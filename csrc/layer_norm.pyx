@@ -60,7 +60,8 @@ def add_forward(const real[:, ::1] x, const real[:, ::1] residual, const real[::
 cdef void _row_backward(const real* g, const real* x, const real* w, real mu, real r, real* dx,
                         real* dw, real* db, Py_ssize_t n) noexcept nogil:
     """Two passes over the row: the sums (and dw, db; dxhat = g w into dx), then dx = r (dxhat -
-    mean(dxhat) - xhat mean(dxhat xhat)), xhat recomputed (vecmath.h says why dxhat is not)."""
+    mean(dxhat) - xhat mean(dxhat xhat)), xhat recomputed (vecmath.h says why dxhat is not). dx must
+    overlap neither g nor x."""
     cdef Py_ssize_t j
     cdef real sums[2]
     cdef real mean_dxhat, mean_dxhat_xhat

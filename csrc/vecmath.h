@@ -216,7 +216,8 @@ MLL_REDUCTIONS(double, d, exp)
  * against its mean. Recomputed there, g w - mean(dxhat) became one fused multiply-add, which keeps
  * the product unrounded: on a row of one element (dx = 0 exactly, as the NumPy twin gives) dx was
  * r times g w's rounding error (1.4 at rstd 1e6), and where g w overflows, 1e60 - inf = -inf, not NaN.
- * The store keeps the product rounded: a product with a use other than an add is never fused.
+ * The store keeps the product rounded: GCC fuses a product only where all its uses are adds. dx must
+ * not overlap g or x (this pass writes it before the dx pass reads them; the wrapper's dx is new).
  * One loop, so `omp simd` may vectorize both sums (the reason this is C). */
 #define MLL_LAYER_NORM_SUMS(T, SUFFIX)                                                                \
     static inline void mll_layer_norm_sums_##SUFFIX(const T *g, const T *x, const T *w, T mu, T r,  \

@@ -765,9 +765,10 @@ def _amplification(name, args, reference):
     name, args = _as_layer_norm(name, args)
     if not name.startswith("layer_norm") or not args[0].size:
         return 1.0
-    rstd = np.abs(reference[2])
-    x, rstd = args[0], float(rstd[np.isfinite(rstd)].max(initial=0))  # a row of NaN or inf has rstd NaN
-    spread = max(1.0, float(np.abs(x).max()) * rstd)
+    x, rstd = args[0], np.abs(reference[2])
+    finite = np.isfinite(rstd) & np.isfinite(x).all(axis=1)  # the rows whose rounding can be bounded
+    x, rstd = x[finite], float(rstd[finite].max(initial=0))
+    spread = max(1.0, float(np.abs(x).max(initial=0)) * rstd)
     if name == "layer_norm_forward":
         return spread
     weight, grad = args[1], args[4]

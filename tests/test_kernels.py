@@ -600,23 +600,35 @@ def test_layer_norm_of_constant_rows_is_torchs_in_both_twins(torch):
             np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_layer_norm_backward_cancels_the_dxhat_it_summed(torch):
-    """dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g w: a row of one element
-    has dx = 0 (torch in float64: within 1e-9 of it), however large rstd, and both twins give 0
-    exactly (torch's float32 gives -1.0 on one row of these 64); where g w overflows, dx is NaN where
-    the NumPy twin's is (inf - inf). The compiled twin recomputed g w in its second pass, fused into
-    g w - mean(dxhat) with the product unrounded: dx was rstd times g w's rounding error (up to 1.4
-    at rstd 1e6, found by bench/fuzz.py) and -inf where NumPy gives NaN."""
+def _one_element_rows():
     rng = np.random.default_rng(3)
     x, g = rng.normal(size=(64, 1)).astype(np.float32), (30 * rng.normal(size=(64, 1))).astype(np.float32)
-    w = np.float32([-1.481868])
+    return x, g, np.float32([-1.481868])
+
+
+def test_layer_norm_backward_of_one_element_rows_is_zero_in_float64_torch(torch):
+    """The oracle of the next test: dx of a one-element row is 0 (within 1e-9 in float64; torch's
+    float32 gives -1.0 on one of these 64 rows)."""
+    x, g, w = _one_element_rows()
     tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     torch.nn.functional.layer_norm(tx, (1,), torch.tensor(w, dtype=torch.float64), None, 1e-12).backward(
         torch.tensor(g, dtype=torch.float64))
     assert np.abs(tx.grad.numpy()).max() < 1e-9
-    _, mean, rstd = layer_norm_forward(x, w, None, 1e-12)
-    assert (rstd == np.float32(1e6)).all()
-    np.testing.assert_array_equal(layer_norm_backward(g, x, w, mean, rstd)[0], 0)
+
+
+def test_layer_norm_backward_cancels_the_dxhat_it_summed():
+    """dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g w: a row of one element
+    has dx = 0, however large rstd, and both twins give 0 exactly, in float32 and float64; where g w
+    overflows, dx is NaN where the NumPy twin's is (inf - inf). The compiled twin recomputed g w in
+    its second pass, fused into g w - mean(dxhat) with the product unrounded: dx was rstd times g w's
+    rounding error (up to 1.4 at rstd 1e6, found by bench/fuzz.py) and -inf where NumPy gives NaN."""
+    for dtype in (np.float32, np.float64):
+        x, g, w = (a.astype(dtype) for a in _one_element_rows())
+        for forward, backward in ((layer_norm_forward, layer_norm_backward),
+                                  (layer_norm_forward_numpy, layer_norm_backward_numpy)):
+            _, mean, rstd = forward(x, w, None, 1e-12)
+            np.testing.assert_allclose(rstd, 1e6, rtol=1e-6)
+            np.testing.assert_array_equal(backward(g, x, w, mean, rstd)[0], 0)
 
     x = np.float32([[-8.444583, -32.808475, 29.326466, -41.267406]])  # the fuzz's row
     w, g = np.float32([-1e30, 5.568267, -15.200377, -16.150106]), np.float32([[-1e30, -1.369069, 0.195431, -0.875856]])
